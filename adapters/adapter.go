@@ -1,0 +1,150 @@
+// Package adapters holds one file per upstream wire protocol. An adapter
+// translates an OpenAI chat request into its protocol, the answer back into
+// OpenAI shape, and classifies failures; it never decides what to try next.
+package adapters
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+// Call is one upstream attempt of a chat completion.
+type Call struct {
+	// Body is the client's OpenAI request body, untouched.
+	Body []byte
+	// ModelStart and ModelEnd bound the raw JSON value of "model" in Body,
+	// so an adapter can patch it without re-encoding.
+	ModelStart, ModelEnd int
+	// Upstream is the model name the provider knows.
+	Upstream string
+	// UpstreamJSON is Upstream as a JSON string literal.
+	UpstreamJSON []byte
+	// Stream is the client's "stream" flag.
+	Stream bool
+	// Key is the index of this attempt's key in the provider's keys; -1
+	// when the provider has none.
+	Key int
+}
+
+// Reply is what a successful attempt produced.
+type Reply struct {
+	// Body is the OpenAI-shaped response of a non-stream call. The
+	// adapter appends to it; the caller reuses its capacity.
+	Body []byte
+	// Stream is set instead of Body for a stream call.
+	Stream Stream
+}
+
+// Stream yields a reply's SSE frames in OpenAI shape.
+type Stream interface {
+	// Next returns the next complete SSE frame ("data: ...\n\n"), valid
+	// until the next call. After the final frame it returns io.EOF; an
+	// upstream that ends early or sends garbage gives another error.
+	Next() ([]byte, error)
+	// Close releases the upstream connection. It is safe to call twice.
+	Close()
+}
+
+// Provider is one configured upstream, built for one config snapshot.
+type Provider interface {
+	// Chat makes one attempt. A failure is always a *Failure.
+	Chat(c *Call, r *Reply) error
+}
+
+// Class says what a failure means for routing.
+type Class int
+
+// The failure classes the engine acts on.
+const (
+	// Retryable failures (5xx, timeouts, connection errors, garbage)
+	// cool the key down and move on to the next candidate.
+	Retryable Class = iota
+	// RateLimited is a 429: the key cools down until RetryAfter.
+	RateLimited
+	// Auth is a 401/403 from the upstream: the key itself is bad.
+	Auth
+	// BadRequest is the client's fault; it is relayed, not retried.
+	BadRequest
+)
+
+func (c Class) String() string {
+	return [...]string{"retryable", "rate_limited", "auth", "bad_request"}[c]
+}
+
+// Failure is a failed attempt, classified.
+type Failure struct {
+	Class Class
+	// Status is the upstream's HTTP status; 0 when none came.
+	Status int
+	// RetryAfter is how long the upstream asked us to wait; 0 if unsaid.
+	RetryAfter time.Duration
+	// Msg describes the failure without any secret.
+	Msg string
+	// Body is an OpenAI-shaped error body to relay for BadRequest.
+	Body []byte
+}
+
+func (f *Failure) Error() string {
+	if f.Status != 0 {
+		return strconv.Itoa(f.Status) + " " + f.Msg
+	}
+	return f.Msg
+}
+
+// New builds the adapter for a provider. The client is shared and outlives
+// config snapshots, so its connections survive reloads.
+func New(p *config.Provider, client *fasthttp.Client) (Provider, error) {
+	switch p.Type {
+	case "openai":
+		return newOpenAI(p, client), nil
+	case "mock":
+		return newMock(p), nil
+	}
+	return nil, fmt.Errorf("provider %s: no adapter for type %q", p.Name, p.Type)
+}
+
+// classifyStatus maps an upstream HTTP status to a failure class.
+func classifyStatus(status int) Class {
+	switch {
+	case status == fasthttp.StatusTooManyRequests:
+		return RateLimited
+	case status == fasthttp.StatusUnauthorized || status == fasthttp.StatusForbidden:
+		return Auth
+	case status >= 500, status == fasthttp.StatusNotFound, status == fasthttp.StatusRequestTimeout, status == fasthttp.StatusConflict:
+		// 404: this provider does not serve the model after all; 408 and
+		// 409 are the upstream's own transient conditions.
+		return Retryable
+	}
+	return BadRequest
+}
+
+// transportFailure classifies an error from the HTTP client.
+func transportFailure(err error) *Failure {
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout):
+		return &Failure{Class: Retryable, Msg: "upstream timed out"}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return &Failure{Class: Retryable, Msg: "upstream response too large"}
+	}
+	return &Failure{Class: Retryable, Msg: "upstream connection failed: " + err.Error()}
+}
+
+// retryAfter parses a Retry-After header: seconds or an HTTP date.
+func retryAfter(v []byte, now time.Time) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	if n, err := strconv.ParseFloat(string(v), 64); err == nil && n > 0 {
+		return time.Duration(n * float64(time.Second))
+	}
+	if t, err := fasthttp.ParseHTTPDate(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -1,0 +1,230 @@
+// Package config turns gateway.yaml into a validated, compiled, immutable
+// snapshot, and watches the file for changes.
+//
+// A *Config returned by Load or Parse is never modified afterwards: the
+// engine publishes it behind one atomic pointer and every request reads it
+// without locks.
+package config
+
+import (
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+)
+
+// Protocols lists the wire protocols a provider's `type` may name. The
+// adapters package implements exactly these.
+var Protocols = []string{"openai", "mock"}
+
+// Strategies lists the selection strategies a model group may name.
+var Strategies = []string{"priority"}
+
+// Config is one loaded gateway.yaml.
+type Config struct {
+	Listen         string               `yaml:"listen"`
+	MaxBody        ByteSize             `yaml:"max_body"`
+	Auth           Auth                 `yaml:"auth"`
+	Providers      map[string]*Provider `yaml:"providers"`
+	Models         map[string]*Group    `yaml:"models"`
+	Routes         []*Route             `yaml:"routes"`
+	Failover       Failover             `yaml:"failover"`
+	CircuitBreaker CircuitBreaker       `yaml:"circuit_breaker"`
+	Sticky         Sticky               `yaml:"sticky"`
+	Cache          Cache                `yaml:"cache"`
+
+	// ProviderOrder holds the provider names in file order, without the
+	// optional providers that were left out.
+	ProviderOrder []string `yaml:"-"`
+	// GroupOrder holds the model group names in file order.
+	GroupOrder []string `yaml:"-"`
+	// Checksum is the hex SHA-256 of the file's bytes.
+	Checksum string `yaml:"-"`
+	// LoadedAt is when the file was parsed.
+	LoadedAt time.Time `yaml:"-"`
+	// Warnings are things worth logging that did not stop the load.
+	Warnings []string `yaml:"-"`
+}
+
+func (c *Config) defaults() {
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 16 << 20
+	}
+	c.Auth.defaults()
+	c.Failover.defaults()
+	c.CircuitBreaker.defaults()
+	c.Sticky.defaults()
+	c.Cache.defaults()
+}
+
+// Auth holds the gateway keys clients present. No keys at all turns
+// authentication off.
+type Auth struct {
+	DefaultRPM int    `yaml:"default_rpm"`
+	Keys       []*Key `yaml:"keys"`
+}
+
+func (a *Auth) defaults() {
+	if a.DefaultRPM == 0 {
+		a.DefaultRPM = 60
+	}
+}
+
+// Key is one gateway key.
+type Key struct {
+	Name     string            `yaml:"name"`
+	Key      Secret            `yaml:"key"`
+	RPM      int               `yaml:"rpm"`
+	Models   []string          `yaml:"models"`
+	Expires  time.Time         `yaml:"expires"`
+	Disabled bool              `yaml:"disabled"`
+	Metadata map[string]string `yaml:"metadata"`
+
+	// Hash is the SHA-256 of the key's value, the only form kept for
+	// comparison.
+	Hash [32]byte `yaml:"-"`
+	// Allowed is Models as a set; nil means every model.
+	Allowed map[string]bool `yaml:"-"`
+}
+
+// Provider is one upstream account: a wire protocol, an API root and keys.
+type Provider struct {
+	Type     string                    `yaml:"type"`
+	BaseURL  string                    `yaml:"base_url"`
+	Keys     []Secret                  `yaml:"keys"`
+	Optional bool                      `yaml:"optional"`
+	Timeout  Duration                  `yaml:"timeout"`
+	Headers  map[string]string         `yaml:"headers"`
+	Limits   Limits                    `yaml:"limits"`
+	Models   map[string]*ProviderModel `yaml:"models"`
+
+	// Name is the provider's key under `providers:`.
+	Name string `yaml:"-"`
+	// ModelOrder holds the model names in file order.
+	ModelOrder []string `yaml:"-"`
+}
+
+func (p *Provider) defaults() {
+	if p.Timeout == 0 {
+		p.Timeout = Duration(300 * time.Second)
+	}
+	if p.BaseURL == "" && p.Type == "openai" {
+		p.BaseURL = "https://api.openai.com/v1"
+	}
+}
+
+// ProviderModel is a model a provider serves, under the name the gateway
+// uses for it.
+type ProviderModel struct {
+	Upstream string `yaml:"upstream"`
+	Limits   Limits `yaml:"limits"`
+
+	// Name is the model's key under the provider's `models:`.
+	Name string `yaml:"-"`
+}
+
+// Limits are upstream rate caps per (provider, model, key); zero is no cap.
+type Limits struct {
+	RPM int `yaml:"rpm"`
+	RPD int `yaml:"rpd"`
+	TPM int `yaml:"tpm"`
+	TPD int `yaml:"tpd"`
+}
+
+// Group is a model name clients ask for, backed by a chain of targets.
+type Group struct {
+	Strategy string   `yaml:"strategy"`
+	Targets  []string `yaml:"targets"`
+
+	// Name is the group's key under `models:`.
+	Name string `yaml:"-"`
+	// Chain is Targets resolved, without targets of left-out providers.
+	Chain []Target `yaml:"-"`
+}
+
+// Target is one resolved `provider/model` reference.
+type Target struct {
+	Provider *Provider
+	Model    *ProviderModel
+}
+
+// String gives the target back as `provider/model`.
+func (t Target) String() string { return t.Provider.Name + "/" + t.Model.Name }
+
+// Route is a rule that sends matching requests to a model group or to a
+// chain of its own.
+type Route struct {
+	Name     string   `yaml:"name"`
+	Match    string   `yaml:"match"`
+	Model    string   `yaml:"model"`
+	Strategy string   `yaml:"strategy"`
+	Targets  []string `yaml:"targets"`
+
+	// Program is Match compiled against RequestEnv.
+	Program *vm.Program `yaml:"-"`
+	// Uses lists which request fields the expression reads, so the engine
+	// fills only those.
+	Uses EnvUses `yaml:"-"`
+	// Group is what the route sends to: the named group, or one built from
+	// the route's own targets.
+	Group *Group `yaml:"-"`
+}
+
+// Failover bounds how hard the gateway tries before it gives up.
+type Failover struct {
+	MaxAttempts int      `yaml:"max_attempts"`
+	Cooldown    Duration `yaml:"cooldown"`
+}
+
+func (f *Failover) defaults() {
+	if f.MaxAttempts == 0 {
+		f.MaxAttempts = 5
+	}
+	if f.Cooldown == 0 {
+		f.Cooldown = Duration(60 * time.Second)
+	}
+}
+
+// CircuitBreaker opens a (provider, model) after consecutive failures.
+type CircuitBreaker struct {
+	Failures int      `yaml:"failures"`
+	OpenFor  Duration `yaml:"open_for"`
+}
+
+func (b *CircuitBreaker) defaults() {
+	if b.Failures == 0 {
+		b.Failures = 5
+	}
+	if b.OpenFor == 0 {
+		b.OpenFor = Duration(30 * time.Second)
+	}
+}
+
+// Sticky keeps a conversation on the target it started on.
+type Sticky struct {
+	TTL Duration `yaml:"ttl"`
+}
+
+func (s *Sticky) defaults() {
+	if s.TTL == 0 {
+		s.TTL = Duration(30 * time.Minute)
+	}
+}
+
+// Cache is the passthrough GET response cache.
+type Cache struct {
+	TTL      *Duration `yaml:"ttl"`
+	MaxBytes ByteSize  `yaml:"max_bytes"`
+}
+
+func (c *Cache) defaults() {
+	if c.TTL == nil {
+		d := Duration(300 * time.Second)
+		c.TTL = &d
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 64 << 20
+	}
+}

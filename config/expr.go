@@ -1,0 +1,68 @@
+package config
+
+import (
+	"fmt"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/vm"
+)
+
+// RequestEnv is what a route's `match` expression sees of a request.
+type RequestEnv struct {
+	Model    string            `expr:"model"`
+	Stream   bool              `expr:"stream"`
+	Tokens   int               `expr:"tokens"`
+	Messages int               `expr:"messages"`
+	Tools    bool              `expr:"tools"`
+	Headers  map[string]string `expr:"headers"`
+	Key      KeyEnv            `expr:"key"`
+	Metadata map[string]any    `expr:"metadata"`
+	Path     string            `expr:"path"`
+	Method   string            `expr:"method"`
+}
+
+// KeyEnv is the calling gateway key as expressions see it.
+type KeyEnv struct {
+	Name     string            `expr:"name"`
+	Metadata map[string]string `expr:"metadata"`
+}
+
+// EnvUses records which costly RequestEnv fields an expression reads.
+type EnvUses struct {
+	Headers  bool
+	Metadata bool
+}
+
+// Or merges two sets of uses.
+func (u EnvUses) Or(o EnvUses) EnvUses {
+	return EnvUses{Headers: u.Headers || o.Headers, Metadata: u.Metadata || o.Metadata}
+}
+
+// compileMatch type-checks src against RequestEnv and requires a bool.
+func compileMatch(src string) (*vm.Program, EnvUses, error) {
+	var uses EnvUses
+	prog, err := expr.Compile(src,
+		expr.Env(&RequestEnv{}),
+		expr.AsBool(),
+		expr.Patch(usesVisitor{&uses}),
+	)
+	if err != nil {
+		return nil, uses, fmt.Errorf("invalid match expression: %w", err)
+	}
+	return prog, uses, nil
+}
+
+// usesVisitor notes the identifiers an expression reads.
+type usesVisitor struct{ uses *EnvUses }
+
+func (v usesVisitor) Visit(node *ast.Node) {
+	if id, ok := (*node).(*ast.IdentifierNode); ok {
+		switch id.Value {
+		case "headers":
+			v.uses.Headers = true
+		case "metadata":
+			v.uses.Metadata = true
+		}
+	}
+}

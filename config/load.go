@@ -1,0 +1,551 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Options says where a config's references point.
+type Options struct {
+	// LookupEnv resolves `${NAME}`; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// Dir is the base of relative `file:` paths; Load sets it to the
+	// config file's directory.
+	Dir string
+}
+
+// Error is one problem in a config file, located by its YAML path and line.
+type Error struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	s := e.Msg
+	if e.Path != "" {
+		s = e.Path + ": " + s
+	}
+	if e.Line > 0 {
+		s += " (line " + strconv.Itoa(e.Line) + ")"
+	}
+	return s
+}
+
+// Errors is every problem found in one file, in file order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Load reads and parses the config file at path.
+func Load(path string, opt Options) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if opt.Dir == "" {
+		opt.Dir = filepath.Dir(path)
+	}
+	return Parse(data, opt)
+}
+
+// Parse decodes, validates and compiles a config. On failure the error is
+// an Errors listing every problem found.
+func Parse(data []byte, opt Options) (*Config, error) {
+	if opt.LookupEnv == nil {
+		opt.LookupEnv = os.LookupEnv
+	}
+	p := &parser{opt: &opt, lines: map[string]int{}, dropped: map[string]*Provider{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Errors{syntaxError(err, data)}
+	}
+	if len(root.Content) == 0 {
+		return nil, Errors{{Msg: "the file is empty"}}
+	}
+	if root.Content[0].Kind != yaml.MappingNode {
+		return nil, Errors{{Line: root.Content[0].Line, Msg: "the file must be a mapping of settings"}}
+	}
+	p.root = root.Content[0]
+	p.index(p.root, "")
+
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, Errors{syntaxError(err, data)}
+		}
+		for _, msg := range te.Errors {
+			p.errs = append(p.errs, p.typeError(msg))
+		}
+		return nil, p.sorted()
+	}
+	sum := sha256.Sum256(data)
+	cfg.Checksum = hex.EncodeToString(sum[:])
+	cfg.LoadedAt = time.Now()
+	cfg.defaults()
+	p.validate(cfg)
+	if len(p.errs) > 0 {
+		return nil, p.sorted()
+	}
+	return cfg, nil
+}
+
+type parser struct {
+	opt   *Options
+	root  *yaml.Node
+	lines map[string]int // YAML path -> line
+	keys  []keyAt        // every mapping key, for locating decoder errors
+	errs  Errors
+	// dropped holds the optional providers left out for unset keys.
+	dropped map[string]*Provider
+}
+
+type keyAt struct {
+	path, key string
+	line      int
+}
+
+func (p *parser) index(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			kp := k.Value
+			if path != "" {
+				kp = path + "." + k.Value
+			}
+			p.lines[kp] = k.Line
+			p.keys = append(p.keys, keyAt{kp, k.Value, k.Line})
+			p.index(n.Content[i+1], kp)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			ip := path + "[" + strconv.Itoa(i) + "]"
+			p.lines[ip] = c.Line
+			p.index(c, ip)
+		}
+	}
+}
+
+// errorf records a problem at a YAML path.
+func (p *parser) errorf(path, format string, args ...any) {
+	p.errs = append(p.errs, &Error{Path: path, Line: p.lines[path], Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) sorted() Errors {
+	slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
+	return p.errs
+}
+
+var (
+	lineMsg       = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownField  = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	cannotDecode  = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+	friendlyTypes = map[string]string{
+		"int": "a whole number", "bool": "true or false", "string": "a string",
+		"time.Time": "a time such as 2027-01-01T00:00:00Z", "[]string": "a list",
+		"[]config.Secret": "a list of key references", "map[string]string": "a mapping",
+	}
+)
+
+// typeError turns one of yaml.v3's decoder messages into a located Error.
+func (p *parser) typeError(msg string) *Error {
+	m := lineMsg.FindStringSubmatch(msg)
+	if m == nil {
+		return &Error{Msg: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	msg = m[2]
+	if f := unknownField.FindStringSubmatch(msg); f != nil {
+		for _, k := range p.keys {
+			if k.line == line && k.key == f[1] {
+				return &Error{Path: parent(k.path), Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+			}
+		}
+		return &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+	}
+	if c := cannotDecode.FindStringSubmatch(msg); c != nil {
+		want := friendlyTypes[c[3]]
+		if want == "" {
+			want = c[3]
+		}
+		msg = fmt.Sprintf("want %s, got %q", want, c[2])
+		if c[1] == "map" || c[1] == "seq" {
+			msg = fmt.Sprintf("want %s, got a %s", want, map[string]string{"map": "mapping", "seq": "list"}[c[1]])
+		}
+	}
+	// The value sits on the line of its key, or on its own line in a list.
+	path := ""
+	for _, k := range p.keys {
+		if k.line == line {
+			path = k.path
+		}
+	}
+	if path == "" {
+		for ip, l := range p.lines {
+			if l == line && (path == "" || len(ip) > len(path)) {
+				path = ip
+			}
+		}
+	}
+	return &Error{Path: path, Line: line, Msg: msg}
+}
+
+func parent(path string) string {
+	if i := strings.LastIndexAny(path, ".["); i >= 0 {
+		return path[:i]
+	}
+	return ""
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+func syntaxError(err error, data []byte) *Error {
+	msg := err.Error()
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		e := &Error{Line: line, Msg: "invalid YAML: " + m[2]}
+		// ${...} in a [flow, list] is YAML's flow-mapping syntax, not text.
+		// yaml.v3 may name the line before the one at fault.
+		lines := bytes.Split(data, []byte("\n"))
+		for l := line - 1; l <= line && l < len(lines); l++ {
+			if l >= 0 && bytes.Contains(lines[l], []byte("${")) && bytes.Contains(lines[l], []byte("[")) {
+				e.Msg += `; inside [ ] quote references: ["${KEY_1}", "${KEY_2}"]`
+				break
+			}
+		}
+		return e
+	}
+	return &Error{Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// mapKeys returns the keys of the mapping at path, in file order.
+func (p *parser) mapKeys(path ...string) []string {
+	n := p.root
+	for _, seg := range path {
+		var next *yaml.Node
+		for i := 0; n != nil && n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == seg {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	keys := make([]string, 0, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		keys = append(keys, n.Content[i].Value)
+	}
+	return keys
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]*$`)
+
+func (p *parser) validate(c *Config) {
+	p.validateProviders(c)
+	p.validateGroups(c)
+	p.validateRoutes(c)
+	p.validateAuth(c)
+	if c.Failover.MaxAttempts < 1 {
+		p.errorf("failover.max_attempts", "must be at least 1, got %d", c.Failover.MaxAttempts)
+	}
+	if c.CircuitBreaker.Failures < 1 {
+		p.errorf("circuit_breaker.failures", "must be at least 1, got %d", c.CircuitBreaker.Failures)
+	}
+	if c.MaxBody < 1024 {
+		p.errorf("max_body", "must be at least 1KiB, got %d bytes", c.MaxBody)
+	}
+}
+
+func (p *parser) validateProviders(c *Config) {
+	if len(c.Providers) == 0 {
+		p.errorf("providers", "at least one provider is needed")
+	}
+	for _, name := range p.mapKeys("providers") {
+		pv := c.Providers[name]
+		path := "providers." + name
+		if pv == nil {
+			p.errorf(path, "is empty; a provider needs at least a type and models")
+			delete(c.Providers, name)
+			continue
+		}
+		pv.Name = name
+		if !namePattern.MatchString(name) {
+			p.errorf(path, "provider name %q may hold only letters, digits and ._:@- (no /)", name)
+		}
+		if !slices.Contains(Protocols, pv.Type) {
+			if pv.Type == "" {
+				p.errorf(path, "type is missing; one of: %s", strings.Join(Protocols, ", "))
+			} else {
+				p.errorf(path+".type", "unknown type %q; one of: %s", pv.Type, strings.Join(Protocols, ", "))
+			}
+		}
+		pv.defaults()
+		if pv.Type != "mock" {
+			u, err := url.Parse(pv.BaseURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				p.errorf(path+".base_url", "must be an http:// or https:// URL, got %q", pv.BaseURL)
+			}
+			pv.BaseURL = strings.TrimRight(pv.BaseURL, "/")
+		}
+		left := false
+		for i := range pv.Keys {
+			kp := fmt.Sprintf("%s.keys[%d]", path, i)
+			if err := pv.Keys[i].resolve(p.opt, false); err != nil {
+				if pv.Optional && errors.Is(err, errUnset) {
+					left = true
+					c.Warnings = append(c.Warnings, fmt.Sprintf("providers.%s: left out because %s (the provider is optional)", name, refProblem(err)))
+					continue
+				}
+				p.errorf(kp, "%s", refProblem(err))
+			}
+		}
+		for k, v := range pv.Headers {
+			if !namePattern.MatchString(k) || strings.ContainsAny(v, "\r\n") {
+				p.errorf(path+".headers."+k, "invalid header")
+			}
+		}
+		p.limits(path+".limits", pv.Limits)
+		if len(pv.Models) == 0 {
+			p.errorf(path, "models is empty; list the models this provider serves")
+		}
+		pv.ModelOrder = p.mapKeys("providers", name, "models")
+		for _, mn := range pv.ModelOrder {
+			mp := path + ".models." + mn
+			m := pv.Models[mn]
+			if m == nil {
+				m = &ProviderModel{}
+				pv.Models[mn] = m
+			}
+			m.Name = mn
+			if !namePattern.MatchString(mn) {
+				p.errorf(mp, "model name %q may hold only letters, digits and ._:@- (no /)", mn)
+			}
+			if m.Upstream == "" {
+				m.Upstream = mn
+			}
+			p.limits(mp+".limits", m.Limits)
+		}
+		if left {
+			p.dropped[name] = pv
+			delete(c.Providers, name)
+			continue
+		}
+		c.ProviderOrder = append(c.ProviderOrder, name)
+	}
+}
+
+// refProblem words a secret resolution error without its sentinel.
+func refProblem(err error) string {
+	return strings.TrimSuffix(err.Error(), ": "+errUnset.Error())
+}
+
+func (p *parser) limits(path string, l Limits) {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"rpm", l.RPM}, {"rpd", l.RPD}, {"tpm", l.TPM}, {"tpd", l.TPD}} {
+		if f.v < 0 {
+			p.errorf(path+"."+f.name, "must not be negative, got %d", f.v)
+		}
+	}
+}
+
+// chain resolves target references. Targets of optional providers that were
+// left out are dropped; anything else unknown is an error.
+func (p *parser) chain(c *Config, path string, refs []string) []Target {
+	if len(refs) == 0 {
+		p.errorf(path, "targets is empty; list provider/model references")
+	}
+	out := make([]Target, 0, len(refs))
+	for i, ref := range refs {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		prov, model, ok := strings.Cut(ref, "/")
+		if !ok || prov == "" || model == "" {
+			p.errorf(ip, "target %q must be provider/model", ref)
+			continue
+		}
+		pv := c.Providers[prov]
+		if pv == nil {
+			if p.dropped[prov] != nil {
+				continue
+			}
+			p.errorf(ip, "target %q names unknown provider %q", ref, prov)
+			continue
+		}
+		m := pv.Models[model]
+		if m == nil {
+			p.errorf(ip, "target %q: provider %q has no model %q", ref, prov, model)
+			continue
+		}
+		out = append(out, Target{Provider: pv, Model: m})
+	}
+	return out
+}
+
+func (p *parser) strategy(path string, s *string) {
+	if *s == "" {
+		*s = "priority"
+	}
+	if !slices.Contains(Strategies, *s) {
+		p.errorf(path, "unknown strategy %q; one of: %s", *s, strings.Join(Strategies, ", "))
+	}
+}
+
+func (p *parser) validateGroups(c *Config) {
+	c.GroupOrder = p.mapKeys("models")
+	for _, name := range c.GroupOrder {
+		g := c.Models[name]
+		path := "models." + name
+		if g == nil {
+			p.errorf(path, "is empty; a model group needs targets")
+			delete(c.Models, name)
+			continue
+		}
+		g.Name = name
+		if !namePattern.MatchString(name) {
+			p.errorf(path, "model name %q may hold only letters, digits and ._:@- (no /)", name)
+		}
+		p.strategy(path+".strategy", &g.Strategy)
+		g.Chain = p.chain(c, path+".targets", g.Targets)
+		if len(g.Chain) == 0 && len(g.Targets) > 0 {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: every target's provider was left out; requests for %q will find no provider", path, name))
+		}
+	}
+}
+
+func (p *parser) validateRoutes(c *Config) {
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		path := fmt.Sprintf("routes[%d]", i)
+		if r == nil {
+			p.errorf(path, "is empty")
+			continue
+		}
+		if r.Name == "" {
+			p.errorf(path, "name is missing")
+		} else if seen[r.Name] {
+			p.errorf(path+".name", "route name %q is used twice", r.Name)
+		}
+		seen[r.Name] = true
+		if r.Match == "" {
+			p.errorf(path, "match is missing")
+		} else {
+			prog, uses, err := compileMatch(r.Match)
+			if err != nil {
+				p.errorf(path+".match", "%s", strings.ReplaceAll(err.Error(), "\n", " "))
+			}
+			r.Program, r.Uses = prog, uses
+		}
+		switch {
+		case r.Model != "" && len(r.Targets) > 0:
+			p.errorf(path, "give either model or targets, not both")
+		case r.Model != "":
+			if r.Strategy != "" {
+				p.errorf(path+".strategy", "strategy belongs to the model group %q, not to a route that names it", r.Model)
+			}
+			r.Group = c.Models[r.Model]
+			if r.Group == nil {
+				p.errorf(path+".model", "unknown model group %q", r.Model)
+			}
+		case len(r.Targets) > 0:
+			p.strategy(path+".strategy", &r.Strategy)
+			r.Group = &Group{Name: r.Name, Strategy: r.Strategy, Targets: r.Targets,
+				Chain: p.chain(c, path+".targets", r.Targets)}
+		default:
+			p.errorf(path, "give a model group (model) or a chain (targets)")
+		}
+	}
+}
+
+func (p *parser) validateAuth(c *Config) {
+	if c.Auth.DefaultRPM < 0 {
+		p.errorf("auth.default_rpm", "must not be negative, got %d", c.Auth.DefaultRPM)
+	}
+	names := map[string]bool{}
+	hashes := map[[32]byte]string{}
+	for i, k := range c.Auth.Keys {
+		path := fmt.Sprintf("auth.keys[%d]", i)
+		if k == nil {
+			p.errorf(path, "is empty")
+			continue
+		}
+		switch {
+		case k.Name == "":
+			p.errorf(path, "name is missing")
+		case names[k.Name]:
+			p.errorf(path+".name", "key name %q is used twice", k.Name)
+		}
+		names[k.Name] = true
+		if k.RPM < 0 {
+			p.errorf(path+".rpm", "must not be negative, got %d", k.RPM)
+		}
+		if k.RPM == 0 {
+			k.RPM = c.Auth.DefaultRPM
+		}
+		if err := k.Key.resolve(p.opt, true); err != nil {
+			p.errorf(path+".key", "%s", refProblem(err))
+		} else {
+			if k.Key.hash != nil {
+				copy(k.Hash[:], k.Key.hash)
+			} else {
+				k.Hash = sha256.Sum256([]byte(k.Key.value))
+			}
+			if other, dup := hashes[k.Hash]; dup {
+				p.errorf(path+".key", "same key as %q", other)
+			}
+			hashes[k.Hash] = k.Name
+		}
+		if k.Models != nil {
+			k.Allowed = make(map[string]bool, len(k.Models))
+			for j, m := range k.Models {
+				if !knownModel(c.Providers, c.Models, m) && !knownModel(p.dropped, nil, m) {
+					p.errorf(fmt.Sprintf("%s.models[%d]", path, j), "unknown model %q", m)
+				}
+				k.Allowed[m] = true
+			}
+		}
+	}
+}
+
+// knownModel reports whether name is a group, a provider model name or a
+// provider/model reference.
+func knownModel(providers map[string]*Provider, groups map[string]*Group, name string) bool {
+	if groups[name] != nil {
+		return true
+	}
+	if prov, model, ok := strings.Cut(name, "/"); ok {
+		pv := providers[prov]
+		return pv != nil && pv.Models[model] != nil
+	}
+	for _, pv := range providers {
+		if pv.Models[name] != nil {
+			return true
+		}
+	}
+	return false
+}

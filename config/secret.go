@@ -1,0 +1,109 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Secret is a key referenced from the config file: `${ENV_VAR}`,
+// `file:/path/to/file`, or for gateway keys `sha256:<hex>`. It never prints
+// its value: fmt verbs, YAML and JSON all show `<secret>` or the reference.
+type Secret struct {
+	ref   string
+	value string
+	hash  []byte
+}
+
+const redacted = "<secret>"
+
+var envRef = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
+
+// UnmarshalYAML keeps the reference; Parse resolves it.
+func (s *Secret) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeErr(n, "want a key reference such as ${ENV_VAR}, got a %s", kindName(n))
+	}
+	s.ref = n.Value
+	return nil
+}
+
+// MarshalYAML writes the reference back, never the value.
+func (s Secret) MarshalYAML() (any, error) { return s.ref, nil }
+
+// MarshalJSON hides the secret.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// Format prints `<secret>` for every verb, so no %v, %s, %q or %x can leak it.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// String returns `<secret>`.
+func (s Secret) String() string { return redacted }
+
+// GoString returns `<secret>`.
+func (s Secret) GoString() string { return redacted }
+
+// Reveal returns the resolved value, for the one place that must send it.
+func (s Secret) Reveal() string { return s.value }
+
+// Ref returns the reference as written in the file (an env var name or a
+// path, never a value).
+func (s Secret) Ref() string { return s.ref }
+
+// errUnset marks a reference that points at nothing, which optional
+// providers tolerate.
+var errUnset = errors.New("unset")
+
+// resolve reads the secret's value. allowHash admits the `sha256:` form.
+func (s *Secret) resolve(opt *Options, allowHash bool) error {
+	ref := strings.TrimSpace(s.ref)
+	switch {
+	case envRef.MatchString(ref):
+		name := envRef.FindStringSubmatch(ref)[1]
+		v, ok := opt.LookupEnv(name)
+		if !ok || v == "" {
+			return fmt.Errorf("environment variable %s is not set: %w", name, errUnset)
+		}
+		s.value = v
+	case strings.HasPrefix(ref, "file:"):
+		path := strings.TrimPrefix(ref, "file:")
+		if path == "" {
+			return errors.New("file: reference has no path")
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(opt.Dir, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("key file %s does not exist: %w", path, errUnset)
+			}
+			return fmt.Errorf("reading key file %s: %w", path, errors.Unwrap(err))
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			return fmt.Errorf("key file %s is empty: %w", path, errUnset)
+		}
+		s.value = v
+	case allowHash && strings.HasPrefix(ref, "sha256:"):
+		h, err := hex.DecodeString(strings.TrimPrefix(ref, "sha256:"))
+		if err != nil || len(h) != 32 {
+			return errors.New("sha256: reference must be 64 hex digits")
+		}
+		s.hash = h
+	case ref == "":
+		return errors.New("key is empty")
+	default:
+		if allowHash {
+			return errors.New("key must be a reference: ${ENV_VAR}, file:/path or sha256:<hex>; a literal key does not belong in the file")
+		}
+		return errors.New("key must be a reference: ${ENV_VAR} or file:/path; a literal key does not belong in the file")
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+// Package engine owns the request path (ingress, auth, routing, failover)
+// and all state that outlives a config reload.
+package engine
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+// Options are an engine's fixed settings.
+type Options struct {
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+	// Dial replaces the upstream dialer (tests use in-memory listeners).
+	Dial fasthttp.DialFunc
+	// Status reports the last reload for /health; nil reports the first load.
+	Status func() config.ReloadStatus
+}
+
+// Engine serves the gateway's HTTP API from the current config snapshot.
+type Engine struct {
+	snap    atomic.Pointer[snapshot]
+	client  *fasthttp.Client
+	states  states
+	log     *slog.Logger
+	status  func() config.ReloadStatus
+	started time.Time
+	// idPrefix and idSeq make request ids unique without a random read
+	// per request.
+	idPrefix [12]byte
+	idSeq    atomic.Uint64
+}
+
+// New builds an engine serving cfg.
+func New(cfg *config.Config, opt Options) (*Engine, error) {
+	e := &Engine{
+		log:     opt.Logger,
+		status:  opt.Status,
+		started: time.Now(),
+		client: &fasthttp.Client{
+			Dial:                     opt.Dial,
+			NoDefaultUserAgentHeader: true,
+			// Open streams each hold a connection; the default 512 would
+			// refuse the 513th at once.
+			MaxConnsPerHost:     16384,
+			MaxIdleConnDuration: 90 * time.Second,
+			ReadBufferSize:      16 << 10,
+			MaxResponseBodySize: 64 << 20,
+		},
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	hex.Encode(e.idPrefix[:], b[:])
+	if err := e.Swap(cfg); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Swap publishes cfg. Requests already running finish on the snapshot
+// they started with.
+func (e *Engine) Swap(cfg *config.Config) error {
+	s, err := build(cfg, e.client, &e.states)
+	if err != nil {
+		return err
+	}
+	if old := e.snap.Load(); old != nil {
+		if old.cfg.Listen != cfg.Listen {
+			e.log.Warn("listen changed; restart the gateway to apply it", "serving", old.cfg.Listen, "file", cfg.Listen)
+		}
+		if old.cfg.MaxBody != cfg.MaxBody {
+			e.log.Warn("max_body changed; restart the gateway to apply it", "serving", int64(old.cfg.MaxBody), "file", int64(cfg.MaxBody))
+		}
+	}
+	if len(cfg.Auth.Keys) == 0 {
+		e.log.Warn("no gateway keys configured: authentication is off")
+	}
+	e.snap.Store(s)
+	return nil
+}
+
+// Close drops idle upstream connections.
+func (e *Engine) Close() { e.client.CloseIdleConnections() }
+
+// Server returns a fasthttp server for the engine. Its body limit is the
+// config's max_body at the time of the call.
+func (e *Engine) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               e.Handler,
+		ErrorHandler:          e.errorHandler,
+		MaxRequestBodySize:    int(e.snap.Load().cfg.MaxBody),
+		ReadTimeout:           60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		NoDefaultServerHeader: true,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{e.log},
+	}
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "msg", format, "args", len(args))
+}
+
+func (e *Engine) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		(&apiError{status: fasthttp.StatusRequestEntityTooLarge, typ: "invalid_request_error", code: "request_too_large",
+			msg: "request body is larger than the gateway's max_body"}).write(ctx)
+		return
+	}
+	badRequest("", "malformed_request", "the HTTP request could not be read").write(ctx)
+}
+
+var (
+	strJSON        = []byte("application/json")
+	strEventStream = []byte("text/event-stream")
+	hdrRequestID   = []byte("X-Request-Id")
+	hdrRoutedVia   = []byte("X-Routed-Via")
+	hdrFallbacks   = []byte("X-Fallback-Attempts")
+	hdrRoute       = []byte("X-Gateway-Route")
+)
+
+// Handler serves one request.
+func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
+	s := e.snap.Load()
+	e.setRequestID(ctx)
+	path := ctx.Path()
+	switch string(path) {
+	case "/v1/chat/completions", "/chat/completions":
+		if !ctx.IsPost() {
+			methodNotAllowed(ctx, "POST")
+			return
+		}
+		key, err := s.authenticate(ctx)
+		if err != nil {
+			err.write(ctx)
+			return
+		}
+		e.chat(ctx, s, key)
+	case "/v1/models", "/models":
+		if !ctx.IsGet() {
+			methodNotAllowed(ctx, "GET")
+			return
+		}
+		key, err := s.authenticate(ctx)
+		if err != nil {
+			err.write(ctx)
+			return
+		}
+		body := s.modelsAll
+		if key != nil && key.Allowed != nil {
+			body = s.modelsByKey[key]
+		}
+		ctx.SetContentTypeBytes(strJSON)
+		ctx.SetBody(body)
+	case "/health":
+		e.health(ctx, s)
+	case "/targets":
+		ctx.SetContentTypeBytes(strJSON)
+		ctx.SetBody(s.targetsJSON)
+	default:
+		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "unknown_path",
+			msg: "no such endpoint: " + string(path)}).write(ctx)
+	}
+}
+
+func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
+	ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
+	(&apiError{status: fasthttp.StatusMethodNotAllowed, typ: "invalid_request_error", code: "method_not_allowed",
+		msg: "this endpoint accepts " + allow + " only"}).write(ctx)
+}
+
+// setRequestID echoes the client's X-Request-Id or makes one.
+func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
+	if id := ctx.Request.Header.PeekBytes(hdrRequestID); len(id) > 0 && len(id) <= 128 {
+		ctx.Response.Header.SetCanonical(hdrRequestID, id)
+		return
+	}
+	var buf [32]byte
+	b := append(buf[:0], "req_"...)
+	b = append(b, e.idPrefix[:]...)
+	n := e.idSeq.Add(1)
+	var seq [16]byte
+	for i := len(seq) - 1; i >= 0; i-- {
+		seq[i] = "0123456789abcdef"[n&15]
+		n >>= 4
+	}
+	b = append(b, seq[:]...)
+	ctx.Response.Header.SetCanonical(hdrRequestID, b)
+}
+
+// authenticate finds the calling gateway key. With no keys configured,
+// every caller is let in as nil.
+func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*config.Key, *apiError) {
+	if len(s.keys) == 0 {
+		return nil, nil
+	}
+	tok := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	if len(tok) > 7 && (string(tok[:7]) == "Bearer " || string(tok[:7]) == "bearer ") {
+		tok = tok[7:]
+	} else if k := ctx.Request.Header.Peek("X-Api-Key"); len(k) > 0 {
+		tok = k
+	} else {
+		tok = nil
+	}
+	if len(tok) == 0 {
+		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "missing_api_key",
+			msg: "missing gateway key: send Authorization: Bearer <key>"}
+	}
+	// Comparing digests in a map keeps the lookup constant-time in the
+	// key's content.
+	k := s.keys[sha256.Sum256(tok)]
+	switch {
+	case k == nil:
+		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "invalid_api_key",
+			msg: "invalid gateway key"}
+	case k.Disabled:
+		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_disabled",
+			msg: "gateway key " + k.Name + " is disabled"}
+	case !k.Expires.IsZero() && time.Now().After(k.Expires):
+		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_expired",
+			msg: "gateway key " + k.Name + " expired at " + k.Expires.UTC().Format(time.RFC3339)}
+	}
+	return k, nil
+}
+
+type healthBody struct {
+	Status        string      `json:"status"`
+	Version       string      `json:"version"`
+	Config        configState `json:"config"`
+	LastReload    reloadState `json:"last_reload"`
+	UptimeSeconds int64       `json:"uptime_seconds"`
+}
+
+type configState struct {
+	Checksum string    `json:"checksum"`
+	LoadedAt time.Time `json:"loaded_at"`
+}
+
+type reloadState struct {
+	OK     bool      `json:"ok"`
+	At     time.Time `json:"at"`
+	Errors int       `json:"errors"`
+}
+
+func (e *Engine) health(ctx *fasthttp.RequestCtx, s *snapshot) {
+	st := config.ReloadStatus{At: s.cfg.LoadedAt, OK: true, Checksum: s.cfg.Checksum}
+	if e.status != nil {
+		st = e.status()
+	}
+	b, _ := json.Marshal(healthBody{
+		Status:  "ok",
+		Version: s.cfg.Checksum[:12],
+		Config:  configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
+		// Reload errors name files and lines; they go to the log, and this
+		// public endpoint gives only their count.
+		LastReload:    reloadState{OK: st.OK, At: st.At.UTC(), Errors: len(st.Errors)},
+		UptimeSeconds: int64(time.Since(e.started).Seconds()),
+	})
+	ctx.SetContentTypeBytes(strJSON)
+	ctx.SetBody(b)
+}

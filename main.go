@@ -1,0 +1,161 @@
+// Command gateway is an OpenAI-compatible LLM gateway that routes each
+// request across many providers, as declared in gateway.yaml.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"gateway/config"
+	"gateway/engine"
+)
+
+const usage = `usage:
+  gateway [-config gateway.yaml] [-log-level info]   serve (same as: gateway serve ...)
+  gateway validate FILE...                           check config files without serving
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "validate":
+			return validate(args[1:], stdout, stderr)
+		case "serve":
+			args = args[1:]
+		case "help", "-h", "-help", "--help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+	}
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	path := fs.String("config", "gateway.yaml", "the config file")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "invalid -log-level %q\n", *level)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, *path, log); err != nil {
+		log.Error(err.Error())
+		return 1
+	}
+	return 0
+}
+
+// validate checks each file and prints every problem found.
+func validate(files []string, stdout, stderr io.Writer) int {
+	if len(files) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	code := 0
+	for _, f := range files {
+		cfg, err := config.Load(f, config.Options{})
+		if err != nil {
+			code = 1
+			var es config.Errors
+			if errors.As(err, &es) {
+				for _, e := range es {
+					fmt.Fprintf(stderr, "%s: %v\n", f, e)
+				}
+			} else {
+				fmt.Fprintf(stderr, "%s: %v\n", f, err)
+			}
+			continue
+		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", f, w)
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d providers, %d model groups, %d routes, %d gateway keys)\n",
+			f, len(cfg.Providers), len(cfg.Models), len(cfg.Routes), len(cfg.Auth.Keys))
+	}
+	return code
+}
+
+// shutdownGrace bounds how long open requests and streams may run on after
+// SIGINT or SIGTERM.
+const shutdownGrace = 30 * time.Second
+
+func serve(ctx context.Context, path string, log *slog.Logger) error {
+	cfg, err := config.Load(path, config.Options{})
+	if err != nil {
+		return fmt.Errorf("loading %s:\n%w", path, err)
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	var reloader *config.Reloader
+	eng, err := engine.New(cfg, engine.Options{
+		Logger: log,
+		Status: func() config.ReloadStatus { return reloader.Status() },
+	})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	reloader = config.NewReloader(path, config.Options{}, cfg, eng.Swap, log)
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reloadDone := make(chan error, 1)
+	go func() { reloadDone <- reloader.Run(rctx) }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading config")
+				reloader.Trigger()
+			case <-rctx.Done():
+				return
+			}
+		}
+	}()
+
+	srv := eng.Server()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.ListenAndServe(cfg.Listen) }()
+	log.Info("gateway listening", "addr", cfg.Listen, "config", path, "checksum", cfg.Checksum[:12],
+		"providers", len(cfg.Providers), "models", len(cfg.Models))
+
+	select {
+	case err := <-serveDone:
+		return fmt.Errorf("serving on %s: %w", cfg.Listen, err)
+	case err := <-reloadDone:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing open requests", "grace", shutdownGrace)
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer scancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		log.Warn("shutdown grace ran out; closing the remaining connections", "err", err)
+	}
+	cancel()
+	<-serveDone
+	return nil
+}
