@@ -25,6 +25,10 @@ type Options struct {
 	// Dir is the base of relative `file:` paths; Load sets it to the
 	// config file's directory.
 	Dir string
+	// SkipSecrets checks the form of key references without reading
+	// them, for validating a file where its secrets are not (a GitOps
+	// repo's CI). Optional providers are then kept whole.
+	SkipSecrets bool
 }
 
 // Error is one problem in a config file, located by its YAML path and line.
@@ -312,18 +316,28 @@ func (p *parser) validateProviders(c *Config) {
 			}
 			pv.BaseURL = strings.TrimRight(pv.BaseURL, "/")
 		}
-		left := false
+		// An optional provider keeps the keys that resolve and is left out
+		// only when none do.
+		kept := pv.Keys[:0]
+		unset := 0
 		for i := range pv.Keys {
 			kp := fmt.Sprintf("%s.keys[%d]", path, i)
-			if err := pv.Keys[i].resolve(p.opt, false); err != nil {
+			k := pv.Keys[i]
+			if err := k.resolve(p.opt, false); err != nil {
 				if pv.Optional && errors.Is(err, errUnset) {
-					left = true
-					c.Warnings = append(c.Warnings, fmt.Sprintf("providers.%s: left out because %s (the provider is optional)", name, refProblem(err)))
+					unset++
+					c.Warnings = append(c.Warnings, fmt.Sprintf("%s: skipped because %s (the provider is optional)", kp, refProblem(err)))
 					continue
 				}
 				p.errorf(kp, "%s", refProblem(err))
 			}
+			kept = append(kept, k)
 		}
+		left := unset > 0 && len(kept) == 0
+		if left {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: left out: none of its keys is set (the provider is optional)", path))
+		}
+		pv.Keys = kept
 		for k, v := range pv.Headers {
 			if !namePattern.MatchString(k) || strings.ContainsAny(v, "\r\n") {
 				p.errorf(path+".headers."+k, "invalid header")
@@ -509,7 +523,7 @@ func (p *parser) validateAuth(c *Config) {
 		}
 		if err := k.Key.resolve(p.opt, true); err != nil {
 			p.errorf(path+".key", "%s", refProblem(err))
-		} else {
+		} else if !p.opt.SkipSecrets || k.Key.hash != nil {
 			if k.Key.hash != nil {
 				copy(k.Hash[:], k.Key.hash)
 			} else {

@@ -64,6 +64,7 @@ var errUnset = errors.New("unset")
 func (s *Secret) resolve(opt *Options, allowHash bool) error {
 	ref := strings.TrimSpace(s.ref)
 	switch {
+	case envRef.MatchString(ref) && opt.SkipSecrets:
 	case envRef.MatchString(ref):
 		name := envRef.FindStringSubmatch(ref)[1]
 		v, ok := opt.LookupEnv(name)
@@ -75,6 +76,9 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 		path := strings.TrimPrefix(ref, "file:")
 		if path == "" {
 			return errors.New("file: reference has no path")
+		}
+		if opt.SkipSecrets {
+			return nil
 		}
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(opt.Dir, path)
