@@ -1,0 +1,110 @@
+package engine
+
+import (
+	"bytes"
+	"net"
+	"strconv"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"gateway/config"
+)
+
+// benchUpstream is a fake OpenAI server answering every chat request with
+// a fixed completion, or 20 SSE chunks when the body asks to stream.
+func benchUpstream(b *testing.B) *fasthttputil.InmemoryListener {
+	ln := fasthttputil.NewInmemoryListener()
+	reply := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)
+	var stream []byte
+	for i := range 20 {
+		stream = append(stream, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"tok`+strconv.Itoa(i)+` "},"finish_reason":null}]}`+"\n\n"...)
+	}
+	stream = append(stream, "data: [DONE]\n\n"...)
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if bytes.Contains(ctx.PostBody(), []byte(`"stream":true`)) {
+			ctx.SetContentType("text/event-stream")
+			ctx.SetBody(stream)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBody(reply)
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	return ln
+}
+
+// benchGateway serves an engine for cfgYAML in memory and returns a client
+// connected to it.
+func benchGateway(b *testing.B, cfgYAML string, up *fasthttputil.InmemoryListener) *fasthttp.HostClient {
+	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) {
+		return "key-" + k, true
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := New(cfg, Options{Dial: func(string) (net.Conn, error) { return up.Dial() }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	srv := eng.Server()
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
+	return &fasthttp.HostClient{Addr: "gateway", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+}
+
+const benchConfig = `
+auth:
+  keys:
+    - {name: bench, key: "${GW}", metadata: {team: ml}}
+providers:
+  up:
+    type: openai
+    base_url: http://upstream.test/v1
+    keys: ["${UP}"]
+    models:
+      m: {upstream: upstream-model}
+models:
+  auto: {targets: [up/m]}
+routes:
+  - name: tools
+    match: 'key.metadata.team == "ml" && tools'
+    model: auto
+`
+
+func benchChat(b *testing.B, body string, stream bool) {
+	c := benchGateway(b, benchConfig, benchUpstream(b))
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	req.SetRequestURI("http://gateway/v1/chat/completions")
+	req.Header.SetMethod("POST")
+	req.Header.Set("Authorization", "Bearer key-GW")
+	req.SetBodyString(body)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c.Do(req, resp); err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode() != 200 {
+			b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
+		}
+		if stream && !bytes.HasSuffix(resp.Body(), []byte("data: [DONE]\n\n")) {
+			b.Fatalf("stream did not end with [DONE]: %q", resp.Body())
+		}
+	}
+}
+
+// BenchmarkChat is one non-stream request through auth, the body scan, a
+// route rule that matches, and the openai adapter.
+func BenchmarkChat(b *testing.B) {
+	benchChat(b, `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`, false)
+}
+
+// BenchmarkChatStream relays 20 SSE chunks.
+func BenchmarkChatStream(b *testing.B) {
+	benchChat(b, `{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`, true)
+}
