@@ -45,6 +45,13 @@ type Config struct {
 	Warnings []string `yaml:"-"`
 }
 
+// preset fills, before decoding, the defaults whose zero is invalid, so
+// that an explicit 0 in the file is reported rather than replaced.
+func (c *Config) preset() {
+	c.Failover.MaxAttempts = 5
+	c.CircuitBreaker.Failures = 5
+}
+
 func (c *Config) defaults() {
 	if c.Listen == "" {
 		c.Listen = ":8080"
@@ -179,9 +186,6 @@ type Failover struct {
 }
 
 func (f *Failover) defaults() {
-	if f.MaxAttempts == 0 {
-		f.MaxAttempts = 5
-	}
 	if f.Cooldown == 0 {
 		f.Cooldown = Duration(60 * time.Second)
 	}
@@ -194,9 +198,6 @@ type CircuitBreaker struct {
 }
 
 func (b *CircuitBreaker) defaults() {
-	if b.Failures == 0 {
-		b.Failures = 5
-	}
 	if b.OpenFor == 0 {
 		b.OpenFor = Duration(30 * time.Second)
 	}

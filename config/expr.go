@@ -1,10 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 )
 
@@ -48,6 +50,15 @@ func compileMatch(src string) (*vm.Program, EnvUses, error) {
 		expr.Patch(usesVisitor{&uses}),
 	)
 	if err != nil {
+		// expr's own text spans lines with a caret drawing; one line with
+		// the column reads better in a list of config errors.
+		var fe *file.Error
+		if errors.As(err, &fe) && fe.Line > 0 {
+			return nil, uses, fmt.Errorf("invalid match expression: %s (at column %d)", fe.Message, fe.Column+1)
+		}
+		if errors.As(err, &fe) {
+			return nil, uses, fmt.Errorf("invalid match expression: %s", fe.Message)
+		}
 		return nil, uses, fmt.Errorf("invalid match expression: %w", err)
 	}
 	return prog, uses, nil

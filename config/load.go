@@ -93,6 +93,7 @@ func Parse(data []byte, opt Options) (*Config, error) {
 	p.index(p.root, "")
 
 	cfg := &Config{}
+	cfg.preset()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
@@ -121,6 +122,7 @@ type parser struct {
 	root  *yaml.Node
 	lines map[string]int // YAML path -> line
 	keys  []keyAt        // every mapping key, for locating decoder errors
+	nodes []nodeAt       // every value and list item, outermost first
 	errs  Errors
 	// dropped holds the optional providers left out for unset keys.
 	dropped map[string]*Provider
@@ -129,6 +131,11 @@ type parser struct {
 type keyAt struct {
 	path, key string
 	line      int
+}
+
+type nodeAt struct {
+	path string
+	n    *yaml.Node
 }
 
 func (p *parser) index(n *yaml.Node, path string) {
@@ -142,20 +149,27 @@ func (p *parser) index(n *yaml.Node, path string) {
 			}
 			p.lines[kp] = k.Line
 			p.keys = append(p.keys, keyAt{kp, k.Value, k.Line})
+			p.nodes = append(p.nodes, nodeAt{kp, n.Content[i+1]})
 			p.index(n.Content[i+1], kp)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			ip := path + "[" + strconv.Itoa(i) + "]"
 			p.lines[ip] = c.Line
+			p.nodes = append(p.nodes, nodeAt{ip, c})
 			p.index(c, ip)
 		}
 	}
 }
 
-// errorf records a problem at a YAML path.
+// errorf records a problem at a YAML path. A setting that is missing has
+// no line of its own; the nearest enclosing one is given instead.
 func (p *parser) errorf(path, format string, args ...any) {
-	p.errs = append(p.errs, &Error{Path: path, Line: p.lines[path], Msg: fmt.Sprintf(format, args...)})
+	line := 0
+	for at := path; line == 0 && at != ""; at = parent(at) {
+		line = p.lines[at]
+	}
+	p.errs = append(p.errs, &Error{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) sorted() Errors {
@@ -166,7 +180,8 @@ func (p *parser) sorted() Errors {
 var (
 	lineMsg       = regexp.MustCompile(`^line (\d+): (.*)$`)
 	unknownField  = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	cannotDecode  = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+	duplicateKey  = regexp.MustCompile(`^mapping key (".*") already defined at line \d+$`)
+	cannotDecode  = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
 	friendlyTypes = map[string]string{
 		"int": "a whole number", "bool": "true or false", "string": "a string",
 		"time.Time": "a time such as 2027-01-01T00:00:00Z", "[]string": "a list",
@@ -190,14 +205,49 @@ func (p *parser) typeError(msg string) *Error {
 		}
 		return &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
 	}
+	if d := duplicateKey.FindStringSubmatch(msg); d != nil {
+		key, _ := strconv.Unquote(d[1])
+		for _, k := range p.keys {
+			if k.line == line && k.key == key {
+				return &Error{Path: parent(k.path), Line: line, Msg: msg}
+			}
+		}
+	}
+	// yaml.v3 names only the line of the value at fault; of the values on
+	// that line, the first (outermost) one the message fits is it.
+	fits := func(n *yaml.Node) bool {
+		return n.Kind == yaml.ScalarNode && strings.Contains(msg, strconv.Quote(n.Value))
+	}
 	if c := cannotDecode.FindStringSubmatch(msg); c != nil {
 		want := friendlyTypes[c[3]]
-		if want == "" {
+		switch {
+		case want != "":
+		case strings.HasPrefix(c[3], "[]"):
+			want = "a list"
+		case strings.HasPrefix(c[3], "map[") || strings.HasPrefix(c[3], "config."):
+			want = "a mapping"
+		default:
 			want = c[3]
 		}
 		msg = fmt.Sprintf("want %s, got %q", want, c[2])
+		// Longer values come truncated to 7 characters and "...".
+		short := strings.TrimSuffix(c[2], "...")
+		fits = func(n *yaml.Node) bool {
+			return n.Kind == yaml.ScalarNode && (n.Value == c[2] || len(n.Value) > 10 && strings.HasPrefix(n.Value, short))
+		}
 		if c[1] == "map" || c[1] == "seq" {
 			msg = fmt.Sprintf("want %s, got a %s", want, map[string]string{"map": "mapping", "seq": "list"}[c[1]])
+			kind := map[string]yaml.Kind{"map": yaml.MappingNode, "seq": yaml.SequenceNode}[c[1]]
+			fits = func(n *yaml.Node) bool { return n.Kind == kind }
+		}
+	} else if strings.HasSuffix(msg, "got a list") {
+		fits = func(n *yaml.Node) bool { return n.Kind == yaml.SequenceNode }
+	} else if strings.HasSuffix(msg, "got a mapping") {
+		fits = func(n *yaml.Node) bool { return n.Kind == yaml.MappingNode }
+	}
+	for _, a := range p.nodes {
+		if a.n.Line == line && fits(a.n) {
+			return &Error{Path: a.path, Line: line, Msg: msg}
 		}
 	}
 	// The value sits on the line of its key, or on its own line in a list.
@@ -224,16 +274,28 @@ func parent(path string) string {
 	return ""
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var (
+	yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	// parserProblem matches the errors of yaml.v3's parser (not its
+	// scanner), whose line numbers are counted from 0.
+	parserProblem = regexp.MustCompile(`^(did not find expected (',' or '[]}]'|'-' indicator|<document start>|<stream-start>|key|node content)|found (duplicate %(TAG|YAML) directive|incompatible YAML document|undefined tag handle))$`)
+)
 
 func syntaxError(err error, data []byte) *Error {
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		lines := bytes.Split(data, []byte("\n"))
+		if parserProblem.MatchString(m[2]) {
+			line++
+			// At the end of the file, name the last line that holds something.
+			for line > 1 && (line > len(lines) || len(bytes.TrimSpace(lines[line-1])) == 0) {
+				line--
+			}
+		}
 		e := &Error{Line: line, Msg: "invalid YAML: " + m[2]}
 		// ${...} in a [flow, list] is YAML's flow-mapping syntax, not text.
-		// yaml.v3 may name the line before the one at fault.
-		lines := bytes.Split(data, []byte("\n"))
+		// The line named is where the list starts; it may go on below.
 		for l := line - 1; l <= line && l < len(lines); l++ {
 			if l >= 0 && bytes.Contains(lines[l], []byte("${")) && bytes.Contains(lines[l], []byte("[")) {
 				e.Msg += `; inside [ ] quote references: ["${KEY_1}", "${KEY_2}"]`
@@ -249,6 +311,9 @@ func syntaxError(err error, data []byte) *Error {
 func (p *parser) mapKeys(path ...string) []string {
 	n := p.root
 	for _, seg := range path {
+		if n != nil && n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
 		var next *yaml.Node
 		for i := 0; n != nil && n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == seg {
@@ -256,6 +321,9 @@ func (p *parser) mapKeys(path ...string) []string {
 			}
 		}
 		n = next
+	}
+	if n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
 	}
 	if n == nil || n.Kind != yaml.MappingNode {
 		return nil
@@ -527,7 +595,7 @@ func (p *parser) validateAuth(c *Config) {
 			if k.Key.hash != nil {
 				copy(k.Hash[:], k.Key.hash)
 			} else {
-				k.Hash = sha256.Sum256([]byte(k.Key.value))
+				k.Hash = sha256.Sum256([]byte(k.Key.Reveal()))
 			}
 			if other, dup := hashes[k.Hash]; dup {
 				p.errorf(path+".key", "same key as %q", other)

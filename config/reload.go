@@ -91,8 +91,9 @@ func (r *Reloader) Run(ctx context.Context) error {
 		return fmt.Errorf("watching config directory %s: %w", dir, err)
 	}
 	base := filepath.Base(r.path)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	// The file may have changed between its load and this watch; look
+	// once, so such an edit is not lost until the next one.
+	timer := time.NewTimer(r.debounce)
 	defer timer.Stop()
 	for {
 		select {
@@ -111,6 +112,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 				return nil
 			}
 			r.log.Warn("config watch error", "err", err)
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// Events were lost, perhaps the one that mattered: look.
+				timer.Reset(r.debounce)
+			}
 		case <-r.trigger:
 			timer.Reset(r.debounce)
 		case <-timer.C:
@@ -128,7 +133,17 @@ func (r *Reloader) reload() {
 	}
 	s := sha256.Sum256(data)
 	sum := hex.EncodeToString(s[:])
-	if sum == r.current || sum == r.bad {
+	if sum == r.current {
+		if !r.status.Load().OK {
+			// A bad edit was reverted (or the file came back): nothing to
+			// apply, but the rejection no longer describes the file.
+			r.bad = ""
+			r.status.Store(&ReloadStatus{At: time.Now(), OK: true, Checksum: sum})
+			r.log.Info("config file is back to the one serving", "file", r.path, "checksum", sum[:12])
+		}
+		return
+	}
+	if sum == r.bad {
 		return
 	}
 	cfg, err := Parse(data, r.opt)

@@ -16,8 +16,11 @@ import (
 // `file:/path/to/file`, or for gateway keys `sha256:<hex>`. It never prints
 // its value: fmt verbs, YAML and JSON all show `<secret>` or the reference.
 type Secret struct {
-	ref   string
-	value string
+	ref string
+	// value is behind a pointer because fmt prints a nested struct field by
+	// field, without calling Format, when the verb is wrong for an
+	// enclosing pointer (%s of a *Config); a pointer prints as an address.
+	value *string
 	hash  []byte
 }
 
@@ -50,7 +53,12 @@ func (s Secret) String() string { return redacted }
 func (s Secret) GoString() string { return redacted }
 
 // Reveal returns the resolved value, for the one place that must send it.
-func (s Secret) Reveal() string { return s.value }
+func (s Secret) Reveal() string {
+	if s.value == nil {
+		return ""
+	}
+	return *s.value
+}
 
 // Ref returns the reference as written in the file (an env var name or a
 // path, never a value).
@@ -71,7 +79,7 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 		if !ok || v == "" {
 			return fmt.Errorf("environment variable %s is not set: %w", name, errUnset)
 		}
-		s.value = v
+		s.value = &v
 	case strings.HasPrefix(ref, "file:"):
 		path := strings.TrimPrefix(ref, "file:")
 		if path == "" {
@@ -94,7 +102,7 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 		if v == "" {
 			return fmt.Errorf("key file %s is empty: %w", path, errUnset)
 		}
-		s.value = v
+		s.value = &v
 	case allowHash && strings.HasPrefix(ref, "sha256:"):
 		h, err := hex.DecodeString(strings.TrimPrefix(ref, "sha256:"))
 		if err != nil || len(h) != 32 {
