@@ -6,6 +6,7 @@ package adapters
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -135,12 +136,17 @@ func transportFailure(err error) *Failure {
 	return &Failure{Class: Retryable, Msg: "upstream connection failed: " + err.Error()}
 }
 
+// maxRetryAfterSeconds is the largest wait a time.Duration holds.
+const maxRetryAfterSeconds = float64(math.MaxInt64 / time.Second)
+
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
 func retryAfter(v []byte, now time.Time) time.Duration {
 	if len(v) == 0 {
 		return 0
 	}
-	if n, err := strconv.ParseFloat(string(v), 64); err == nil && n > 0 {
+	// The upper bound keeps "Inf" or "1e300" from overflowing into a
+	// negative (or, on some CPUs, endless) Duration.
+	if n, err := strconv.ParseFloat(string(v), 64); err == nil && n > 0 && n < maxRetryAfterSeconds {
 		return time.Duration(n * float64(time.Second))
 	}
 	if t, err := fasthttp.ParseHTTPDate(v); err == nil && t.After(now) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -79,7 +80,11 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	if c.Stream {
-		r.Stream = &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream())}
+		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream())}
+		if c.Key >= 0 && c.Key < len(o.keys) {
+			s.key = o.keys[c.Key]
+		}
+		r.Stream = s
 		return nil
 	}
 	defer fasthttp.ReleaseResponse(resp)
@@ -143,6 +148,8 @@ type openAIStream struct {
 	// last is the previous data payload, to see at EOF whether the
 	// upstream finished without sending [DONE].
 	last []byte
+	// key is this attempt's provider key, kept out of failure messages.
+	key string
 }
 
 var doneFrame = []byte("data: [DONE]\n\n")
@@ -188,6 +195,9 @@ func (s *openAIStream) Next() ([]byte, error) {
 		if !s.started && bytes.Contains(data, []byte(`"error"`)) {
 			if e := gjson.GetBytes(data, "error"); e.Exists() {
 				msg := gjson.GetBytes(data, "error.message").Str
+				if s.key != "" {
+					msg = strings.ReplaceAll(msg, s.key, "<secret>")
+				}
 				return nil, &Failure{Class: Retryable, Msg: "upstream stream error: " + truncate(msg, 300)}
 			}
 		}
@@ -197,8 +207,11 @@ func (s *openAIStream) Next() ([]byte, error) {
 	}
 }
 
+// finished reports whether a payload can be a stream's last: a choice's
+// finish, the usage chunk that include_usage sends after it, or an error.
 func finished(data []byte) bool {
 	return gjson.GetBytes(data, "choices.0.finish_reason").Type == gjson.String ||
+		gjson.GetBytes(data, "usage").IsObject() ||
 		gjson.GetBytes(data, "error").Exists()
 }
 
