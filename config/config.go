@@ -17,7 +17,7 @@ import (
 var Protocols = []string{"openai", "mock"}
 
 // Strategies lists the selection strategies a model group may name.
-var Strategies = []string{"priority"}
+var Strategies = []string{"priority", "round_robin", "weighted", "least_latency"}
 
 // Config is one loaded gateway.yaml.
 type Config struct {
@@ -50,6 +50,8 @@ type Config struct {
 func (c *Config) preset() {
 	c.Failover.MaxAttempts = 5
 	c.CircuitBreaker.Failures = 5
+	// An explicit `ttl: 0s` turns sticky sessions off.
+	c.Sticky.TTL = Duration(30 * time.Minute)
 }
 
 func (c *Config) defaults() {
@@ -85,6 +87,9 @@ type Key struct {
 	Key      Secret            `yaml:"key"`
 	RPM      int               `yaml:"rpm"`
 	Models   []string          `yaml:"models"`
+	TPM      int               `yaml:"tpm"`
+	RPD      int               `yaml:"rpd"`
+	TPD      int               `yaml:"tpd"`
 	Expires  time.Time         `yaml:"expires"`
 	Disabled bool              `yaml:"disabled"`
 	Metadata map[string]string `yaml:"metadata"`
@@ -98,14 +103,25 @@ type Key struct {
 
 // Provider is one upstream account: a wire protocol, an API root and keys.
 type Provider struct {
-	Type     string                    `yaml:"type"`
-	BaseURL  string                    `yaml:"base_url"`
-	Keys     []Secret                  `yaml:"keys"`
-	Optional bool                      `yaml:"optional"`
-	Timeout  Duration                  `yaml:"timeout"`
-	Headers  map[string]string         `yaml:"headers"`
-	Limits   Limits                    `yaml:"limits"`
-	Models   map[string]*ProviderModel `yaml:"models"`
+	Type     string   `yaml:"type"`
+	BaseURL  string   `yaml:"base_url"`
+	Keys     []Secret `yaml:"keys"`
+	Optional bool     `yaml:"optional"`
+	Timeout  Duration `yaml:"timeout"`
+	// FirstByteTimeout bounds, for a stream, the wait for its first event;
+	// IdleTimeout the wait between two events. Zero: only Timeout.
+	FirstByteTimeout Duration `yaml:"first_byte_timeout"`
+	IdleTimeout      Duration `yaml:"idle_timeout"`
+	// DefaultMaxTokens is what a request that sets no max_tokens is
+	// assumed to generate, for reserving tokens against caps.
+	DefaultMaxTokens int `yaml:"default_max_tokens"`
+	// StreamUsage asks the upstream for a usage chunk at the end of each
+	// stream (stream_options.include_usage); turn it off for servers that
+	// reject the field.
+	StreamUsage *bool                     `yaml:"stream_usage"`
+	Headers     map[string]string         `yaml:"headers"`
+	Limits      Limits                    `yaml:"limits"`
+	Models      map[string]*ProviderModel `yaml:"models"`
 
 	// Name is the provider's key under `providers:`.
 	Name string `yaml:"-"`
@@ -116,6 +132,13 @@ type Provider struct {
 func (p *Provider) defaults() {
 	if p.Timeout == 0 {
 		p.Timeout = Duration(300 * time.Second)
+	}
+	if p.DefaultMaxTokens == 0 {
+		p.DefaultMaxTokens = 1024
+	}
+	if p.StreamUsage == nil {
+		on := true
+		p.StreamUsage = &on
 	}
 	if p.BaseURL == "" && p.Type == "openai" {
 		p.BaseURL = "https://api.openai.com/v1"
@@ -133,6 +156,7 @@ type ProviderModel struct {
 }
 
 // Limits are upstream rate caps per (provider, model, key); zero is no cap.
+// A model's limits override its provider's field by field.
 type Limits struct {
 	RPM int `yaml:"rpm"`
 	RPD int `yaml:"rpd"`
@@ -142,8 +166,11 @@ type Limits struct {
 
 // Group is a model name clients ask for, backed by a chain of targets.
 type Group struct {
-	Strategy string   `yaml:"strategy"`
-	Targets  []string `yaml:"targets"`
+	Strategy string      `yaml:"strategy"`
+	Targets  []TargetRef `yaml:"targets"`
+	// HedgeAfter, when set, starts the next candidate if the current one
+	// has not answered by then, and takes whichever answers first.
+	HedgeAfter Duration `yaml:"hedge_after"`
 
 	// Name is the group's key under `models:`.
 	Name string `yaml:"-"`
@@ -155,6 +182,10 @@ type Group struct {
 type Target struct {
 	Provider *Provider
 	Model    *ProviderModel
+	// Weight is the target's share under the weighted strategy.
+	Weight int
+	// Limits are the provider's limits with the model's laid over them.
+	Limits Limits
 }
 
 // String gives the target back as `provider/model`.
@@ -163,11 +194,11 @@ func (t Target) String() string { return t.Provider.Name + "/" + t.Model.Name }
 // Route is a rule that sends matching requests to a model group or to a
 // chain of its own.
 type Route struct {
-	Name     string   `yaml:"name"`
-	Match    string   `yaml:"match"`
-	Model    string   `yaml:"model"`
-	Strategy string   `yaml:"strategy"`
-	Targets  []string `yaml:"targets"`
+	Name     string      `yaml:"name"`
+	Match    string      `yaml:"match"`
+	Model    string      `yaml:"model"`
+	Strategy string      `yaml:"strategy"`
+	Targets  []TargetRef `yaml:"targets"`
 
 	// Program is Match compiled against RequestEnv.
 	Program *vm.Program `yaml:"-"`
@@ -183,11 +214,17 @@ type Route struct {
 type Failover struct {
 	MaxAttempts int      `yaml:"max_attempts"`
 	Cooldown    Duration `yaml:"cooldown"`
+	// AuthCooldown is how long a key the upstream refused (401/403) is
+	// held invalid.
+	AuthCooldown Duration `yaml:"auth_cooldown"`
 }
 
 func (f *Failover) defaults() {
 	if f.Cooldown == 0 {
 		f.Cooldown = Duration(60 * time.Second)
+	}
+	if f.AuthCooldown == 0 {
+		f.AuthCooldown = Duration(time.Hour)
 	}
 }
 
@@ -208,11 +245,7 @@ type Sticky struct {
 	TTL Duration `yaml:"ttl"`
 }
 
-func (s *Sticky) defaults() {
-	if s.TTL == 0 {
-		s.TTL = Duration(30 * time.Minute)
-	}
-}
+func (s *Sticky) defaults() {}
 
 // Cache is the passthrough GET response cache.
 type Cache struct {

@@ -412,6 +412,9 @@ func (p *parser) validateProviders(c *Config) {
 			}
 		}
 		p.limits(path+".limits", pv.Limits)
+		if pv.DefaultMaxTokens < 0 {
+			p.errorf(path+".default_max_tokens", "must not be negative, got %d", pv.DefaultMaxTokens)
+		}
 		if len(pv.Models) == 0 {
 			p.errorf(path, "models is empty; list the models this provider serves")
 		}
@@ -459,13 +462,14 @@ func (p *parser) limits(path string, l Limits) {
 
 // chain resolves target references. Targets of optional providers that were
 // left out are dropped; anything else unknown is an error.
-func (p *parser) chain(c *Config, path string, refs []string) []Target {
+func (p *parser) chain(c *Config, path string, refs []TargetRef) []Target {
 	if len(refs) == 0 {
 		p.errorf(path, "targets is empty; list provider/model references")
 	}
 	out := make([]Target, 0, len(refs))
-	for i, ref := range refs {
+	for i, tr := range refs {
 		ip := fmt.Sprintf("%s[%d]", path, i)
+		ref := tr.Ref
 		prov, model, ok := strings.Cut(ref, "/")
 		if !ok || prov == "" || model == "" {
 			p.errorf(ip, "target %q must be provider/model", ref)
@@ -484,9 +488,25 @@ func (p *parser) chain(c *Config, path string, refs []string) []Target {
 			p.errorf(ip, "target %q: provider %q has no model %q", ref, prov, model)
 			continue
 		}
-		out = append(out, Target{Provider: pv, Model: m})
+		if slices.ContainsFunc(out, func(t Target) bool { return t.Provider == pv && t.Model == m }) {
+			p.errorf(ip, "target %q is listed twice", ref)
+			continue
+		}
+		out = append(out, Target{Provider: pv, Model: m, Weight: tr.Weight, Limits: overlay(pv.Limits, m.Limits)})
 	}
 	return out
+}
+
+// overlay returns base with every non-zero field of over laid on it.
+func overlay(base, over Limits) Limits {
+	pick := func(b, o int) int {
+		if o != 0 {
+			return o
+		}
+		return b
+	}
+	return Limits{RPM: pick(base.RPM, over.RPM), RPD: pick(base.RPD, over.RPD),
+		TPM: pick(base.TPM, over.TPM), TPD: pick(base.TPD, over.TPD)}
 }
 
 func (p *parser) strategy(path string, s *string) {
@@ -583,8 +603,13 @@ func (p *parser) validateAuth(c *Config) {
 			p.errorf(path+".name", "key name %q is used twice", k.Name)
 		}
 		names[k.Name] = true
-		if k.RPM < 0 {
-			p.errorf(path+".rpm", "must not be negative, got %d", k.RPM)
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"rpm", k.RPM}, {"tpm", k.TPM}, {"rpd", k.RPD}, {"tpd", k.TPD}} {
+			if f.v < 0 {
+				p.errorf(path+"."+f.name, "must not be negative, got %d", f.v)
+			}
 		}
 		if k.RPM == 0 {
 			k.RPM = c.Auth.DefaultRPM

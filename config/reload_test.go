@@ -203,7 +203,7 @@ func (g *reloadRig) models() []string {
 	defer g.mu.Unlock()
 	out := make([]string, len(g.good))
 	for i, c := range g.good {
-		out[i] = c.Models["auto"].Targets[0]
+		out[i] = c.Models["auto"].Targets[0].Ref
 	}
 	return out
 }
@@ -580,7 +580,7 @@ func TestReloadCoalescesBurst(t *testing.T) {
 func TestReloadApplyErrorRejects(t *testing.T) {
 	g := newReloadRig(t, reloadYAML("v1"), 20*time.Millisecond)
 	g.refuse = func(c *Config) error {
-		if c.Models["auto"].Targets[0] == "mock/refused" {
+		if c.Models["auto"].Targets[0].Ref == "mock/refused" {
 			return fmt.Errorf("building provider mock: refused for the test")
 		}
 		return nil

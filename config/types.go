@@ -88,3 +88,53 @@ func kindName(n *yaml.Node) string {
 	}
 	return "value"
 }
+
+// TargetRef is one entry of a chain: `provider/model`, or a mapping
+// `{target: provider/model, weight: 3}`.
+type TargetRef struct {
+	Ref    string `yaml:"target"`
+	Weight int    `yaml:"weight"`
+	line   int
+}
+
+// UnmarshalYAML accepts both forms.
+func (t *TargetRef) UnmarshalYAML(n *yaml.Node) error {
+	t.line = n.Line
+	switch n.Kind {
+	case yaml.ScalarNode:
+		t.Ref, t.Weight = n.Value, 1
+		return nil
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			switch k.Value {
+			case "target":
+				if v.Kind != yaml.ScalarNode {
+					return typeErr(v, "want provider/model, got a %s", kindName(v))
+				}
+				t.Ref = v.Value
+			case "weight":
+				w, err := strconv.Atoi(v.Value)
+				if err != nil || v.Kind != yaml.ScalarNode || w < 1 {
+					return typeErr(v, "weight must be a whole number of at least 1, got %q", v.Value)
+				}
+				t.Weight = w
+			default:
+				return typeErr(k, "unknown field %q in a target; use target and weight", k.Value)
+			}
+		}
+		if t.Weight == 0 {
+			t.Weight = 1
+		}
+		return nil
+	}
+	return typeErr(n, "want provider/model or {target: provider/model, weight: N}, got a %s", kindName(n))
+}
+
+// MarshalYAML writes the short form when the weight is the default.
+func (t TargetRef) MarshalYAML() (any, error) {
+	if t.Weight <= 1 {
+		return t.Ref, nil
+	}
+	return map[string]any{"target": t.Ref, "weight": t.Weight}, nil
+}
