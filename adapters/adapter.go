@@ -28,6 +28,10 @@ type Call struct {
 	UpstreamJSON []byte
 	// Stream is the client's "stream" flag.
 	Stream bool
+	// ClientUsage is set when the client asked for a stream's usage chunk
+	// (stream_options.include_usage); StreamOptions when it sent
+	// stream_options at all.
+	ClientUsage, StreamOptions bool
 	// Key is the index of this attempt's key in the provider's keys; -1
 	// when the provider has none.
 	Key int
@@ -40,6 +44,19 @@ type Reply struct {
 	Body []byte
 	// Stream is set instead of Body for a stream call.
 	Stream Stream
+	// Usage is what a non-stream reply reports; a stream's comes from
+	// Stream.Usage at its end.
+	Usage Usage
+	// Exhausted, when > 0, is how long the upstream said this key has
+	// nothing left for (x-ratelimit-remaining-* of 0).
+	Exhausted time.Duration
+}
+
+// Usage is the token count an upstream reported.
+type Usage struct {
+	Prompt, Completion int
+	// Known is false when the upstream reported none.
+	Known bool
 }
 
 // Stream yields a reply's SSE frames in OpenAI shape.
@@ -50,6 +67,8 @@ type Stream interface {
 	Next() ([]byte, error)
 	// Close releases the upstream connection. It is safe to call twice.
 	Close()
+	// Usage returns the usage the stream reported, once it has ended.
+	Usage() Usage
 }
 
 // Provider is one configured upstream, built for one config snapshot.
@@ -138,6 +157,42 @@ func transportFailure(err error) *Failure {
 
 // maxRetryAfterSeconds is the largest wait a time.Duration holds.
 const maxRetryAfterSeconds = float64(math.MaxInt64 / time.Second)
+
+// exhaustedFor reads the x-ratelimit-remaining-* / x-ratelimit-reset-*
+// headers of OpenAI, Groq and most compatible servers: when requests or
+// tokens remaining is 0, how long until they reset. An exhausted key whose
+// reset is unreadable is held for a minute, the usual window.
+func exhaustedFor(h *fasthttp.ResponseHeader) time.Duration {
+	var d time.Duration
+	for _, kind := range [...][2]string{
+		{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+		{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
+	} {
+		if rem := h.Peek(kind[0]); len(rem) == 1 && rem[0] == '0' {
+			r := resetIn(h.Peek(kind[1]))
+			if r <= 0 {
+				r = time.Minute
+			}
+			d = max(d, r)
+		}
+	}
+	return d
+}
+
+// resetIn parses a reset header: a Go-style duration ("1m30s", "7.66s",
+// "20ms", as OpenAI and Groq send) or a number of seconds.
+func resetIn(v []byte) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	if d, err := time.ParseDuration(string(v)); err == nil && d > 0 {
+		return d
+	}
+	if n, err := strconv.ParseFloat(string(v), 64); err == nil && n > 0 && n < maxRetryAfterSeconds {
+		return time.Duration(n * float64(time.Second))
+	}
+	return 0
+}
 
 // retryAfter parses a Retry-After header: seconds or an HTTP date.
 func retryAfter(v []byte, now time.Time) time.Duration {

@@ -67,6 +67,7 @@ func (m *mock) Chat(c *Call, r *Reply) error {
 		base.Usage = usage
 		b, _ := json.Marshal(base)
 		r.Body = append(r.Body[:0], b...)
+		r.Usage = Usage{Prompt: usage.PromptTokens, Completion: usage.CompletionTokens, Known: true}
 		return nil
 	}
 	base.Object = "chat.completion.chunk"
@@ -87,7 +88,7 @@ func (m *mock) Chat(c *Call, r *Reply) error {
 		add([]mockChoice{}, usage)
 	}
 	frames = append(frames, doneFrame)
-	r.Stream = &mockStream{frames: frames}
+	r.Stream = &mockStream{frames: frames, usage: Usage{Prompt: usage.PromptTokens, Completion: usage.CompletionTokens, Known: true}}
 	return nil
 }
 
@@ -119,7 +120,10 @@ func lastUserText(body []byte) string {
 type mockStream struct {
 	frames [][]byte
 	i      int
+	usage  Usage
 }
+
+func (s *mockStream) Usage() Usage { return s.usage }
 
 func (s *mockStream) Next() ([]byte, error) {
 	if s.i == len(s.frames) {

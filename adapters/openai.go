@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
@@ -14,46 +15,64 @@ import (
 )
 
 // openAI speaks to any OpenAI-compatible upstream. The request body goes
-// out with only "model" rewritten; responses and SSE frames come back as
-// they are, after a validity check.
+// out with only "model" rewritten (and, for a stream, the usage chunk asked
+// for); responses and SSE frames come back as they are, after a validity
+// check.
 type openAI struct {
-	client  *fasthttp.Client
-	url     string
-	timeout time.Duration
-	headers [][2]string
+	client      *fasthttp.Client
+	url         string
+	timeout     time.Duration
+	firstByte   time.Duration
+	idle        time.Duration
+	streamUsage bool
+	headers     [][2]string
 	// auth holds the ready "Bearer <key>" value for each key.
 	auth [][]byte
-	keys []string
+	keys [][]byte
 }
 
 func newOpenAI(p *config.Provider, client *fasthttp.Client) *openAI {
 	o := &openAI{
-		client:  client,
-		url:     p.BaseURL + "/chat/completions",
-		timeout: p.Timeout.D(),
+		client:      client,
+		url:         p.BaseURL + "/chat/completions",
+		timeout:     p.Timeout.D(),
+		firstByte:   p.FirstByteTimeout.D(),
+		idle:        p.IdleTimeout.D(),
+		streamUsage: p.StreamUsage == nil || *p.StreamUsage,
 	}
 	for k, v := range p.Headers {
 		o.headers = append(o.headers, [2]string{k, v})
 	}
 	for _, k := range p.Keys {
 		o.auth = append(o.auth, []byte("Bearer "+k.Reveal()))
-		o.keys = append(o.keys, k.Reveal())
+		o.keys = append(o.keys, []byte(k.Reveal()))
 	}
 	return o
 }
 
 var (
-	strPost = []byte(fasthttp.MethodPost)
-	strJSON = []byte("application/json")
-	strAuth = []byte("Authorization")
-	strDone = []byte("[DONE]")
+	strPost      = []byte(fasthttp.MethodPost)
+	strJSON      = []byte("application/json")
+	strAuth      = []byte("Authorization")
+	strDone      = []byte("[DONE]")
+	strAskUsage  = []byte(`"stream_options":{"include_usage":true},`)
+	strRedacted  = []byte("<secret>")
+	strErrorKey  = []byte(`"error"`)
+	strUsageKey  = []byte(`"usage"`)
+	errFirstByte = &Failure{Class: Retryable, Msg: "upstream sent nothing within first_byte_timeout"}
 )
+
+func (o *openAI) key(i int) []byte {
+	if i >= 0 && i < len(o.keys) {
+		return o.keys[i]
+	}
+	return nil
+}
 
 // Chat sends one attempt; key is chosen by c.Key's index in the
 // provider's key list.
 func (o *openAI) Chat(c *Call, r *Reply) error {
 	req := fasthttp.AcquireRequest()
-	defer fasthttp.ReleaseRequest(req)
 	req.SetRequestURI(o.url)
 	req.Header.SetMethodBytes(strPost)
 	req.Header.SetContentTypeBytes(strJSON)
@@ -63,14 +82,35 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	for _, h := range o.headers {
 		req.Header.Set(h[0], h[1])
 	}
-	req.AppendBody(c.Body[:c.ModelStart])
+	// Ask for the usage chunk, so a stream settles against real token
+	// counts; it is stripped again if the client did not ask for it.
+	strip := c.Stream && o.streamUsage && !c.ClientUsage && !c.StreamOptions
+	if strip {
+		req.AppendBody(c.Body[:1])
+		req.AppendBody(strAskUsage)
+		req.AppendBody(c.Body[1:c.ModelStart])
+	} else {
+		req.AppendBody(c.Body[:c.ModelStart])
+	}
 	req.AppendBody(c.UpstreamJSON)
 	req.AppendBody(c.Body[c.ModelEnd:])
+	// The whole attempt, a stream included, ends by timeout.
 	req.SetTimeout(o.timeout)
 
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = c.Stream
-	if err := o.client.Do(req, resp); err != nil {
+	var err error
+	if c.Stream && o.firstByte > 0 && o.firstByte < o.timeout {
+		err = o.doWithin(req, resp, o.firstByte)
+		if err == errFirstByte {
+			// The abandoned call owns req and resp now.
+			return err
+		}
+	} else {
+		err = o.client.Do(req, resp)
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return transportFailure(err)
 	}
@@ -79,11 +119,10 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 		fasthttp.ReleaseResponse(resp)
 		return f
 	}
+	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
-		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream())}
-		if c.Key >= 0 && c.Key < len(o.keys) {
-			s.key = o.keys[c.Key]
-		}
+		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: o.key(c.Key), strip: strip}
+		s.watch(o.firstByte, o.idle)
 		r.Stream = s
 		return nil
 	}
@@ -93,7 +132,59 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
 	r.Body = append(r.Body[:0], body...)
+	// gjson.GetBytes copies what it finds; viewing the body as a string
+	// instead costs nothing, and only numbers are kept.
+	r.Usage = usageOf(gjson.Get(unsafe.String(unsafe.SliceData(r.Body), len(r.Body)), "usage"))
 	return nil
+}
+
+// usageOf reads an OpenAI usage object.
+func usageOf(u gjson.Result) Usage {
+	if !u.IsObject() {
+		return Usage{}
+	}
+	return Usage{Prompt: int(u.Get("prompt_tokens").Int()), Completion: int(u.Get("completion_tokens").Int()), Known: true}
+}
+
+// Handshake states of doWithin.
+const (
+	callRunning int32 = iota
+	callReturned
+	callAbandoned
+)
+
+// doWithin waits at most d for the upstream's response headers. fasthttp
+// cannot cancel a call, so one that runs late is abandoned to its
+// goroutine, which frees it when its own deadline (the provider's timeout)
+// ends it.
+func (o *openAI) doWithin(req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
+	var state atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		err := o.client.Do(req, resp)
+		if state.CompareAndSwap(callRunning, callReturned) {
+			done <- err
+			return
+		}
+		if err == nil {
+			if bs, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+				_ = bs.CloseWithError(errFirstByte)
+			}
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		if state.CompareAndSwap(callRunning, callAbandoned) {
+			return errFirstByte
+		}
+		return <-done
+	}
 }
 
 // failure classifies a non-2xx answer. The upstream's own message is kept
@@ -107,9 +198,12 @@ func (o *openAI) failure(c *Call, resp *fasthttp.Response) *Failure {
 		RetryAfter: retryAfter(resp.Header.Peek(fasthttp.HeaderRetryAfter), time.Now()),
 		Msg:        "upstream error",
 	}
+	if f.Class == RateLimited && f.RetryAfter == 0 {
+		f.RetryAfter = exhaustedFor(&resp.Header)
+	}
 	body := resp.Body()
-	if c.Key >= 0 && c.Key < len(o.keys) && o.keys[c.Key] != "" {
-		body = bytes.ReplaceAll(body, []byte(o.keys[c.Key]), []byte("<secret>"))
+	if k := o.key(c.Key); len(k) > 0 {
+		body = bytes.ReplaceAll(body, k, strRedacted)
 	}
 	if f.Class == Auth {
 		f.Msg = "upstream rejected the provider key"
@@ -148,18 +242,58 @@ type openAIStream struct {
 	// last is the previous data payload, to see at EOF whether the
 	// upstream finished without sending [DONE].
 	last []byte
-	// key is this attempt's provider key, kept out of failure messages.
-	key string
+	// key is this attempt's provider key, kept out of everything relayed.
+	key []byte
+	// strip drops the usage chunk the gateway asked for on its own.
+	strip bool
+	usage Usage
+	// A watchdog closes the body when the upstream stays silent too long:
+	// first for the first frame, then between frames.
+	timer     *time.Timer
+	firstByte time.Duration
+	idle      time.Duration
+	stalled   atomic.Bool
 }
 
 var doneFrame = []byte("data: [DONE]\n\n")
+
+// watch arms the stream's deadlines; zero durations leave only timeout.
+func (s *openAIStream) watch(firstByte, idle time.Duration) {
+	s.firstByte, s.idle = firstByte, idle
+	if firstByte <= 0 && idle <= 0 {
+		return
+	}
+	s.timer = time.AfterFunc(time.Hour, func() {
+		s.stalled.Store(true)
+		if bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+			_ = bs.CloseWithError(ErrStreamCut)
+		}
+	})
+	s.timer.Stop()
+}
 
 func (s *openAIStream) Next() ([]byte, error) {
 	if s.done {
 		return nil, io.EOF
 	}
+	if s.timer != nil {
+		d := s.idle
+		if !s.started {
+			d = s.firstByte
+		}
+		if d > 0 {
+			s.timer.Reset(d)
+			defer s.timer.Stop()
+		}
+	}
 	for {
 		frame, err := s.sse.next()
+		if s.stalled.Load() {
+			if !s.started {
+				return nil, errFirstByte
+			}
+			return nil, &Failure{Class: Retryable, Msg: "upstream stream went silent past idle_timeout"}
+		}
 		if err == io.EOF {
 			if s.started && finished(s.last) {
 				// Some compatible servers end without [DONE]; the answer
@@ -192,13 +326,24 @@ func (s *openAIStream) Next() ([]byte, error) {
 		if !gjson.ValidBytes(data) {
 			return nil, &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
 		}
-		if !s.started && bytes.Contains(data, []byte(`"error"`)) {
+		if len(s.key) > 0 && bytes.Contains(frame, s.key) {
+			frame = bytes.ReplaceAll(frame, s.key, strRedacted)
+			data = bytes.ReplaceAll(data, s.key, strRedacted)
+		}
+		if !s.started && bytes.Contains(data, strErrorKey) {
 			if e := gjson.GetBytes(data, "error"); e.Exists() {
 				msg := gjson.GetBytes(data, "error.message").Str
-				if s.key != "" {
-					msg = strings.ReplaceAll(msg, s.key, "<secret>")
-				}
 				return nil, &Failure{Class: Retryable, Msg: "upstream stream error: " + truncate(msg, 300)}
+			}
+		}
+		if bytes.Contains(data, strUsageKey) {
+			if u := usageOf(gjson.GetBytes(data, "usage")); u.Known {
+				s.usage = u
+				if s.strip && gjson.GetBytes(data, "choices.#").Int() == 0 {
+					// The chunk exists only because the gateway asked.
+					s.last = append(s.last[:0], data...)
+					continue
+				}
 			}
 		}
 		s.started = true
@@ -206,6 +351,9 @@ func (s *openAIStream) Next() ([]byte, error) {
 		return frame, nil
 	}
 }
+
+// Usage returns the usage chunk's counts, once the stream has ended.
+func (s *openAIStream) Usage() Usage { return s.usage }
 
 // finished reports whether a payload can be a stream's last: a choice's
 // finish, the usage chunk that include_usage sends after it, or an error.
@@ -223,6 +371,9 @@ func isTimeout(err error) bool {
 func (s *openAIStream) Close() {
 	if s.resp == nil {
 		return
+	}
+	if s.timer != nil {
+		s.timer.Stop()
 	}
 	if s.done {
 		_ = s.resp.CloseBodyStream()

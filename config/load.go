@@ -492,13 +492,14 @@ func (p *parser) chain(c *Config, path string, refs []TargetRef) []Target {
 			p.errorf(ip, "target %q is listed twice", ref)
 			continue
 		}
-		out = append(out, Target{Provider: pv, Model: m, Weight: tr.Weight, Limits: overlay(pv.Limits, m.Limits)})
+		out = append(out, Target{Provider: pv, Model: m, Weight: tr.Weight, Limits: Overlay(pv.Limits, m.Limits)})
 	}
 	return out
 }
 
-// overlay returns base with every non-zero field of over laid on it.
-func overlay(base, over Limits) Limits {
+// Overlay returns base with every non-zero field of over laid on it: a
+// model's limits over its provider's.
+func Overlay(base, over Limits) Limits {
 	pick := func(b, o int) int {
 		if o != 0 {
 			return o

@@ -59,7 +59,7 @@ func benchGateway(b *testing.B, cfgYAML string, up *fasthttputil.InmemoryListene
 const benchConfig = `
 auth:
   keys:
-    - {name: bench, key: "${GW}", metadata: {team: ml}}
+    - {name: bench, key: "${GW}", rpm: 1000000000, metadata: {team: ml}}
 providers:
   up:
     type: openai

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"strconv"
@@ -25,20 +26,25 @@ type exchange struct {
 	reply adapters.Reply
 	env   config.RequestEnv
 	fails []failedAttempt
+	order [8]*target
 	num   [20]byte
 }
 
 type failedAttempt struct {
-	target *target
-	key    int
-	f      *adapters.Failure
+	c candidate
+	f *adapters.Failure
 }
 
 var exchangePool = sync.Pool{New: func() any { return &exchange{} }}
 
 var vmPool = sync.Pool{New: func() any { return &vm.VM{} }}
 
-func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *config.Key) {
+// stickySeed keys conversation hashes for this process's lifetime.
+var stickySeed = maphash.MakeSeed()
+
+var hdrSessionID = []byte("X-Session-Id")
+
+func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	x := exchangePool.Get().(*exchange)
 	defer func() {
 		x.reply.Stream = nil
@@ -46,6 +52,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *config.Key) {
 		x.env = config.RequestEnv{}
 		x.call = adapters.Call{}
 		x.req = chatRequest{}
+		clear(x.order[:])
 		exchangePool.Put(x)
 	}()
 	body := ctx.PostBody()
@@ -53,37 +60,100 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *config.Key) {
 		err.write(ctx)
 		return
 	}
-	if key != nil && key.Allowed != nil && !key.Allowed[x.req.model] {
-		(&apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "model_not_allowed",
-			msg: "gateway key " + key.Name + " may not use model " + strconv.Quote(x.req.model)}).write(ctx)
-		return
+	now := time.Now().UnixNano()
+	// Tokens the key is charged up front: the prompt and what the request
+	// allows itself; settled against the real usage after.
+	keyTokens := int64(x.req.tokens + x.req.maxTokens)
+	if key != nil {
+		if key.cfg.Allowed != nil && !key.cfg.Allowed[x.req.model] {
+			(&apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "model_not_allowed",
+				msg: "gateway key " + key.cfg.Name + " may not use model " + strconv.Quote(x.req.model)}).write(ctx)
+			return
+		}
+		ok, at := key.lim.reserve(now, key.caps, keyTokens)
+		key.rateHeaders(ctx, now)
+		if !ok {
+			keyLimited(ctx, key, now, at)
+			return
+		}
 	}
-	g := s.route(ctx, key, x)
+	g, routeName := s.route(ctx, key, x)
 	if g == nil {
+		e.refundKey(key, now, keyTokens)
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model",
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
+	ctx.Response.Header.SetCanonical(hdrRoute, []byte(routeName))
 	if len(g.targets) == 0 {
+		e.refundKey(key, now, keyTokens)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",
 			msg: "no provider serves model " + strconv.Quote(x.req.model) + ": every provider in its chain was left out at load"}).write(ctx)
 		return
 	}
 	x.call.Body = body
 	x.call.ModelStart, x.call.ModelEnd = x.req.modelStart, x.req.modelEnd
-	x.call.Stream = x.req.stream
-	e.attempt(ctx, s, g, x)
+	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream, x.req.clientUsage, x.req.streamOptions
+
+	session, lookup := s.session(ctx, key, &x.req)
+	var sticky *target
+	if lookup {
+		if via, ok := e.sticky.get(session, now); ok {
+			for _, t := range g.targets {
+				if t.name == via {
+					sticky = t
+				}
+			}
+		}
+	}
+	w := &walker{s: s, order: g.order(x.order[:0], sticky), now: now, prompt: int64(x.req.tokens),
+		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
+	res := settlement{key: key, keyTokens: keyTokens, at: now}
+	if g.hedge > 0 && len(g.targets) > 1 {
+		e.hedged(ctx, s, g, x, w, res, session)
+		return
+	}
+	for len(x.fails) < s.cfg.Failover.MaxAttempts {
+		c, ok := w.next()
+		if !ok {
+			break
+		}
+		start := time.Now()
+		x.call.Upstream, x.call.UpstreamJSON, x.call.Key = c.t.model.Upstream, c.t.upstreamJSON, c.key
+		x.reply.Stream, x.reply.Exhausted = nil, 0
+		err := c.t.provider.adapter.Chat(&x.call, &x.reply)
+		var first []byte
+		if err == nil && x.call.Stream {
+			// Fail over until the first frame is in hand: nothing has
+			// reached the client yet.
+			if first, err = x.reply.Stream.Next(); err != nil {
+				x.reply.Stream.Close()
+			}
+		}
+		if err == nil {
+			e.won(s, c, time.Since(start), x.reply.Exhausted, session)
+			res.c = c
+			e.answer(ctx, c.t, x, len(x.fails), first, res)
+			return
+		}
+		if e.failed(ctx, w, c, asFailure(err), x) {
+			return
+		}
+	}
+	e.refundKey(key, now, keyTokens)
+	e.exhausted(ctx, g, x, w)
 }
 
-// route picks the group: the first matching rule, else the requested name.
-func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *config.Key, x *exchange) *group {
+// route picks the group: the first matching rule, else the requested
+// name. It also returns what chose it, for x-gateway-route.
+func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange) (*group, string) {
 	if len(s.routes) > 0 {
 		env := &x.env
 		env.Model, env.Stream, env.Tokens = x.req.model, x.req.stream, x.req.tokens
 		env.Messages, env.Tools = x.req.messages, x.req.tools
 		env.Path, env.Method = bytesString(ctx.Path()), bytesString(ctx.Method())
 		if key != nil {
-			env.Key = config.KeyEnv{Name: key.Name, Metadata: key.Metadata}
+			env.Key = config.KeyEnv{Name: key.cfg.Name, Metadata: key.cfg.Metadata}
 		}
 		if s.uses.Headers {
 			env.Headers = make(map[string]string)
@@ -94,74 +164,100 @@ func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *config.Key, x *exchange)
 		if s.uses.Metadata && x.req.metadata.IsObject() {
 			env.Metadata, _ = x.req.metadata.Value().(map[string]any)
 		}
-		v := vmPool.Get().(*vm.VM)
-		defer vmPool.Put(v)
-		for _, r := range s.routes {
-			// An expression that fails at run time (a missing map key
-			// compared, say) is no match, as in CoreDNS.
-			if out, err := v.Run(r.cfg.Program, env); err == nil && out == true {
-				ctx.Response.Header.SetCanonical(hdrRoute, []byte(r.cfg.Name))
-				return r.group
-			}
+		if r := s.match(env); r != nil {
+			return r.group, r.cfg.Name
 		}
 	}
-	return s.groups[x.req.model]
+	return s.groups[x.req.model], "default"
 }
 
-// attempt walks the chain until one candidate answers.
-func (e *Engine) attempt(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchange) {
-	cfg := s.cfg
-	now := time.Now().UnixNano()
-	tried, skippedRate := 0, false
-	var earliest int64
-	for _, t := range g.targets {
-		for ki, ks := range t.keys {
-			if tried == cfg.Failover.MaxAttempts {
-				break
-			}
-			if until, on := ks.until.active(now); on {
-				if earliest == 0 || until < earliest {
-					earliest = until
-				}
-				skippedRate = skippedRate || ks.until.rate.Load()
-				continue
-			}
-			tried++
-			keyIdx := ki
-			if len(t.provider.cfg.Keys) == 0 {
-				keyIdx = -1
-			}
-			x.call.Upstream, x.call.UpstreamJSON, x.call.Key = t.model.Upstream, t.upstreamJSON, keyIdx
-			x.reply.Stream = nil
-			err := t.provider.adapter.Chat(&x.call, &x.reply)
-			var first []byte
-			if err == nil && x.call.Stream {
-				// Fail over until the first frame is in hand: nothing has
-				// reached the client yet.
-				if first, err = x.reply.Stream.Next(); err != nil {
-					x.reply.Stream.Close()
-				}
-			}
-			if err == nil {
-				e.answer(ctx, t, x, len(x.fails), first)
-				return
-			}
-			f := asFailure(err)
-			if f.Class == adapters.BadRequest {
-				relayBadRequest(ctx, t, f)
-				return
-			}
-			d := cfg.Failover.Cooldown.D()
-			if f.RetryAfter > 0 {
-				d = f.RetryAfter
-			}
-			ks.until.start(time.Now().UnixNano(), d, f.Class == adapters.RateLimited)
-			x.fails = append(x.fails, failedAttempt{target: t, key: ki, f: f})
-			e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
-				"via", string(t.via), "key", ki, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
+// match returns the first route whose expression is true for env.
+func (s *snapshot) match(env *config.RequestEnv) *route {
+	v := vmPool.Get().(*vm.VM)
+	defer vmPool.Put(v)
+	for _, r := range s.routes {
+		// An expression that fails at run time (a missing map key
+		// compared, say) is no match, as in CoreDNS.
+		if out, err := v.Run(r.cfg.Program, env); err == nil && out == true {
+			return r
 		}
 	}
-	e.exhausted(ctx, g, x, tried, earliest, skippedRate)
+	return nil
+}
+
+// session identifies the conversation for sticky routing: by X-Session-Id
+// when sent, else by the key, system prompt and first user message. It
+// says whether to look the session up: always for a header, and for a
+// hash only once the history holds an assistant turn, so that one-shot
+// requests sharing a prompt are not pinned together.
+func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatRequest) (id uint64, lookup bool) {
+	if s.stickyTTL <= 0 {
+		return 0, false
+	}
+	var h maphash.Hash
+	h.SetSeed(stickySeed)
+	if key != nil {
+		h.WriteString(key.cfg.Name)
+	}
+	h.WriteByte(0)
+	if sid := ctx.Request.Header.PeekBytes(hdrSessionID); len(sid) > 0 {
+		h.WriteByte('h')
+		h.Write(sid)
+		return h.Sum64() | 1, true
+	}
+	if r.firstUser == "" {
+		return 0, false
+	}
+	h.WriteString(r.system)
+	h.WriteByte(0)
+	h.WriteString(r.firstUser)
+	return h.Sum64() | 1, r.assistant
+}
+
+// won records a success: the breaker closes, latency is measured, the
+// session sticks, and an upstream that said the key is spent cools it.
+func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64) {
+	c.t.state.breaker.success()
+	c.t.observe(ttfb)
+	now := time.Now().UnixNano()
+	if exhausted > 0 {
+		c.ks.until.start(now, exhausted, coolRate)
+	}
+	if session != 0 {
+		e.sticky.set(session, c.t.name, now, s.stickyTTL)
+	}
+}
+
+// failed records a failed attempt and reports whether the request is
+// answered (a bad request relayed).
+func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *adapters.Failure, x *exchange) bool {
+	w.refund(c)
+	now := time.Now().UnixNano()
+	s := w.s
+	switch f.Class {
+	case adapters.BadRequest:
+		// The upstream is well; the request is not.
+		c.t.state.breaker.success()
+		relayBadRequest(ctx, c.t, f)
+		return true
+	case adapters.RateLimited:
+		d := time.Duration(s.cooldown)
+		if f.RetryAfter > 0 {
+			d = f.RetryAfter
+		}
+		c.ks.until.start(now, d, coolRate)
+		c.t.state.breaker.success()
+	case adapters.Auth:
+		c.ks.until.start(now, time.Duration(s.authCool), coolAuth)
+		c.t.state.breaker.success()
+	default:
+		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
+		c.t.state.breaker.failure(now, s.breakAfter, s.openFor)
+	}
+	x.fails = append(x.fails, failedAttempt{c: c, f: f})
+	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
+		"via", c.t.name, "key", c.slot, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
+	return false
 }
 
 func asFailure(err error) *adapters.Failure {
@@ -175,14 +271,44 @@ func asFailure(err error) *adapters.Failure {
 	return &adapters.Failure{Class: adapters.Retryable, Msg: err.Error()}
 }
 
+// settlement is what one answered request reserved, to correct against
+// the real usage once it is known.
+type settlement struct {
+	c         candidate
+	key       *gatewayKey
+	keyTokens int64
+	at        int64
+}
+
+func (r *settlement) settle(u adapters.Usage) {
+	if !u.Known {
+		return
+	}
+	now := time.Now().UnixNano()
+	used := int64(u.Prompt + u.Completion)
+	if r.c.ks != nil && r.c.ks.lim != nil {
+		r.c.ks.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
+	}
+	if r.key != nil {
+		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)
+	}
+}
+
+func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
+	if key != nil {
+		key.lim.settle(key.caps, at, time.Now().UnixNano(), -tokens)
+	}
+}
+
 // answer sends a successful reply.
-func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallbacks int, first []byte) {
+func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrRoutedVia, t.via)
 	if fallbacks > 0 {
 		h.SetCanonical(hdrFallbacks, strconv.AppendInt(x.num[:0], int64(fallbacks), 10))
 	}
 	if x.reply.Stream == nil {
+		res.settle(x.reply.Usage)
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(x.reply.Body)
 		return
@@ -190,7 +316,7 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallba
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	ctx.Response.SetBodyStream(&relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via}, -1)
+	ctx.Response.SetBodyStream(&relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res}, -1)
 }
 
 // relayBadRequest hands the upstream's verdict on the client's request
@@ -204,23 +330,38 @@ func relayBadRequest(ctx *fasthttp.RequestCtx, t *target, f *adapters.Failure) {
 		return
 	}
 	(&apiError{status: f.Status, typ: "invalid_request_error", code: "upstream_rejected_request",
-		msg: string(t.via) + " rejected the request: " + f.Msg}).write(ctx)
+		msg: t.name + " rejected the request: " + f.Msg}).write(ctx)
 }
 
 // exhausted answers when no candidate succeeded.
-func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, tried int, earliest int64, skippedRate bool) {
+func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *walker) {
 	now := time.Now().UnixNano()
 	retryIn := func(until int64) int {
-		return int((until - now + int64(time.Second) - 1) / int64(time.Second))
+		return max(1, int((until-now+int64(time.Second)-1)/int64(time.Second)))
 	}
-	if tried == 0 {
-		err := &apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "all_candidates_cooling_down",
-			retryAfter: max(1, retryIn(earliest))}
-		if skippedRate {
+	if len(x.fails) == 0 {
+		err := &apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error"}
+		switch {
+		case w.skipped > 0 && w.allBreaker:
+			err.code = "circuit_open"
+			err.msg = "every candidate for model " + strconv.Quote(g.name) + " has its circuit breaker open"
+		case w.rateSkip || w.capSkip:
 			err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
+			err.msg = "every candidate for model " + strconv.Quote(g.name) + " is over its rate caps"
+			if w.rateSkip {
+				err.msg = "every candidate for model " + strconv.Quote(g.name) + " is rate limited (over its caps or cooling down after a 429)"
+			}
+		case w.tooLarge && !w.otherSkip:
+			err.status, err.typ, err.code = fasthttp.StatusBadRequest, "invalid_request_error", "request_too_large"
+			err.msg = "the request needs more tokens than any candidate for model " + strconv.Quote(g.name) + " allows"
+			err.write(ctx)
+			return
+		default:
+			err.code = "all_candidates_cooling_down"
+			err.msg = "every candidate for model " + strconv.Quote(g.name) + " is cooling down after recent failures"
 		}
-		err.msg = "every candidate for model " + strconv.Quote(g.name) + " is cooling down after recent failures; retry in " +
-			strconv.Itoa(err.retryAfter) + "s"
+		err.retryAfter = retryIn(w.earliest)
+		err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"
 		err.write(ctx)
 		return
 	}
@@ -228,7 +369,7 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, trie
 	allRate := true
 	soonest := int64(0)
 	b.WriteString("all ")
-	b.WriteString(strconv.Itoa(tried))
+	b.WriteString(strconv.Itoa(len(x.fails)))
 	b.WriteString(" attempts for model ")
 	b.WriteString(strconv.Quote(g.name))
 	b.WriteString(" failed: ")
@@ -236,23 +377,26 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, trie
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.Write(a.target.via)
-		if n := len(a.target.provider.cfg.Keys); n > 1 {
-			b.WriteString(" (key " + strconv.Itoa(a.key+1) + " of " + strconv.Itoa(n) + ")")
+		b.WriteString(a.c.t.name)
+		if n := len(a.c.t.provider.cfg.Keys); n > 1 {
+			b.WriteString(" (key " + strconv.Itoa(a.c.slot+1) + " of " + strconv.Itoa(n) + ")")
 		}
 		b.WriteString(": ")
 		b.WriteString(a.f.Error())
 		if a.f.Class != adapters.RateLimited {
 			allRate = false
 		}
-		if until, _ := a.target.keys[a.key].until.active(now); soonest == 0 || until < soonest {
+		if until, _ := a.c.ks.until.active(now); soonest == 0 || until < soonest {
 			soonest = until
 		}
 	}
 	err := &apiError{status: fasthttp.StatusInternalServerError, typ: "server_error", code: "all_candidates_failed", msg: b.String()}
-	if allRate {
+	if allRate && !w.otherSkip {
 		err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
-		err.retryAfter = max(1, retryIn(soonest))
+		if w.earliest > now && w.earliest < soonest {
+			soonest = w.earliest
+		}
+		err.retryAfter = retryIn(soonest)
 	}
 	err.write(ctx)
 }
@@ -267,6 +411,7 @@ type relay struct {
 	via     []byte
 	pending []byte
 	ended   bool
+	res     settlement
 }
 
 // next returns the next bytes for the client, and false at the end. A
@@ -284,12 +429,10 @@ func (r *relay) next() ([]byte, bool) {
 	frame, err := r.stream.Next()
 	switch {
 	case err == io.EOF:
-		r.ended = true
-		r.stream.Close()
+		r.Close()
 		return nil, false
 	case err != nil:
-		r.ended = true
-		r.stream.Close()
+		r.Close()
 		r.log.Warn("upstream stream failed after the response started", "via", string(r.via), "err", err)
 		return streamError(err), true
 	}
@@ -331,11 +474,14 @@ func (r *relay) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close releases the upstream stream; fasthttp calls it when the response
-// is done, however it ended.
+// Close releases the upstream stream and settles the tokens it used;
+// fasthttp calls it when the response is done, however it ended.
 func (r *relay) Close() error {
-	r.ended = true
-	r.stream.Close()
+	if !r.ended {
+		r.ended = true
+		r.stream.Close()
+		r.res.settle(r.stream.Usage())
+	}
 	return nil
 }
 

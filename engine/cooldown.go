@@ -5,11 +5,21 @@ import (
 	"time"
 )
 
-// cooldown is the time until which a key is skipped, and whether a 429
-// caused it (which makes "everything is cooling" a 429 rather than a 503).
+// Why a key is cooling down.
+const (
+	// coolFailure follows a 5xx, timeout or connection error.
+	coolFailure int32 = iota
+	// coolRate follows a 429 or an upstream saying the key has nothing
+	// left; it makes "everything is cooling" a 429 rather than a 503.
+	coolRate
+	// coolAuth follows a 401/403: the key is held invalid.
+	coolAuth
+)
+
+// cooldown is the time until which a key is skipped, and why.
 type cooldown struct {
-	until atomic.Int64 // unix nanoseconds
-	rate  atomic.Bool  // the last cooldown came from a 429
+	until  atomic.Int64 // unix nanoseconds
+	reason atomic.Int32
 }
 
 // active reports whether the cooldown runs at now, and until when.
@@ -19,7 +29,7 @@ func (c *cooldown) active(now int64) (int64, bool) {
 }
 
 // start begins a cooldown of d from now. A longer running cooldown is kept.
-func (c *cooldown) start(now int64, d time.Duration, rateLimited bool) {
+func (c *cooldown) start(now int64, d time.Duration, reason int32) {
 	end := now + int64(d)
 	for {
 		cur := c.until.Load()
@@ -27,7 +37,7 @@ func (c *cooldown) start(now int64, d time.Duration, rateLimited bool) {
 			return
 		}
 		if c.until.CompareAndSwap(cur, end) {
-			c.rate.Store(rateLimited)
+			c.reason.Store(reason)
 			return
 		}
 	}

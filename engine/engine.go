@@ -32,6 +32,7 @@ type Engine struct {
 	snap    atomic.Pointer[snapshot]
 	client  *fasthttp.Client
 	states  states
+	sticky  stickyStore
 	log     *slog.Logger
 	status  func() config.ReloadStatus
 	started time.Time
@@ -162,8 +163,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		body := s.modelsAll
-		if key != nil && key.Allowed != nil {
-			body = s.modelsByKey[key]
+		if key != nil && key.cfg.Allowed != nil {
+			body = s.modelsByKey[key.cfg]
 		}
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(body)
@@ -205,7 +206,7 @@ func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
 
 // authenticate finds the calling gateway key. With no keys configured,
 // every caller is let in as nil.
-func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*config.Key, *apiError) {
+func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiError) {
 	if len(s.keys) == 0 {
 		return nil, nil
 	}
@@ -223,11 +224,13 @@ func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*config.Key, *apiErro
 	}
 	// Comparing digests in a map keeps the lookup constant-time in the
 	// key's content.
-	k := s.keys[sha256.Sum256(tok)]
-	switch {
-	case k == nil:
+	gk := s.keys[sha256.Sum256(tok)]
+	if gk == nil {
 		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "invalid_api_key",
 			msg: "invalid gateway key"}
+	}
+	k := gk.cfg
+	switch {
 	case k.Disabled:
 		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_disabled",
 			msg: "gateway key " + k.Name + " is disabled"}
@@ -235,7 +238,7 @@ func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*config.Key, *apiErro
 		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_expired",
 			msg: "gateway key " + k.Name + " expired at " + k.Expires.UTC().Format(time.RFC3339)}
 	}
-	return k, nil
+	return gk, nil
 }
 
 type healthBody struct {

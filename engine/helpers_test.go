@@ -305,6 +305,9 @@ type fakeProv struct {
 	timeout string // "" = 5s
 	keys    []string
 	models  map[string]string // model -> upstream; nil = {m: <name>-up}
+	// streamUsage leaves stream_usage on, so streams ask for a usage
+	// chunk; off by default, so that relays stay byte for byte.
+	streamUsage bool
 }
 
 // fakeYAML renders providers, then rest verbatim.
@@ -324,8 +327,8 @@ func fakeYAML(provs []fakeProv, rest string) string {
 		for i, k := range keys {
 			refs[i] = strconv.Quote("${" + k + "}")
 		}
-		fmt.Fprintf(&b, "  %s:\n    type: openai\n    base_url: http://%s.test/v1\n    keys: [%s]\n    timeout: %s\n    models:\n",
-			p.name, p.name, strings.Join(refs, ", "), timeout)
+		fmt.Fprintf(&b, "  %s:\n    type: openai\n    base_url: http://%s.test/v1\n    keys: [%s]\n    timeout: %s\n    stream_usage: %v\n    models:\n",
+			p.name, p.name, strings.Join(refs, ", "), timeout, p.streamUsage)
 		if p.models == nil {
 			fmt.Fprintf(&b, "      m: {upstream: %s-up}\n", p.name)
 		}

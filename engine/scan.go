@@ -18,6 +18,16 @@ type chatRequest struct {
 	tokens               int
 	tools                bool
 	metadata             gjson.Result
+	// maxTokens is max_tokens or max_completion_tokens; 0 when unset.
+	maxTokens int
+	// clientUsage: stream_options.include_usage is true; streamOptions:
+	// stream_options is present.
+	clientUsage, streamOptions bool
+	// system and firstUser are the raw contents that identify a
+	// conversation for sticky routing; assistant is set once the history
+	// holds an assistant turn.
+	system, firstUser string
+	assistant         bool
 }
 
 // bytesString views b as a string without copying; b must not change
@@ -65,9 +75,22 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 					bad = badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
 					return false
 				}
-				if m.Get("role").Type != gjson.String {
+				role := m.Get("role")
+				if role.Type != gjson.String {
 					bad = badRequest(messageParam(r.messages)+".role", "invalid_type", "each message needs a string role")
 					return false
+				}
+				switch role.Str {
+				case "system", "developer":
+					if r.system == "" {
+						r.system = m.Get("content").Raw
+					}
+				case "user":
+					if r.firstUser == "" {
+						r.firstUser = m.Get("content").Raw
+					}
+				case "assistant":
+					r.assistant = true
 				}
 				r.messages++
 				return true
@@ -79,6 +102,24 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 			case v.Type != gjson.Null:
 				bad = badRequest("tools", "invalid_type", "tools must be an array")
 				return false
+			}
+		case "max_tokens", "max_completion_tokens":
+			switch v.Type {
+			case gjson.Number:
+				if v.Num < 0 || v.Num != float64(int64(v.Num)) {
+					bad = badRequest(k.Str, "invalid_value", k.Str+" must be a positive whole number")
+					return false
+				}
+				r.maxTokens = max(r.maxTokens, int(v.Num))
+			case gjson.Null:
+			default:
+				bad = badRequest(k.Str, "invalid_type", k.Str+" must be a number")
+				return false
+			}
+		case "stream_options":
+			if v.Type != gjson.Null {
+				r.streamOptions = true
+				r.clientUsage = v.Get("include_usage").Type == gjson.True
 			}
 		case "metadata":
 			if !v.IsObject() && v.Type != gjson.Null {

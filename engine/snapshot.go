@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -24,12 +26,18 @@ type snapshot struct {
 	groups map[string]*group
 	routes []*route
 	uses   config.EnvUses
-	keys   map[[32]byte]*config.Key
+	keys   map[[32]byte]*gatewayKey
+	byName map[string]*gatewayKey
 	// modelsAll is the /v1/models body for a key without an allow-list;
 	// modelsByKey holds the others.
 	modelsAll   []byte
 	modelsByKey map[*config.Key][]byte
 	targetsJSON []byte
+	cooldown    int64 // failover.cooldown, ns
+	authCool    int64 // failover.auth_cooldown, ns
+	breakAfter  int32
+	openFor     int64
+	stickyTTL   int64
 }
 
 type provider struct {
@@ -38,9 +46,20 @@ type provider struct {
 	adapter adapters.Provider
 }
 
+// gatewayKey is a configured gateway key with its counters.
+type gatewayKey struct {
+	cfg  *config.Key
+	caps caps
+	lim  *limiter
+}
+
 type group struct {
-	name    string
-	targets []*target
+	name     string
+	strategy string
+	targets  []*target
+	hedge    time.Duration
+	weights  int
+	state    *groupState
 }
 
 type route struct {
@@ -53,45 +72,88 @@ type target struct {
 	provider     *provider
 	model        *config.ProviderModel
 	via          []byte // "provider/model", for x-routed-via
+	name         string
 	upstreamJSON []byte
-	keys         []*keyState
+	weight       int
+	caps         caps
+	// reserveOut is what a request without max_tokens is assumed to
+	// generate.
+	reserveOut int64
+	keys       []*keyState
+	state      *targetState
 }
 
 // keyState is what the engine remembers of one (provider, model, key)
 // across reloads.
 type keyState struct {
-	// until is the unix-nano time a cooldown ends; 0 when none.
 	until cooldown
+	// lim counts against the target's caps; nil while it has none.
+	lim *limiter
 }
 
-// states holds keyStates by stable name; snapshots point into it.
+// targetState is what the engine remembers of one (provider, model).
+type targetState struct {
+	breaker breaker
+	// ttfb is a moving average of the time to first byte, ns; 0 until
+	// measured.
+	ttfb atomic.Int64
+	// keyTurn rotates the first key tried, so load spreads over keys.
+	keyTurn atomic.Uint32
+}
+
+// groupState is what the engine remembers of one chain.
+type groupState struct {
+	turn atomic.Uint32
+}
+
+// states holds the engine's state by stable name; snapshots point into
+// it. build prunes what the new config no longer names.
 type states struct {
-	mu sync.Mutex
-	m  map[string]*keyState
+	mu      sync.Mutex
+	keys    map[string]*keyState
+	targets map[string]*targetState
+	groups  map[string]*groupState
+	gkeys   map[string]*limiter
 }
 
-func (s *states) get(name string, keep map[string]*keyState) *keyState {
-	ks := s.m[name]
-	if ks == nil {
-		ks = &keyState{}
+// keep collects the state a snapshot under construction uses.
+type keep struct {
+	keys    map[string]*keyState
+	targets map[string]*targetState
+	groups  map[string]*groupState
+	gkeys   map[string]*limiter
+}
+
+func reuse[T any](old, kept map[string]*T, name string) *T {
+	v := old[name]
+	if v == nil {
+		v = new(T)
 	}
-	keep[name] = ks
-	return ks
+	kept[name] = v
+	return v
 }
 
 // build compiles cfg into a snapshot. State of (provider, model, key)
-// triples still in the config is kept; the rest is dropped.
+// triples, targets, groups and gateway keys still in the config is kept;
+// the rest is dropped.
 func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, error) {
 	s := &snapshot{
 		cfg:         cfg,
 		providers:   map[string]*provider{},
 		groups:      map[string]*group{},
-		keys:        map[[32]byte]*config.Key{},
+		keys:        map[[32]byte]*gatewayKey{},
+		byName:      map[string]*gatewayKey{},
 		modelsByKey: map[*config.Key][]byte{},
+		cooldown:    int64(cfg.Failover.Cooldown),
+		authCool:    int64(cfg.Failover.AuthCooldown),
+		breakAfter:  int32(cfg.CircuitBreaker.Failures),
+		openFor:     int64(cfg.CircuitBreaker.OpenFor),
+		stickyTTL:   int64(cfg.Sticky.TTL),
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	keep := map[string]*keyState{}
+	k := keep{keys: map[string]*keyState{}, targets: map[string]*targetState{},
+		groups: map[string]*groupState{}, gkeys: map[string]*limiter{}}
 	for _, name := range cfg.ProviderOrder {
 		pc := cfg.Providers[name]
 		a, err := adapters.New(pc, client)
@@ -104,26 +166,55 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 	targetFor := func(t config.Target) *target {
 		via := t.String()
 		if tg := targets[via]; tg != nil {
-			return tg
+			// Limits and weight differ per chain only in weight; a
+			// target shared by chains keeps its first weight, so give it
+			// its own copy when the weight differs.
+			if tg.weight == t.Weight {
+				return tg
+			}
+			cp := *tg
+			cp.weight = t.Weight
+			return &cp
 		}
 		up, _ := json.Marshal(t.Model.Upstream)
-		tg := &target{provider: s.providers[t.Provider.Name], model: t.Model, via: []byte(via), upstreamJSON: up}
-		if len(t.Provider.Keys) == 0 {
-			tg.keys = []*keyState{st.get(via+"#none", keep)}
+		tg := &target{
+			provider: s.providers[t.Provider.Name], model: t.Model, via: []byte(via), name: via,
+			upstreamJSON: up, weight: t.Weight, caps: capsOf(t.Limits),
+			reserveOut: int64(t.Provider.DefaultMaxTokens),
+			state:      reuse(st.targets, k.targets, via),
 		}
-		for _, k := range t.Provider.Keys {
-			// Keyed by a digest of the key, so reordering keys in the file
-			// keeps each one's state.
-			sum := sha256.Sum256([]byte(k.Reveal()))
-			tg.keys = append(tg.keys, st.get(via+"#"+hex.EncodeToString(sum[:8]), keep))
+		names := []string{via + "#none"}
+		if len(t.Provider.Keys) > 0 {
+			names = names[:0]
+			for _, key := range t.Provider.Keys {
+				// Keyed by a digest of the key, so reordering keys in
+				// the file keeps each one's state.
+				sum := sha256.Sum256([]byte(key.Reveal()))
+				names = append(names, via+"#"+hex.EncodeToString(sum[:8]))
+			}
+		}
+		for _, n := range names {
+			ks := reuse(st.keys, k.keys, n)
+			if !tg.caps.none() && ks.lim == nil {
+				// Set before the snapshot is published; older snapshots
+				// had no caps here and never read it.
+				ks.lim = new(limiter)
+				ks.lim.init()
+			}
+			tg.keys = append(tg.keys, ks)
 		}
 		targets[via] = tg
 		return tg
 	}
-	chain := func(name string, ts []config.Target) *group {
-		g := &group{name: name}
+	chain := func(stateName, name, strategy string, hedge time.Duration, ts []config.Target) *group {
+		g := &group{name: name, strategy: strategy, hedge: hedge, state: reuse(st.groups, k.groups, stateName)}
+		if g.strategy == "" {
+			g.strategy = "priority"
+		}
 		for _, t := range ts {
-			g.targets = append(g.targets, targetFor(t))
+			tg := targetFor(t)
+			g.targets = append(g.targets, tg)
+			g.weights += tg.weight
 		}
 		return g
 	}
@@ -134,33 +225,41 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 	for _, pn := range cfg.ProviderOrder {
 		pc := cfg.Providers[pn]
 		for _, mn := range pc.ModelOrder {
-			t := config.Target{Provider: pc, Model: pc.Models[mn]}
+			m := pc.Models[mn]
+			t := config.Target{Provider: pc, Model: m, Weight: 1, Limits: config.Overlay(pc.Limits, m.Limits)}
 			if byName[mn] == nil {
 				bare = append(bare, mn)
 			}
 			byName[mn] = append(byName[mn], t)
-			s.groups[t.String()] = chain(t.String(), []config.Target{t})
+			s.groups[t.String()] = chain("target:"+t.String(), t.String(), "priority", 0, []config.Target{t})
 		}
 	}
 	for _, mn := range bare {
-		s.groups[mn] = chain(mn, byName[mn])
+		s.groups[mn] = chain("model:"+mn, mn, "priority", 0, byName[mn])
 	}
 	for _, gn := range cfg.GroupOrder {
-		s.groups[gn] = chain(gn, cfg.Models[gn].Chain)
+		g := cfg.Models[gn]
+		s.groups[gn] = chain("group:"+gn, gn, g.Strategy, g.HedgeAfter.D(), g.Chain)
 	}
 	for _, r := range cfg.Routes {
 		g := s.groups[r.Group.Name]
 		if r.Model == "" {
-			g = chain(r.Name, r.Group.Chain)
+			g = chain("route:"+r.Name, r.Name, r.Strategy, 0, r.Group.Chain)
 		}
 		s.routes = append(s.routes, &route{cfg: r, group: g})
 		s.uses = s.uses.Or(r.Uses)
 	}
-	st.m = keep
 
-	for _, k := range cfg.Auth.Keys {
-		s.keys[k.Hash] = k
+	for _, key := range cfg.Auth.Keys {
+		gk := &gatewayKey{cfg: key,
+			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)},
+			lim:  reuse(st.gkeys, k.gkeys, key.Name)}
+		gk.lim.init()
+		s.keys[key.Hash] = gk
+		s.byName[key.Name] = gk
 	}
+	st.keys, st.targets, st.groups, st.gkeys = k.keys, k.targets, k.groups, k.gkeys
+
 	listed := append(append([]string(nil), cfg.GroupOrder...), bare...)
 	owner := func(name string) string {
 		if cfg.Models[name] != nil {
@@ -169,9 +268,9 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 		return byName[name][0].Provider.Name
 	}
 	s.modelsAll = modelList(listed, nil, owner, cfg.LoadedAt.Unix())
-	for _, k := range cfg.Auth.Keys {
-		if k.Allowed != nil {
-			s.modelsByKey[k] = modelList(listed, k.Allowed, owner, cfg.LoadedAt.Unix())
+	for _, key := range cfg.Auth.Keys {
+		if key.Allowed != nil {
+			s.modelsByKey[key] = modelList(listed, key.Allowed, owner, cfg.LoadedAt.Unix())
 		}
 	}
 	s.targetsJSON, _ = json.Marshal(map[string][]string{"targets": append([]string{}, cfg.ProviderOrder...)})

@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"testing"
+	"time"
+)
+
+// t0 is a fixed clock start, on a bucket boundary of every window.
+var t0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+
+func TestLimiterMinuteWindowEdges(t *testing.T) {
+	sec := int64(time.Second)
+	tests := []struct {
+		name    string
+		at      []int64 // offsets of granted requests, in seconds
+		try     int64   // offset of the request under test
+		want    bool
+		retryAt int64 // expected retry offset in seconds when refused
+	}{
+		{"under cap", []int64{0, 1}, 2, true, 0},
+		{"at cap refused", []int64{0, 1, 2}, 3, false, 61},
+		{"still refused just before the oldest leaves", []int64{0, 1, 2}, 60, false, 61},
+		{"oldest bucket left", []int64{0, 1, 2}, 61, true, 0},
+		{"no reset at the minute boundary", []int64{50, 55, 59}, 60, false, 111},
+		{"a burst at the end of one minute blocks the start of the next", []int64{59, 59, 59}, 61, false, 120},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLimiter()
+			c := caps{rpm: 3}
+			for _, at := range tc.at {
+				if ok, _ := l.reserve(t0+at*sec, c, 0); !ok {
+					t.Fatalf("setup request at %ds refused", at)
+				}
+			}
+			ok, retry := l.reserve(t0+tc.try*sec, c, 0)
+			if ok != tc.want {
+				t.Fatalf("reserve at %ds = %v, want %v", tc.try, ok, tc.want)
+			}
+			if !ok && retry != t0+tc.retryAt*sec {
+				t.Fatalf("retry at %v s, want %d s", float64(retry-t0)/float64(sec), tc.retryAt)
+			}
+			if !ok {
+				// At the promised time the request fits.
+				if ok, _ := l.reserve(retry, c, 0); !ok {
+					t.Fatalf("refused again at the retry time")
+				}
+			}
+		})
+	}
+}
+
+// TestLimiterNeverExceedsCap checks the invariant that matters: in any
+// sliding minute no more than rpm requests are granted.
+func TestLimiterNeverExceedsCap(t *testing.T) {
+	l := newLimiter()
+	c := caps{rpm: 10}
+	var granted []int64
+	step := int64(250 * time.Millisecond)
+	for now := t0; now < t0+int64(5*time.Minute); now += step {
+		for range 3 {
+			if ok, _ := l.reserve(now, c, 0); ok {
+				granted = append(granted, now)
+			}
+		}
+	}
+	for i := range granted {
+		n := 0
+		for _, g := range granted[i:] {
+			if g-granted[i] < int64(time.Minute) {
+				n++
+			}
+		}
+		if n > 10 {
+			t.Fatalf("%d requests granted within one minute of %v", n, time.Duration(granted[i]-t0))
+		}
+	}
+	// It is not wasteful either: at least 9 of 10 per minute get through.
+	if len(granted) < 5*9 {
+		t.Fatalf("only %d requests granted over 5 minutes at rpm 10", len(granted))
+	}
+}
+
+func TestLimiterTokensAndSettle(t *testing.T) {
+	l := newLimiter()
+	c := caps{tpm: 1000, tpd: 5000}
+	if ok, _ := l.reserve(t0, c, 800); !ok {
+		t.Fatal("800 of 1000 refused")
+	}
+	if ok, _ := l.reserve(t0, c, 300); ok {
+		t.Fatal("1100 of 1000 granted")
+	}
+	// The real usage was 500, not the 800 reserved: 300 come back.
+	l.settle(c, t0, t0+int64(time.Second), -300)
+	if ok, _ := l.reserve(t0+int64(time.Second), c, 500); !ok {
+		t.Fatal("500 more refused after settling to 500")
+	}
+	if ok, at := l.reserve(t0, c, 2000); ok || at != never {
+		t.Fatalf("a request over the whole cap: ok=%v at=%d, want never", ok, at)
+	}
+	// The day cap binds once minutes have passed.
+	now := t0
+	for i := range 10 {
+		now += int64(2 * time.Minute)
+		ok, _ := l.reserve(now, c, 900)
+		if want := i < 4; ok != want { // 1000 used + 4*900 = 4600; the 5th would be 5500
+			t.Fatalf("day request %d: ok=%v want %v", i, ok, want)
+		}
+	}
+}
+
+func TestLimiterRequestsHeaderValues(t *testing.T) {
+	l := newLimiter()
+	c := caps{rpm: 2}
+	rem, reset := l.requests(t0, 2)
+	if rem != 2 || reset != t0+int64(time.Minute) {
+		t.Fatalf("fresh: remaining %d reset %v", rem, time.Duration(reset-t0))
+	}
+	l.reserve(t0, c, 0)
+	l.reserve(t0+int64(10*time.Second), c, 0)
+	rem, reset = l.requests(t0+int64(20*time.Second), 2)
+	if rem != 0 || reset != t0+int64(61*time.Second) {
+		t.Fatalf("spent: remaining %d reset %v", rem, time.Duration(reset-t0))
+	}
+}

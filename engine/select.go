@@ -1,0 +1,238 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// exploreOneIn is how often least_latency tries a target other than the
+// fastest, so that one which recovered is noticed.
+const exploreOneIn = 20
+
+// order appends the group's targets to dst in the order to try them: the
+// strategy's, with the sticky target (when there is one) first.
+func (g *group) order(dst []*target, sticky *target) []*target {
+	n := len(g.targets)
+	switch g.strategy {
+	case "round_robin":
+		start := int(g.state.turn.Add(1)-1) % n
+		for i := range n {
+			dst = append(dst, g.targets[(start+i)%n])
+		}
+	case "weighted":
+		// The first by weight; the rest keep their declared order.
+		r := rand.IntN(max(g.weights, 1))
+		first := 0
+		for i, t := range g.targets {
+			if r < t.weight {
+				first = i
+				break
+			}
+			r -= t.weight
+		}
+		dst = append(dst, g.targets[first])
+		for i, t := range g.targets {
+			if i != first {
+				dst = append(dst, t)
+			}
+		}
+	case "least_latency":
+		base := len(dst)
+		dst = append(dst, g.targets...)
+		part := dst[base:]
+		// Insertion sort: chains are short, and it allocates nothing.
+		// Unmeasured targets (0) come first, so each gets measured.
+		for i := 1; i < len(part); i++ {
+			for j := i; j > 0 && part[j].state.ttfb.Load() < part[j-1].state.ttfb.Load(); j-- {
+				part[j], part[j-1] = part[j-1], part[j]
+			}
+		}
+		if len(part) > 1 && rand.IntN(exploreOneIn) == 0 {
+			j := 1 + rand.IntN(len(part)-1)
+			part[0], part[j] = part[j], part[0]
+		}
+	default: // priority
+		dst = append(dst, g.targets...)
+	}
+	if sticky != nil {
+		for i := len(dst) - 1; i > 0; i-- {
+			if dst[i] == sticky {
+				copy(dst[1:i+1], dst[:i])
+				dst[0] = sticky
+				break
+			}
+		}
+	}
+	return dst
+}
+
+// observe folds one time to first byte into the target's moving average.
+func (t *target) observe(d time.Duration) {
+	old := t.state.ttfb.Load()
+	if old == 0 {
+		t.state.ttfb.Store(int64(d))
+		return
+	}
+	t.state.ttfb.Store(old + (int64(d)-old)/5)
+}
+
+// Why a candidate is passed over.
+type skipReason int
+
+const (
+	eligible skipReason = iota
+	skipBreaker
+	skipCooling
+	skipRateCooling
+	skipInvalid
+	skipCapped
+	skipTooLarge
+)
+
+func (r skipReason) String() string {
+	return [...]string{"eligible", "circuit breaker open", "cooling down after a failure",
+		"cooling down after a 429", "key refused by the upstream (401/403)",
+		"over its rate caps", "request larger than a token cap"}[r]
+}
+
+// candidate is one (target, key) the walk may call.
+type candidate struct {
+	t *target
+	// key is the index in the provider's keys, -1 when it has none; slot
+	// indexes t.keys.
+	key, slot int
+	ks        *keyState
+	tokens    int64 // reserved against the target's caps
+	at        int64 // when reserved
+}
+
+// walker yields the candidates of one request in order, skipping (and
+// remembering why) those that cannot be used now. The request path
+// reserves as it goes; explain only looks.
+type walker struct {
+	s       *snapshot
+	order   []*target
+	now     int64
+	prompt  int64 // estimated prompt tokens
+	maxOut  int64 // the request's max_tokens, 0 if unset
+	reserve bool
+
+	ti, ki, start int
+	// What was skipped, for the answer when nothing is left.
+	earliest                     int64
+	rateSkip, capSkip, otherSkip bool
+	tooLarge, allBreaker         bool
+	skipped                      int
+}
+
+func (w *walker) tokensFor(t *target) int64 {
+	if w.maxOut > 0 {
+		return w.prompt + w.maxOut
+	}
+	return w.prompt + t.reserveOut
+}
+
+// inspect says whether the key in slot of t can be used now, and if not,
+// until when it cannot (0 if unknown or never).
+func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
+	ks := t.keys[slot]
+	if until, on := ks.until.active(w.now); on {
+		switch ks.until.reason.Load() {
+		case coolRate:
+			return skipRateCooling, until
+		case coolAuth:
+			return skipInvalid, until
+		}
+		return skipCooling, until
+	}
+	if ks.lim != nil && !t.caps.none() {
+		if ok, at := ks.lim.check(w.now, t.caps, w.tokensFor(t)); !ok {
+			if at == never {
+				return skipTooLarge, 0
+			}
+			return skipCapped, at
+		}
+	}
+	return eligible, 0
+}
+
+func (w *walker) note(r skipReason, until int64) {
+	w.skipped++
+	switch r {
+	case skipRateCooling:
+		w.rateSkip = true
+	case skipCapped:
+		w.capSkip = true
+	case skipTooLarge:
+		w.tooLarge = true
+	case skipBreaker:
+	default:
+		w.otherSkip = true
+	}
+	if r != skipBreaker {
+		w.allBreaker = false
+	}
+	if until > w.now && (w.earliest == 0 || until < w.earliest) {
+		w.earliest = until
+	}
+}
+
+// next returns the next usable candidate, reserving its tokens and taking
+// the breaker's probe when w.reserve is set.
+func (w *walker) next() (candidate, bool) {
+	for w.ti < len(w.order) {
+		t := w.order[w.ti]
+		n := len(t.keys)
+		if w.ki == 0 {
+			if refuses, until := t.state.breaker.refuses(w.now); refuses {
+				w.note(skipBreaker, until)
+				w.ti++
+				continue
+			}
+			w.start = 0
+			if n > 1 {
+				w.start = int(t.state.keyTurn.Add(1)-1) % n
+			}
+		}
+		if w.ki == n {
+			w.ti, w.ki = w.ti+1, 0
+			continue
+		}
+		slot := (w.start + w.ki) % n
+		w.ki++
+		if r, until := w.inspect(t, slot); r != eligible {
+			w.note(r, until)
+			continue
+		}
+		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot], tokens: w.tokensFor(t), at: w.now}
+		if len(t.provider.cfg.Keys) == 0 {
+			c.key = -1
+		}
+		if !w.reserve {
+			return c, true
+		}
+		if c.ks.lim != nil && !t.caps.none() {
+			if ok, at := c.ks.lim.reserve(w.now, t.caps, c.tokens); !ok {
+				w.note(skipCapped, at) // taken by a concurrent request since inspect
+				continue
+			}
+		}
+		if ok, until := t.state.breaker.allow(w.now); !ok {
+			// Another request holds the half-open probe.
+			w.refund(c)
+			w.note(skipBreaker, until)
+			w.ti, w.ki = w.ti+1, 0
+			continue
+		}
+		return c, true
+	}
+	return candidate{}, false
+}
+
+// refund gives back the tokens of a candidate that produced none; the
+// request itself still counts, as the upstream may have counted it.
+func (w *walker) refund(c candidate) {
+	if c.ks.lim != nil && !c.t.caps.none() {
+		c.ks.lim.settle(c.t.caps, c.at, time.Now().UnixNano(), -c.tokens)
+	}
+}
