@@ -117,16 +117,22 @@ func (f *Failure) Error() string {
 	return f.Msg
 }
 
+// constructors holds each protocol's adapter; each protocol's file
+// registers itself.
+var constructors = map[string]func(*config.Provider, *fasthttp.Client) Provider{}
+
+func register(protocol string, c func(*config.Provider, *fasthttp.Client) Provider) {
+	constructors[protocol] = c
+}
+
 // New builds the adapter for a provider. The client is shared and outlives
 // config snapshots, so its connections survive reloads.
 func New(p *config.Provider, client *fasthttp.Client) (Provider, error) {
-	switch p.Type {
-	case "openai":
-		return newOpenAI(p, client), nil
-	case "mock":
-		return newMock(p), nil
+	c := constructors[p.Protocol]
+	if c == nil {
+		return nil, fmt.Errorf("provider %s: no adapter for protocol %q", p.Name, p.Protocol)
 	}
-	return nil, fmt.Errorf("provider %s: no adapter for type %q", p.Name, p.Type)
+	return c(p, client), nil
 }
 
 // classifyStatus maps an upstream HTTP status to a failure class.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
 
 	"gateway/config"
 )
@@ -19,7 +20,9 @@ import (
 // went through.
 type mock struct{}
 
-func newMock(*config.Provider) *mock { return &mock{} }
+func init() {
+	register("mock", func(*config.Provider, *fasthttp.Client) Provider { return &mock{} })
+}
 
 type mockMessage struct {
 	Role    string `json:"role,omitempty"`

@@ -31,7 +31,9 @@ type openAI struct {
 	keys [][]byte
 }
 
-func newOpenAI(p *config.Provider, client *fasthttp.Client) *openAI {
+func init() { register("openai", newOpenAI) }
+
+func newOpenAI(p *config.Provider, client *fasthttp.Client) Provider {
 	o := &openAI{
 		client:      client,
 		url:         p.BaseURL + "/chat/completions",

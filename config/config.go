@@ -125,6 +125,9 @@ type Provider struct {
 
 	// Name is the provider's key under `providers:`.
 	Name string `yaml:"-"`
+	// Protocol is the wire protocol: Type itself, or the protocol of the
+	// preset Type names.
+	Protocol string `yaml:"-"`
 	// ModelOrder holds the model names in file order.
 	ModelOrder []string `yaml:"-"`
 }
@@ -139,6 +142,9 @@ func (p *Provider) defaults() {
 	if p.StreamUsage == nil {
 		on := true
 		p.StreamUsage = &on
+	}
+	if p.Protocol == "" {
+		p.Protocol = p.Type
 	}
 	if p.BaseURL == "" && p.Type == "openai" {
 		p.BaseURL = "https://api.openai.com/v1"

@@ -377,7 +377,7 @@ func (p *parser) validateProviders(c *Config) {
 			}
 		}
 		pv.defaults()
-		if pv.Type != "mock" {
+		if pv.Protocol != "mock" {
 			u, err := url.Parse(pv.BaseURL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				p.errorf(path+".base_url", "must be an http:// or https:// URL, got %q", pv.BaseURL)
