@@ -14,7 +14,15 @@ import (
 
 // Protocols lists the wire protocols a provider's `type` may name. The
 // adapters package implements exactly these.
-var Protocols = []string{"openai", "mock"}
+var Protocols = []string{"openai", "anthropic", "gemini", "cohere", "mock"}
+
+// defaultBaseURLs are each protocol's API root as its own SDKs use it.
+var defaultBaseURLs = map[string]string{
+	"openai":    "https://api.openai.com/v1",
+	"anthropic": "https://api.anthropic.com",
+	"gemini":    "https://generativelanguage.googleapis.com/v1beta",
+	"cohere":    "https://api.cohere.com",
+}
 
 // Strategies lists the selection strategies a model group may name.
 var Strategies = []string{"priority", "round_robin", "weighted", "least_latency"}
@@ -146,8 +154,8 @@ func (p *Provider) defaults() {
 	if p.Protocol == "" {
 		p.Protocol = p.Type
 	}
-	if p.BaseURL == "" && p.Type == "openai" {
-		p.BaseURL = "https://api.openai.com/v1"
+	if p.BaseURL == "" {
+		p.BaseURL = defaultBaseURLs[p.Protocol]
 	}
 }
 
