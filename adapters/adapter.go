@@ -91,10 +91,13 @@ const (
 	Auth
 	// BadRequest is the client's fault; it is relayed, not retried.
 	BadRequest
+	// ContextTooLong means this model cannot take the prompt; another
+	// candidate may, so it is tried without cooling this key down.
+	ContextTooLong
 )
 
 func (c Class) String() string {
-	return [...]string{"retryable", "rate_limited", "auth", "bad_request"}[c]
+	return [...]string{"retryable", "rate_limited", "auth", "bad_request", "context_too_long"}[c]
 }
 
 // Failure is a failed attempt, classified.

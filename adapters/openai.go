@@ -216,7 +216,10 @@ func (o *openAI) failure(c *Call, resp *fasthttp.Response) *Failure {
 	} else if msg := gjson.GetBytes(body, "message"); msg.Type == gjson.String {
 		f.Msg = truncate(msg.Str, 300)
 	}
-	if f.Class == BadRequest {
+	if f.Class == BadRequest && gjson.GetBytes(body, "error.code").Str == "context_length_exceeded" {
+		f.Class = ContextTooLong
+	}
+	if f.Class == BadRequest || f.Class == ContextTooLong {
 		if gjson.GetBytes(body, "error").IsObject() {
 			f.Body = append([]byte(nil), body...)
 		}

@@ -250,6 +250,9 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	case adapters.Auth:
 		c.ks.until.start(now, time.Duration(s.authCool), coolAuth)
 		c.t.state.breaker.success()
+	case adapters.ContextTooLong:
+		// Nothing is wrong with the key; a larger model may take it.
+		c.t.state.breaker.success()
 	default:
 		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
 		c.t.state.breaker.failure(now, s.breakAfter, s.openFor)
@@ -364,6 +367,18 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *w
 		err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"
 		err.write(ctx)
 		return
+	}
+	if last := x.fails[len(x.fails)-1]; last.f.Class == adapters.ContextTooLong && !w.otherSkip && !w.rateSkip && !w.capSkip {
+		allLong := true
+		for _, a := range x.fails {
+			allLong = allLong && a.f.Class == adapters.ContextTooLong
+		}
+		if allLong {
+			// No candidate takes a prompt this long: the client must
+			// shorten it, as the upstreams said.
+			relayBadRequest(ctx, last.c.t, last.f)
+			return
+		}
 	}
 	var b strings.Builder
 	allRate := true
