@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,9 @@ const usage = `usage:
   gateway [-config gateway.yaml] [-log-level info]   serve (same as: gateway serve ...)
   gateway validate [-secrets] FILE...                check config files without serving;
                                                      -secrets also reads every key reference
+  gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
+                  [-max-tokens N] [-stream] [-tools] [-skip-secrets]
+                                                     show the route and candidates for a request
 `
 
 func main() {
@@ -33,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "validate":
 			return validate(args[1:], stdout, stderr)
+		case "explain":
+			return explain(args[1:], stdout, stderr)
 		case "serve":
 			args = args[1:]
 		case "help", "-h", "-help", "--help":
@@ -101,6 +107,64 @@ func validate(args []string, stdout, stderr io.Writer) int {
 			f, len(cfg.Providers), len(cfg.Models), len(cfg.Routes), len(cfg.Auth.Keys))
 	}
 	return code
+}
+
+// headerFlags collects repeated -header k=v flags.
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return fmt.Sprint(map[string]string(h)) }
+
+func (h headerFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want -header name=value, got %q", v)
+	}
+	h[k] = val
+	return nil
+}
+
+// explain prints how the gateway would route one request, from a fresh
+// engine built exactly as serve builds it.
+func explain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	path := fs.String("config", "gateway.yaml", "the config file")
+	var req engine.ExplainRequest
+	headers := headerFlags{}
+	fs.StringVar(&req.Model, "model", "", "the model the request asks for (required)")
+	fs.StringVar(&req.Key, "key", "", "the gateway key's name")
+	fs.Var(headers, "header", "a request header as name=value (repeatable)")
+	fs.IntVar(&req.Tokens, "tokens", 100, "estimated prompt tokens")
+	fs.IntVar(&req.MaxTokens, "max-tokens", 0, "the request's max_tokens")
+	fs.IntVar(&req.Messages, "messages", 1, "number of messages")
+	fs.BoolVar(&req.Stream, "stream", false, "a streaming request")
+	fs.BoolVar(&req.Tools, "tools", false, "the request carries tools")
+	skip := fs.Bool("skip-secrets", false, "do not read key references (explain a file whose secrets are elsewhere)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if req.Model == "" {
+		fmt.Fprintln(stderr, "explain: -model is required")
+		return 2
+	}
+	req.Headers = headers
+	cfg, err := config.Load(*path, config.Options{SkipSecrets: *skip})
+	if err != nil {
+		fmt.Fprintf(stderr, "%s:\n%v\n", *path, err)
+		return 1
+	}
+	eng, err := engine.New(cfg, engine.Options{})
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer eng.Close()
+	if err := eng.Explain(stdout, req); err != nil {
+		fmt.Fprintln(stderr, "explain:", err)
+		return 1
+	}
+	return 0
 }
 
 // shutdownGrace bounds how long open requests and streams may run on after

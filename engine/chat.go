@@ -65,9 +65,8 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	// allows itself; settled against the real usage after.
 	keyTokens := int64(x.req.tokens + x.req.maxTokens)
 	if key != nil {
-		if key.cfg.Allowed != nil && !key.cfg.Allowed[x.req.model] {
-			(&apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "model_not_allowed",
-				msg: "gateway key " + key.cfg.Name + " may not use model " + strconv.Quote(x.req.model)}).write(ctx)
+		if err := key.modelRefusal(x.req.model); err != nil {
+			err.write(ctx)
 			return
 		}
 		ok, at := key.lim.reserve(now, key.caps, keyTokens)
@@ -147,9 +146,10 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 // route picks the group: the first matching rule, else the requested
 // name. It also returns what chose it, for x-gateway-route.
 func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange) (*group, string) {
+	env := &x.env
+	env.Model = x.req.model
 	if len(s.routes) > 0 {
-		env := &x.env
-		env.Model, env.Stream, env.Tokens = x.req.model, x.req.stream, x.req.tokens
+		env.Stream, env.Tokens = x.req.stream, x.req.tokens
 		env.Messages, env.Tools = x.req.messages, x.req.tools
 		env.Path, env.Method = bytesString(ctx.Path()), bytesString(ctx.Method())
 		if key != nil {
@@ -164,11 +164,19 @@ func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange)
 		if s.uses.Metadata && x.req.metadata.IsObject() {
 			env.Metadata, _ = x.req.metadata.Value().(map[string]any)
 		}
+	}
+	return s.pick(env)
+}
+
+// pick applies the routes to a filled environment: the server and
+// explain both decide here.
+func (s *snapshot) pick(env *config.RequestEnv) (*group, string) {
+	if len(s.routes) > 0 {
 		if r := s.match(env); r != nil {
 			return r.group, r.cfg.Name
 		}
 	}
-	return s.groups[x.req.model], "default"
+	return s.groups[env.Model], "default"
 }
 
 // match returns the first route whose expression is true for env.
@@ -343,29 +351,7 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *w
 		return max(1, int((until-now+int64(time.Second)-1)/int64(time.Second)))
 	}
 	if len(x.fails) == 0 {
-		err := &apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error"}
-		switch {
-		case w.skipped > 0 && w.allBreaker:
-			err.code = "circuit_open"
-			err.msg = "every candidate for model " + strconv.Quote(g.name) + " has its circuit breaker open"
-		case w.rateSkip || w.capSkip:
-			err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
-			err.msg = "every candidate for model " + strconv.Quote(g.name) + " is over its rate caps"
-			if w.rateSkip {
-				err.msg = "every candidate for model " + strconv.Quote(g.name) + " is rate limited (over its caps or cooling down after a 429)"
-			}
-		case w.tooLarge && !w.otherSkip:
-			err.status, err.typ, err.code = fasthttp.StatusBadRequest, "invalid_request_error", "request_too_large"
-			err.msg = "the request needs more tokens than any candidate for model " + strconv.Quote(g.name) + " allows"
-			err.write(ctx)
-			return
-		default:
-			err.code = "all_candidates_cooling_down"
-			err.msg = "every candidate for model " + strconv.Quote(g.name) + " is cooling down after recent failures"
-		}
-		err.retryAfter = retryIn(w.earliest)
-		err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"
-		err.write(ctx)
+		w.verdict(g.name, now).write(ctx)
 		return
 	}
 	if last := x.fails[len(x.fails)-1]; last.f.Class == adapters.ContextTooLong && !w.otherSkip && !w.rateSkip && !w.capSkip {
@@ -414,6 +400,33 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *w
 		err.retryAfter = retryIn(soonest)
 	}
 	err.write(ctx)
+}
+
+// verdict is the answer when every candidate was skipped without a call.
+func (w *walker) verdict(model string, now int64) *apiError {
+	err := &apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error"}
+	name := strconv.Quote(model)
+	switch {
+	case w.skipped > 0 && w.allBreaker:
+		err.code = "circuit_open"
+		err.msg = "every candidate for model " + name + " has its circuit breaker open"
+	case w.rateSkip || w.capSkip:
+		err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
+		err.msg = "every candidate for model " + name + " is over its rate caps"
+		if w.rateSkip {
+			err.msg = "every candidate for model " + name + " is rate limited (over its caps or cooling down after a 429)"
+		}
+	case w.tooLarge && !w.otherSkip:
+		err.status, err.typ, err.code = fasthttp.StatusBadRequest, "invalid_request_error", "request_too_large"
+		err.msg = "the request needs more tokens than any candidate for model " + name + " allows"
+		return err
+	default:
+		err.code = "all_candidates_cooling_down"
+		err.msg = "every candidate for model " + name + " is cooling down after recent failures"
+	}
+	err.retryAfter = max(1, int((w.earliest-now+int64(time.Second)-1)/int64(time.Second)))
+	err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"
+	return err
 }
 
 // relay streams a reply to the client frame by frame. fasthttp calls its

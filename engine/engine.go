@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -229,16 +230,33 @@ func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiErro
 		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "invalid_api_key",
 			msg: "invalid gateway key"}
 	}
+	if err := gk.refusal(time.Now()); err != nil {
+		return nil, err
+	}
+	return gk, nil
+}
+
+// refusal says why the key may not be used at now, or nil.
+func (gk *gatewayKey) refusal(now time.Time) *apiError {
 	k := gk.cfg
 	switch {
 	case k.Disabled:
-		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_disabled",
+		return &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_disabled",
 			msg: "gateway key " + k.Name + " is disabled"}
-	case !k.Expires.IsZero() && time.Now().After(k.Expires):
-		return nil, &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_expired",
+	case !k.Expires.IsZero() && now.After(k.Expires):
+		return &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "key_expired",
 			msg: "gateway key " + k.Name + " expired at " + k.Expires.UTC().Format(time.RFC3339)}
 	}
-	return gk, nil
+	return nil
+}
+
+// modelRefusal says why the key may not ask for model, or nil.
+func (gk *gatewayKey) modelRefusal(model string) *apiError {
+	if gk.cfg.Allowed == nil || gk.cfg.Allowed[model] {
+		return nil
+	}
+	return &apiError{status: fasthttp.StatusForbidden, typ: "permission_error", code: "model_not_allowed",
+		msg: "gateway key " + gk.cfg.Name + " may not use model " + strconv.Quote(model)}
 }
 
 type healthBody struct {

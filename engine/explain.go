@@ -1,0 +1,143 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gateway/config"
+)
+
+// ExplainRequest describes a request for Explain.
+type ExplainRequest struct {
+	Model string
+	// Key is a gateway key's name; empty when auth is off or for none.
+	Key       string
+	Headers   map[string]string
+	Tokens    int
+	Messages  int
+	MaxTokens int
+	Stream    bool
+	Tools     bool
+	Metadata  map[string]any
+}
+
+// Explain writes how the engine would route req now: the rule that
+// matches, then every candidate in the order it would be tried, with why
+// each is or is not eligible. It decides with the same code the request
+// path uses, against the engine's live state, and changes none of it.
+func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
+	s := e.snap.Load()
+	now := time.Now()
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	env := &config.RequestEnv{Model: req.Model, Stream: req.Stream, Tokens: req.Tokens, Messages: max(req.Messages, 1),
+		Tools: req.Tools, Path: "/v1/chat/completions", Method: "POST", Metadata: req.Metadata, Headers: map[string]string{}}
+	for k, v := range req.Headers {
+		env.Headers[strings.ToLower(k)] = v
+	}
+	var key *gatewayKey
+	switch {
+	case req.Key != "":
+		key = s.byName[req.Key]
+		if key == nil {
+			return fmt.Errorf("no gateway key named %q", req.Key)
+		}
+		env.Key = config.KeyEnv{Name: key.cfg.Name, Metadata: key.cfg.Metadata}
+		p("key: %s", key.cfg.Name)
+		if err := key.refusal(now); err != nil {
+			p("refused: %d %s", err.status, err.msg)
+			return nil
+		}
+		if err := key.modelRefusal(req.Model); err != nil {
+			p("refused: %d %s", err.status, err.msg)
+			return nil
+		}
+	case len(s.keys) > 0:
+		p("key: none given (the server would answer 401; explaining as if the key were valid)")
+	default:
+		p("key: auth is off")
+	}
+	p("request: model %q, ~%d prompt tokens, %d messages, stream %v, tools %v", req.Model, req.Tokens, env.Messages, req.Stream, req.Tools)
+	g, routeName := s.pick(env)
+	switch {
+	case g == nil:
+		p("route: none matched and no model is named %q: 404 model_not_found", req.Model)
+		return nil
+	case routeName == "default":
+		p("route: no rule matched; %q names a chain (x-gateway-route: default)", req.Model)
+	default:
+		for _, r := range s.routes {
+			if r.cfg.Name == routeName {
+				p("route: %s (match: %s) -> %s (x-gateway-route: %s)", routeName, r.cfg.Match, g.name, routeName)
+			}
+		}
+	}
+	if len(g.targets) == 0 {
+		p("candidates: none; every provider of the chain was left out at load: 503 no_provider")
+		return nil
+	}
+	hedge := ""
+	if g.hedge > 0 {
+		hedge = fmt.Sprintf(", hedge_after %v", g.hedge)
+	}
+	p("strategy: %s, max_attempts %d%s", g.strategy, s.cfg.Failover.MaxAttempts, hedge)
+	wk := &walker{s: s, order: g.order(nil, nil), now: now.UnixNano(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
+	p("candidates, in the order they would be tried:")
+	n, usable := 0, 0
+	for _, t := range wk.order {
+		breakerNote := ""
+		if refuses, until := t.state.breaker.refuses(wk.now); refuses {
+			breakerNote = fmt.Sprintf("skipped: %s until %s", skipBreaker, time.Unix(0, until).UTC().Format(time.RFC3339))
+			wk.note(skipBreaker, until)
+		}
+		for slot := range t.keys {
+			n++
+			label := t.name
+			if len(t.keys) > 1 {
+				label += fmt.Sprintf(" (key %d of %d)", slot+1, len(t.keys))
+			}
+			why := breakerNote
+			if why == "" {
+				r, until := wk.inspect(t, slot)
+				if r != eligible {
+					wk.note(r, until)
+				}
+				switch {
+				case r == eligible:
+					usable++
+					why = "eligible"
+					if usable > s.cfg.Failover.MaxAttempts {
+						why = "eligible, but past max_attempts"
+					}
+				case until > 0:
+					why = fmt.Sprintf("skipped: %s until %s", r, time.Unix(0, until).UTC().Format(time.RFC3339))
+				default:
+					why = "skipped: " + r.String()
+				}
+			}
+			p("  %d. %-36s upstream %-28s %s%s", n, label, t.model.Upstream, why, capsNote(t))
+		}
+	}
+	if usable == 0 {
+		v := wk.verdict(g.name, wk.now)
+		p("no candidate is eligible now: the server would answer %d %s (%s)", v.status, v.code, v.msg)
+	}
+	return nil
+}
+
+func capsNote(t *target) string {
+	var parts []string
+	for _, c := range []struct {
+		name string
+		v    int64
+	}{{"rpm", t.caps.rpm}, {"rpd", t.caps.rpd}, {"tpm", t.caps.tpm}, {"tpd", t.caps.tpd}} {
+		if c.v > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.name, c.v))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "  [caps: " + strings.Join(parts, ", ") + "]"
+}

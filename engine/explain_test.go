@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gateway/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func explainEngine(t *testing.T) *Engine {
+	t.Helper()
+	cfg, err := config.Load("testdata/explain.yaml", config.Options{LookupEnv: func(k string) (string, bool) { return "v-" + k, true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+// TestExplainGolden checks explain's story for a fresh engine against
+// testdata/explain.golden (go test -run TestExplainGolden -update rewrites it).
+func TestExplainGolden(t *testing.T) {
+	eng := explainEngine(t)
+	cases := []struct {
+		title string
+		req   ExplainRequest
+	}{
+		{"no rule matches", ExplainRequest{Model: "auto", Key: "web"}},
+		{"long prompt", ExplainRequest{Model: "auto", Key: "web", Tokens: 40000}},
+		{"ml team with tools", ExplainRequest{Model: "fast", Key: "team-ml", Tools: true}},
+		{"bare provider model name", ExplainRequest{Model: "llama-8b", Key: "team-ml"}},
+		{"a request over every token cap", ExplainRequest{Model: "llama-8b", Key: "team-ml", Tokens: 7000}},
+		{"not on the key's allow-list", ExplainRequest{Model: "fast", Key: "web"}},
+		{"unknown model", ExplainRequest{Model: "gpt-9", Key: "team-ml"}},
+	}
+	var out bytes.Buffer
+	for _, c := range cases {
+		out.WriteString("== " + c.title + "\n")
+		if err := eng.Explain(&out, c.req); err != nil {
+			t.Fatalf("%s: %v", c.title, err)
+		}
+	}
+	if *update {
+		if err := os.WriteFile("testdata/explain.golden", out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile("testdata/explain.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != string(want) {
+		t.Errorf("explain output differs from testdata/explain.golden:\n%s", got)
+	}
+}
+
+// TestExplainSeesLiveState checks that explain reads the same state the
+// request path skips on, and changes none of it.
+func TestExplainSeesLiveState(t *testing.T) {
+	eng := explainEngine(t)
+	s := eng.snap.Load()
+	auto := s.groups["auto"]
+	now := time.Now().UnixNano()
+	auto.targets[0].keys[0].until.start(now, time.Minute, coolRate)
+	auto.targets[0].keys[1].until.start(now, time.Minute, coolAuth)
+	claude := auto.targets[1]
+	claude.state.breaker.failure(now, 1, int64(time.Minute))
+	var out bytes.Buffer
+	if err := eng.Explain(&out, ExplainRequest{Model: "auto", Key: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"groq/llama-70b (key 1 of 2)", "skipped: cooling down after a 429 until",
+		"groq/llama-70b (key 2 of 2)", "skipped: key refused by the upstream (401/403) until",
+		"claude/sonnet", "skipped: circuit breaker open until",
+		"no candidate is eligible now",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if refuses, _ := claude.state.breaker.refuses(now); !refuses || claude.state.breaker.state.Load() != breakerOpen {
+		t.Error("explain changed the breaker's state")
+	}
+}
+
+func TestExplainUnknownKey(t *testing.T) {
+	if err := explainEngine(t).Explain(&bytes.Buffer{}, ExplainRequest{Model: "auto", Key: "nobody"}); err == nil {
+		t.Fatal("explain accepted an unknown key name")
+	}
+}
