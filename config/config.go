@@ -12,17 +12,10 @@ import (
 	"github.com/expr-lang/expr/vm"
 )
 
-// Protocols lists the wire protocols a provider's `type` may name. The
-// adapters package implements exactly these.
+// Protocols lists the wire protocols a provider's `type` may name; it may
+// name one of the Presets instead. The adapters package implements exactly
+// these.
 var Protocols = []string{"openai", "anthropic", "gemini", "cohere", "mock"}
-
-// defaultBaseURLs are each protocol's API root as its own SDKs use it.
-var defaultBaseURLs = map[string]string{
-	"openai":    "https://api.openai.com/v1",
-	"anthropic": "https://api.anthropic.com",
-	"gemini":    "https://generativelanguage.googleapis.com/v1beta",
-	"cohere":    "https://api.cohere.com",
-}
 
 // Strategies lists the selection strategies a model group may name.
 var Strategies = []string{"priority", "round_robin", "weighted", "least_latency"}
@@ -39,6 +32,7 @@ type Config struct {
 	CircuitBreaker CircuitBreaker       `yaml:"circuit_breaker"`
 	Sticky         Sticky               `yaml:"sticky"`
 	Cache          Cache                `yaml:"cache"`
+	Log            Log                  `yaml:"log"`
 
 	// ProviderOrder holds the provider names in file order, without the
 	// optional providers that were left out.
@@ -51,6 +45,31 @@ type Config struct {
 	LoadedAt time.Time `yaml:"-"`
 	// Warnings are things worth logging that did not stop the load.
 	Warnings []string `yaml:"-"`
+}
+
+// Log says how the gateway logs. Level applies on reload; format needs a
+// restart.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json, for the diagnostic log on stderr.
+	Format string `yaml:"format"`
+	// Access turns the one-line-per-request JSON access log on stdout on
+	// or off.
+	Access *bool `yaml:"access"`
+}
+
+func (l *Log) defaults() {
+	if l.Level == "" {
+		l.Level = "info"
+	}
+	if l.Format == "" {
+		l.Format = "text"
+	}
+	if l.Access == nil {
+		on := true
+		l.Access = &on
+	}
 }
 
 // preset fills, before decoding, the defaults whose zero is invalid, so
@@ -74,6 +93,7 @@ func (c *Config) defaults() {
 	c.CircuitBreaker.defaults()
 	c.Sticky.defaults()
 	c.Cache.defaults()
+	c.Log.defaults()
 }
 
 // Auth holds the gateway keys clients present. No keys at all turns
@@ -111,11 +131,14 @@ type Key struct {
 
 // Provider is one upstream account: a wire protocol, an API root and keys.
 type Provider struct {
-	Type     string   `yaml:"type"`
-	BaseURL  string   `yaml:"base_url"`
-	Keys     []Secret `yaml:"keys"`
-	Optional bool     `yaml:"optional"`
-	Timeout  Duration `yaml:"timeout"`
+	Type    string `yaml:"type"`
+	BaseURL string `yaml:"base_url"`
+	// AccountID fills {account_id} in the base URL: Cloudflare's API root
+	// names the account.
+	AccountID string   `yaml:"account_id"`
+	Keys      []Secret `yaml:"keys"`
+	Optional  bool     `yaml:"optional"`
+	Timeout   Duration `yaml:"timeout"`
 	// FirstByteTimeout bounds, for a stream, the wait for its first event;
 	// IdleTimeout the wait between two events. Zero: only Timeout.
 	FirstByteTimeout Duration `yaml:"first_byte_timeout"`
@@ -153,9 +176,6 @@ func (p *Provider) defaults() {
 	}
 	if p.Protocol == "" {
 		p.Protocol = p.Type
-	}
-	if p.BaseURL == "" {
-		p.BaseURL = defaultBaseURLs[p.Protocol]
 	}
 }
 

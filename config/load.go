@@ -348,6 +348,12 @@ func (p *parser) validate(c *Config) {
 	if c.CircuitBreaker.Failures < 1 {
 		p.errorf("circuit_breaker.failures", "must be at least 1, got %d", c.CircuitBreaker.Failures)
 	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		p.errorf("log.level", "unknown level %q; one of: debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		p.errorf("log.format", "unknown format %q; one of: text, json", c.Log.Format)
+	}
 	if c.MaxBody < 1024 {
 		p.errorf("max_body", "must be at least 1KiB, got %d bytes", c.MaxBody)
 	}
@@ -369,15 +375,22 @@ func (p *parser) validateProviders(c *Config) {
 		if !namePattern.MatchString(name) {
 			p.errorf(path, "provider name %q may hold only letters, digits and ._:@- (no /)", name)
 		}
-		if !slices.Contains(Protocols, pv.Type) {
+		pr := LookupPreset(pv.Type)
+		if pr == nil && !slices.Contains(Protocols, pv.Type) {
 			if pv.Type == "" {
-				p.errorf(path, "type is missing; one of: %s", strings.Join(Protocols, ", "))
+				p.errorf(path, "type is missing; %s", typeChoices())
 			} else {
-				p.errorf(path+".type", "unknown type %q; one of: %s", pv.Type, strings.Join(Protocols, ", "))
+				p.errorf(path+".type", "unknown type %q; %s", pv.Type, typeChoices())
 			}
 		}
+		if pr != nil {
+			p.applyPreset(pv, pr)
+		}
+		p.baseURL(pv, pr, path)
 		pv.defaults()
-		if pv.Protocol != "mock" {
+		// With its type unknown, the provider has no base_url to fall back
+		// on; the type is the error to report.
+		if pv.Protocol != "mock" && slices.Contains(Protocols, pv.Protocol) {
 			u, err := url.Parse(pv.BaseURL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				p.errorf(path+".base_url", "must be an http:// or https:// URL, got %q", pv.BaseURL)
@@ -433,6 +446,7 @@ func (p *parser) validateProviders(c *Config) {
 			if m.Upstream == "" {
 				m.Upstream = mn
 			}
+			p.presetModelLimits(pv, pr, m)
 			p.limits(mp+".limits", m.Limits)
 		}
 		if left {
