@@ -138,6 +138,29 @@ func New(p *config.Provider, client *fasthttp.Client) (Provider, error) {
 	return c(p, client), nil
 }
 
+// SetKey puts a provider key in the header its protocol reads it from, for
+// the raw passthrough. Anthropic also needs a version; the client's own is
+// kept when it sent one.
+func SetKey(protocol string, h *fasthttp.RequestHeader, key string) {
+	if key == "" {
+		return
+	}
+	switch protocol {
+	case "anthropic":
+		h.Set("X-Api-Key", key)
+		if len(h.Peek("Anthropic-Version")) == 0 {
+			h.Set("Anthropic-Version", AnthropicVersion)
+		}
+	case "gemini":
+		h.Set("X-Goog-Api-Key", key)
+	default:
+		h.Set(fasthttp.HeaderAuthorization, "Bearer "+key)
+	}
+}
+
+// AnthropicVersion is the Messages API version the gateway speaks.
+const AnthropicVersion = "2023-06-01"
+
 // classifyStatus maps an upstream HTTP status to a failure class.
 func classifyStatus(status int) Class {
 	switch {

@@ -88,9 +88,12 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	// counts; it is stripped again if the client did not ask for it.
 	strip := c.Stream && o.streamUsage && !c.ClientUsage && !c.StreamOptions
 	if strip {
-		req.AppendBody(c.Body[:1])
+		// Just inside the object's brace, which JSON lets whitespace
+		// precede.
+		open := bytes.IndexByte(c.Body, '{') + 1
+		req.AppendBody(c.Body[:open])
 		req.AppendBody(strAskUsage)
-		req.AppendBody(c.Body[1:c.ModelStart])
+		req.AppendBody(c.Body[open:c.ModelStart])
 	} else {
 		req.AppendBody(c.Body[:c.ModelStart])
 	}
@@ -101,20 +104,8 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = c.Stream
-	var err error
-	if c.Stream && o.firstByte > 0 && o.firstByte < o.timeout {
-		err = o.doWithin(req, resp, o.firstByte)
-		if err == errFirstByte {
-			// The abandoned call owns req and resp now.
-			return err
-		}
-	} else {
-		err = o.client.Do(req, resp)
-	}
-	fasthttp.ReleaseRequest(req)
-	if err != nil {
-		fasthttp.ReleaseResponse(resp)
-		return transportFailure(err)
+	if f := send(o.client, req, resp, c.Stream, o.firstByte, o.timeout); f != nil {
+		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
 		f := o.failure(c, resp)
@@ -124,7 +115,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: o.key(c.Key), strip: strip}
-		s.watch(o.firstByte, o.idle)
+		s.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
 		return nil
 	}
@@ -155,15 +146,38 @@ const (
 	callAbandoned
 )
 
+// send makes one adapter's HTTP exchange and releases req. A stream waits
+// at most firstByte for the response headers, when that is shorter than
+// the timeout req carries. On failure resp is released too, or left to the
+// abandoned call that still owns it.
+func send(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, stream bool, firstByte, timeout time.Duration) *Failure {
+	var err error
+	if stream && firstByte > 0 && firstByte < timeout {
+		err = doWithin(client, req, resp, firstByte)
+		if err == errFirstByte {
+			// The abandoned call owns req and resp now.
+			return errFirstByte
+		}
+	} else {
+		err = client.Do(req, resp)
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return transportFailure(err)
+	}
+	return nil
+}
+
 // doWithin waits at most d for the upstream's response headers. fasthttp
 // cannot cancel a call, so one that runs late is abandoned to its
 // goroutine, which frees it when its own deadline (the provider's timeout)
 // ends it.
-func (o *openAI) doWithin(req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
+func doWithin(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
 	var state atomic.Int32
 	done := make(chan error, 1)
 	go func() {
-		err := o.client.Do(req, resp)
+		err := client.Do(req, resp)
 		if state.CompareAndSwap(callRunning, callReturned) {
 			done <- err
 			return
@@ -252,52 +266,81 @@ type openAIStream struct {
 	// strip drops the usage chunk the gateway asked for on its own.
 	strip bool
 	usage Usage
-	// A watchdog closes the body when the upstream stays silent too long:
-	// first for the first frame, then between frames.
+	watchdog
+}
+
+var doneFrame = []byte("data: [DONE]\n\n")
+
+// watchdog closes a stream's body when the upstream stays silent too
+// long: first for the first frame, then between frames.
+type watchdog struct {
 	timer     *time.Timer
 	firstByte time.Duration
 	idle      time.Duration
 	stalled   atomic.Bool
 }
 
-var doneFrame = []byte("data: [DONE]\n\n")
-
-// watch arms the stream's deadlines; zero durations leave only timeout.
-func (s *openAIStream) watch(firstByte, idle time.Duration) {
-	s.firstByte, s.idle = firstByte, idle
+// watch arms the deadlines over resp's body; zero durations leave only
+// the provider's timeout.
+func (w *watchdog) watch(resp *fasthttp.Response, firstByte, idle time.Duration) {
+	w.firstByte, w.idle = firstByte, idle
 	if firstByte <= 0 && idle <= 0 {
 		return
 	}
-	s.timer = time.AfterFunc(time.Hour, func() {
-		s.stalled.Store(true)
-		if bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
+	w.timer = time.AfterFunc(time.Hour, func() {
+		w.stalled.Store(true)
+		if bs, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
 			_ = bs.CloseWithError(ErrStreamCut)
 		}
 	})
-	s.timer.Stop()
+	w.timer.Stop()
+}
+
+// wait starts the deadline for the next frame, the first one unless
+// started; it reports whether the caller must stop it once the frame is in.
+func (w *watchdog) wait(started bool) bool {
+	if w.timer == nil {
+		return false
+	}
+	d := w.idle
+	if !started {
+		d = w.firstByte
+	}
+	if d <= 0 {
+		return false
+	}
+	w.timer.Reset(d)
+	return true
+}
+
+// stall returns the failure of a stream the watchdog cut, else nil.
+func (w *watchdog) stall(started bool) error {
+	if !w.stalled.Load() {
+		return nil
+	}
+	if !started {
+		return errFirstByte
+	}
+	return &Failure{Class: Retryable, Msg: "upstream stream went silent past idle_timeout"}
+}
+
+func (w *watchdog) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 func (s *openAIStream) Next() ([]byte, error) {
 	if s.done {
 		return nil, io.EOF
 	}
-	if s.timer != nil {
-		d := s.idle
-		if !s.started {
-			d = s.firstByte
-		}
-		if d > 0 {
-			s.timer.Reset(d)
-			defer s.timer.Stop()
-		}
+	if s.wait(s.started) {
+		defer s.timer.Stop()
 	}
 	for {
 		frame, err := s.sse.next()
-		if s.stalled.Load() {
-			if !s.started {
-				return nil, errFirstByte
-			}
-			return nil, &Failure{Class: Retryable, Msg: "upstream stream went silent past idle_timeout"}
+		if err := s.stall(s.started); err != nil {
+			return nil, err
 		}
 		if err == io.EOF {
 			if s.started && finished(s.last) {
@@ -377,9 +420,7 @@ func (s *openAIStream) Close() {
 	if s.resp == nil {
 		return
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-	}
+	s.stop()
 	if s.done {
 		_ = s.resp.CloseBodyStream()
 	} else {

@@ -1,0 +1,1097 @@
+package adapters
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+func init() { register("gemini", newGemini) }
+
+// gemini speaks Google's Gemini API: an OpenAI chat request becomes a
+// generateContent (or streamGenerateContent) call, and the answer comes
+// back in OpenAI shape. The key travels in x-goog-api-key, never in the
+// URL, so it cannot land in a logged URL.
+type gemini struct {
+	// transport holds what the openai adapter keeps too: the shared
+	// client, the provider's deadlines, its extra headers and keys. Its
+	// url is unused.
+	transport *openAI
+	base      string
+	// urls holds each configured model's endpoints, joined at load.
+	urls map[string]geminiURLs
+	// now stamps replies; tests pin it.
+	now func() time.Time
+}
+
+type geminiURLs struct{ generate, stream string }
+
+var strGoogAPIKey = []byte("X-Goog-Api-Key")
+
+func newGemini(p *config.Provider, client *fasthttp.Client) Provider {
+	t := &openAI{
+		client:    client,
+		timeout:   p.Timeout.D(),
+		firstByte: p.FirstByteTimeout.D(),
+		idle:      p.IdleTimeout.D(),
+	}
+	for k, v := range p.Headers {
+		t.headers = append(t.headers, [2]string{k, v})
+	}
+	for _, k := range p.Keys {
+		t.keys = append(t.keys, []byte(k.Reveal()))
+	}
+	g := &gemini{transport: t, base: p.BaseURL, urls: map[string]geminiURLs{}, now: time.Now}
+	for name, m := range p.Models {
+		up := m.Upstream
+		if up == "" {
+			up = name
+		}
+		g.urls[up] = g.join(up)
+	}
+	return g
+}
+
+// join builds a model's endpoints. A bare name lives under models/; a
+// name that says its collection ("models/x", "tunedModels/x") is kept.
+func (g *gemini) join(upstream string) geminiURLs {
+	name := upstream
+	if !strings.Contains(name, "/") {
+		name = "models/" + name
+	}
+	u := g.base + "/" + name
+	return geminiURLs{generate: u + ":generateContent", stream: u + ":streamGenerateContent?alt=sse"}
+}
+
+// Chat sends one attempt with the key at c.Key.
+func (g *gemini) Chat(c *Call, r *Reply) error {
+	body, f := geminiRequestBody(c.Body)
+	if f != nil {
+		return f
+	}
+	urls, ok := g.urls[c.Upstream]
+	if !ok {
+		urls = g.join(c.Upstream)
+	}
+	t := g.transport
+	req := fasthttp.AcquireRequest()
+	if c.Stream {
+		req.SetRequestURI(urls.stream)
+	} else {
+		req.SetRequestURI(urls.generate)
+	}
+	req.Header.SetMethodBytes(strPost)
+	req.Header.SetContentTypeBytes(strJSON)
+	key := t.key(c.Key)
+	if len(key) > 0 {
+		req.Header.SetCanonical(strGoogAPIKey, key)
+	}
+	for _, h := range t.headers {
+		req.Header.Set(h[0], h[1])
+	}
+	req.SetBodyRaw(body)
+	req.SetTimeout(t.timeout)
+
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = c.Stream
+	if f := send(t.client, req, resp, c.Stream, t.firstByte, t.timeout); f != nil {
+		return f
+	}
+	if status := resp.StatusCode(); status < 200 || status > 299 {
+		f := geminiFailure(status, resp.Body(), resp.Header.Peek(fasthttp.HeaderRetryAfter), key)
+		fasthttp.ReleaseResponse(resp)
+		return f
+	}
+	if c.Stream {
+		s := &geminiStream{
+			up:          openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: key},
+			model:       c.Upstream,
+			created:     g.now().Unix(),
+			clientUsage: c.ClientUsage,
+		}
+		s.up.watch(resp, t.firstByte, t.idle)
+		r.Stream = s
+		return nil
+	}
+	defer fasthttp.ReleaseResponse(resp)
+	out, usage, f := geminiCompletion(resp.Body(), c.Upstream, g.now().Unix(), key)
+	if f != nil {
+		return f
+	}
+	r.Body = append(r.Body[:0], out...)
+	r.Usage = usage
+	return nil
+}
+
+// The Gemini wire shapes, as far as the translation needs them.
+type (
+	geminiRequest struct {
+		Contents          []*geminiContent  `json:"contents"`
+		SystemInstruction *geminiContent    `json:"systemInstruction,omitempty"`
+		Tools             []geminiTool      `json:"tools,omitempty"`
+		ToolConfig        *geminiToolConfig `json:"toolConfig,omitempty"`
+		GenerationConfig  *geminiGenConfig  `json:"generationConfig,omitempty"`
+	}
+	geminiContent struct {
+		Role  string       `json:"role,omitempty"`
+		Parts []geminiPart `json:"parts"`
+	}
+	geminiPart struct {
+		Text             string                  `json:"text,omitempty"`
+		InlineData       *geminiBlob             `json:"inlineData,omitempty"`
+		FileData         *geminiFile             `json:"fileData,omitempty"`
+		FunctionCall     *geminiFunctionCall     `json:"functionCall,omitempty"`
+		FunctionResponse *geminiFunctionResponse `json:"functionResponse,omitempty"`
+		// Thought marks a thought summary, which is not the answer.
+		Thought          bool   `json:"thought,omitempty"`
+		ThoughtSignature string `json:"thoughtSignature,omitempty"`
+	}
+	geminiBlob struct {
+		MimeType string `json:"mimeType"`
+		Data     string `json:"data"`
+	}
+	geminiFile struct {
+		MimeType string `json:"mimeType,omitempty"`
+		FileURI  string `json:"fileUri"`
+	}
+	geminiFunctionCall struct {
+		Name string          `json:"name"`
+		Args json.RawMessage `json:"args,omitempty"`
+	}
+	geminiFunctionResponse struct {
+		Name     string          `json:"name"`
+		Response json.RawMessage `json:"response"`
+	}
+	geminiTool struct {
+		FunctionDeclarations []geminiFunctionDecl `json:"functionDeclarations"`
+	}
+	geminiFunctionDecl struct {
+		Name        string        `json:"name"`
+		Description string        `json:"description,omitempty"`
+		Parameters  *geminiSchema `json:"parameters,omitempty"`
+	}
+	geminiToolConfig struct {
+		FunctionCallingConfig geminiFunctionCalling `json:"functionCallingConfig"`
+	}
+	geminiFunctionCalling struct {
+		Mode                 string   `json:"mode"`
+		AllowedFunctionNames []string `json:"allowedFunctionNames,omitempty"`
+	}
+	geminiGenConfig struct {
+		Temperature      *float64      `json:"temperature,omitempty"`
+		TopP             *float64      `json:"topP,omitempty"`
+		MaxOutputTokens  *int          `json:"maxOutputTokens,omitempty"`
+		StopSequences    []string      `json:"stopSequences,omitempty"`
+		ResponseMimeType string        `json:"responseMimeType,omitempty"`
+		ResponseSchema   *geminiSchema `json:"responseSchema,omitempty"`
+	}
+
+	geminiResponse struct {
+		Candidates []struct {
+			Content struct {
+				Parts []geminiPart `json:"parts"`
+			} `json:"content"`
+			FinishReason string `json:"finishReason"`
+		} `json:"candidates"`
+		PromptFeedback *struct {
+			BlockReason string `json:"blockReason"`
+		} `json:"promptFeedback"`
+		UsageMetadata *geminiUsage `json:"usageMetadata"`
+		ModelVersion  string       `json:"modelVersion"`
+		ResponseID    string       `json:"responseId"`
+		Error         *geminiError `json:"error"`
+	}
+	geminiUsage struct {
+		PromptTokenCount        int `json:"promptTokenCount"`
+		CandidatesTokenCount    int `json:"candidatesTokenCount"`
+		ThoughtsTokenCount      int `json:"thoughtsTokenCount"`
+		TotalTokenCount         int `json:"totalTokenCount"`
+		CachedContentTokenCount int `json:"cachedContentTokenCount"`
+	}
+	geminiError struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Status  string `json:"status"`
+		Details []struct {
+			Type       string `json:"@type"`
+			Reason     string `json:"reason"`
+			RetryDelay string `json:"retryDelay"`
+		} `json:"details"`
+	}
+)
+
+// geminiSkipSignature is the placeholder Google documents for function
+// calls whose thought signature is not at hand: the gateway's tool call
+// ids do not carry Gemini's signatures, and Gemini 3 refuses the first
+// function call of a turn without one.
+const geminiSkipSignature = "skip_thought_signature_validator"
+
+// geminiBadRequest is a failure of the client's request that the gateway
+// finds itself, before anything is sent.
+func geminiBadRequest(format string, args ...any) *Failure {
+	msg := fmt.Sprintf(format, args...)
+	return &Failure{Class: BadRequest, Status: fasthttp.StatusBadRequest, Msg: msg,
+		Body: errorBody(msg, "invalid_request_error", fasthttp.StatusBadRequest)}
+}
+
+// geminiRequestBody translates an OpenAI chat request into a
+// GenerateContentRequest.
+func geminiRequestBody(body []byte) ([]byte, *Failure) {
+	var in ChatRequest
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, geminiBadRequest("cannot translate the request for gemini: %v", err)
+	}
+	out := geminiRequest{Contents: []*geminiContent{}}
+	// names remembers each tool call's function, which Gemini's
+	// functionResponse names instead of a call id.
+	names := map[string]string{}
+	add := func(role string, parts ...geminiPart) {
+		if len(parts) == 0 {
+			return
+		}
+		// Gemini wants turns to alternate; consecutive messages of one
+		// role (parallel tool results, say) are one turn.
+		if n := len(out.Contents); n > 0 && out.Contents[n-1].Role == role {
+			out.Contents[n-1].Parts = append(out.Contents[n-1].Parts, parts...)
+			return
+		}
+		out.Contents = append(out.Contents, &geminiContent{Role: role, Parts: parts})
+	}
+	for i, m := range in.Messages {
+		switch m.Role {
+		case "system", "developer":
+			if text := m.Content.String(); text != "" {
+				if out.SystemInstruction == nil {
+					out.SystemInstruction = &geminiContent{}
+				}
+				out.SystemInstruction.Parts = append(out.SystemInstruction.Parts, geminiPart{Text: text})
+			}
+		case "user":
+			parts, f := geminiUserParts(i, m.Content)
+			if f != nil {
+				return nil, f
+			}
+			add("user", parts...)
+		case "assistant":
+			var parts []geminiPart
+			if text := m.Content.String(); text != "" {
+				parts = append(parts, geminiPart{Text: text})
+			}
+			for j, tc := range m.ToolCalls {
+				args := bytes.TrimSpace([]byte(tc.Function.Arguments))
+				if len(args) == 0 {
+					args = []byte("{}")
+				}
+				if !gjson.ValidBytes(args) || args[0] != '{' {
+					return nil, geminiBadRequest("messages[%d].tool_calls[%d].function.arguments must be a JSON object", i, j)
+				}
+				names[tc.ID] = tc.Function.Name
+				p := geminiPart{FunctionCall: &geminiFunctionCall{Name: tc.Function.Name, Args: args}}
+				if j == 0 {
+					p.ThoughtSignature = geminiSkipSignature
+				}
+				parts = append(parts, p)
+			}
+			add("model", parts...)
+		case "tool", "function":
+			name := names[m.ToolCallID]
+			if name == "" {
+				name = m.Name
+			}
+			if name == "" {
+				return nil, geminiBadRequest("messages[%d]: tool_call_id %q matches no earlier tool call", i, m.ToolCallID)
+			}
+			add("user", geminiPart{FunctionResponse: &geminiFunctionResponse{Name: name, Response: geminiToolResult(m.Content.String())}})
+		default:
+			return nil, geminiBadRequest("messages[%d].role %q is not supported", i, m.Role)
+		}
+	}
+	var decls []geminiFunctionDecl
+	for i, t := range in.Tools {
+		if t.Type != "" && t.Type != "function" {
+			return nil, geminiBadRequest("tools[%d].type %q is not supported; gemini takes functions", i, t.Type)
+		}
+		d := geminiFunctionDecl{Name: t.Function.Name, Description: t.Function.Description}
+		if len(t.Function.Parameters) > 0 {
+			s := cleanSchema(t.Function.Parameters, false)
+			// Gemini refuses an OBJECT without properties: a function
+			// that takes nothing declares no parameters.
+			if s.Type != "OBJECT" || s.Properties != nil {
+				d.Parameters = s
+			}
+		}
+		decls = append(decls, d)
+	}
+	if len(decls) > 0 {
+		out.Tools = []geminiTool{{FunctionDeclarations: decls}}
+		mode, name := ToolChoiceOf(in.ToolChoice)
+		switch mode {
+		case "auto":
+			out.ToolConfig = &geminiToolConfig{geminiFunctionCalling{Mode: "AUTO"}}
+		case "none":
+			out.ToolConfig = &geminiToolConfig{geminiFunctionCalling{Mode: "NONE"}}
+		case "required":
+			out.ToolConfig = &geminiToolConfig{geminiFunctionCalling{Mode: "ANY"}}
+		case "function":
+			out.ToolConfig = &geminiToolConfig{geminiFunctionCalling{Mode: "ANY", AllowedFunctionNames: []string{name}}}
+		}
+	}
+	gc := &geminiGenConfig{Temperature: in.Temperature, TopP: in.TopP, StopSequences: in.Stop}
+	if n := in.Limit(0); n > 0 {
+		gc.MaxOutputTokens = &n
+	}
+	if rf := in.ResponseFormat; rf != nil {
+		switch rf.Type {
+		case "json_object":
+			gc.ResponseMimeType = "application/json"
+		case "json_schema":
+			gc.ResponseMimeType = "application/json"
+			if rf.JSONSchema != nil && len(rf.JSONSchema.Schema) > 0 {
+				gc.ResponseSchema = cleanSchema(rf.JSONSchema.Schema, true)
+			}
+		}
+	}
+	if gc.Temperature != nil || gc.TopP != nil || gc.MaxOutputTokens != nil || len(gc.StopSequences) > 0 || gc.ResponseMimeType != "" {
+		out.GenerationConfig = gc
+	}
+	b, err := json.Marshal(&out)
+	if err != nil {
+		return nil, geminiBadRequest("cannot translate the request for gemini: %v", err)
+	}
+	return b, nil
+}
+
+// geminiUserParts translates a user message's content.
+func geminiUserParts(i int, c Content) ([]geminiPart, *Failure) {
+	var parts []geminiPart
+	for j, p := range c.Parts {
+		switch p.Type {
+		case "text":
+			if p.Text != "" {
+				parts = append(parts, geminiPart{Text: p.Text})
+			}
+		case "image_url":
+			if p.ImageURL == nil || p.ImageURL.URL == "" {
+				return nil, geminiBadRequest("messages[%d].content[%d].image_url.url is missing", i, j)
+			}
+			part, ok := geminiImage(p.ImageURL.URL)
+			if !ok {
+				return nil, geminiBadRequest("messages[%d].content[%d].image_url: a data: URL must be base64", i, j)
+			}
+			parts = append(parts, part)
+		default:
+			return nil, geminiBadRequest("messages[%d].content[%d].type %q is not supported by gemini providers", i, j, p.Type)
+		}
+	}
+	return parts, nil
+}
+
+// geminiImage turns an image URL into inline data (a data: URL) or a file
+// reference (any other URL).
+func geminiImage(u string) (geminiPart, bool) {
+	if rest, ok := strings.CutPrefix(u, "data:"); ok {
+		header, data, ok := strings.Cut(rest, ",")
+		params := strings.Split(header, ";")
+		if !ok || len(params) < 2 || params[len(params)-1] != "base64" {
+			return geminiPart{}, false
+		}
+		mime := params[0]
+		if mime == "" {
+			mime = "image/jpeg"
+		}
+		return geminiPart{InlineData: &geminiBlob{MimeType: mime, Data: data}}, true
+	}
+	return geminiPart{FileData: &geminiFile{MimeType: geminiMimeOf(u), FileURI: u}}, true
+}
+
+// geminiMimeTypes maps the extensions of the image formats Gemini reads;
+// a fixed table keeps the guess the same on every machine.
+var geminiMimeTypes = map[string]string{
+	".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+	".gif": "image/gif", ".heic": "image/heic", ".heif": "image/heif", ".pdf": "application/pdf",
+}
+
+func geminiMimeOf(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	if m, ok := geminiMimeTypes[strings.ToLower(path.Ext(u))]; ok {
+		return m
+	}
+	return "image/jpeg"
+}
+
+// geminiToolResult wraps a tool message's content as a functionResponse's
+// response, which must be an object: a JSON object is passed as it is,
+// anything else as text.
+func geminiToolResult(content string) json.RawMessage {
+	var b []byte
+	if t := bytes.TrimSpace([]byte(content)); len(t) > 0 && t[0] == '{' && gjson.ValidBytes(t) {
+		b = append([]byte(`{"result":`), t...)
+	} else {
+		text, _ := json.Marshal(content)
+		b = append(append([]byte(`{"result":{"content":`), text...), "}"...)
+	}
+	return append(b, '}')
+}
+
+// geminiSchema is the OpenAPI subset Gemini's Schema takes.
+type geminiSchema struct {
+	Type             string          `json:"type,omitempty"`
+	Format           string          `json:"format,omitempty"`
+	Title            string          `json:"title,omitempty"`
+	Description      string          `json:"description,omitempty"`
+	Nullable         bool            `json:"nullable,omitempty"`
+	Enum             []string        `json:"enum,omitempty"`
+	Properties       *schemaProps    `json:"properties,omitempty"`
+	PropertyOrdering []string        `json:"propertyOrdering,omitempty"`
+	Required         []string        `json:"required,omitempty"`
+	Items            *geminiSchema   `json:"items,omitempty"`
+	AnyOf            []*geminiSchema `json:"anyOf,omitempty"`
+	MinItems         json.RawMessage `json:"minItems,omitempty"`
+	MaxItems         json.RawMessage `json:"maxItems,omitempty"`
+	MinLength        json.RawMessage `json:"minLength,omitempty"`
+	MaxLength        json.RawMessage `json:"maxLength,omitempty"`
+	MinProperties    json.RawMessage `json:"minProperties,omitempty"`
+	MaxProperties    json.RawMessage `json:"maxProperties,omitempty"`
+	Minimum          json.RawMessage `json:"minimum,omitempty"`
+	Maximum          json.RawMessage `json:"maximum,omitempty"`
+	Pattern          string          `json:"pattern,omitempty"`
+	Example          json.RawMessage `json:"example,omitempty"`
+}
+
+// schemaProps is a schema's properties in the order the client wrote them.
+type schemaProps struct {
+	names []string
+	vals  []*geminiSchema
+}
+
+func (p *schemaProps) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, n := range p.names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		k, _ := json.Marshal(n)
+		v, err := json.Marshal(p.vals[i])
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(append(b, k...), ':'), v...)
+	}
+	return append(b, '}'), nil
+}
+
+// geminiFormats lists, per type, the formats Gemini accepts; it refuses
+// others ("uri", "email") outright.
+var geminiFormats = map[string][]string{
+	"STRING": {"enum", "date-time"}, "NUMBER": {"float", "double"}, "INTEGER": {"int32", "int64"},
+}
+
+// maxSchemaRefs bounds $ref inlining, so deep or self-referring schemas
+// end rather than grow.
+const maxSchemaRefs = 8
+
+// cleanSchema rewrites a JSON Schema for Gemini: keywords it rejects
+// ($schema, additionalProperties, strict, $defs, examples, default, ...)
+// go, local $refs are inlined (a cycle is cut), type lists and null
+// alternatives become nullable, and types are upper-cased. ordered adds
+// propertyOrdering, which structured output follows.
+func cleanSchema(raw []byte, ordered bool) *geminiSchema {
+	root := gjson.ParseBytes(raw)
+	sc := schemaCleaner{root: root, ordered: ordered}
+	return sc.clean(root)
+}
+
+type schemaCleaner struct {
+	root    gjson.Result
+	ordered bool
+	// active are the $refs being inlined, to cut cycles.
+	active []string
+}
+
+// member returns the value at key, which may hold characters gjson paths
+// treat as syntax.
+func member(obj gjson.Result, key string) gjson.Result {
+	var r gjson.Result
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if k.Str == key {
+			r = v
+			return false
+		}
+		return true
+	})
+	return r
+}
+
+func (sc *schemaCleaner) clean(s gjson.Result) *geminiSchema {
+	out := &geminiSchema{}
+	if !s.IsObject() {
+		return out
+	}
+	if ref := member(s, "$ref"); ref.Type == gjson.String {
+		target := sc.resolve(ref.Str)
+		switch {
+		case !target.IsObject():
+			// Not a local reference: nothing is known of it.
+		case len(sc.active) >= maxSchemaRefs || contains(sc.active, ref.Str):
+			// A cycle (or a chain too deep) is cut to the type alone.
+			sc.setType(out, target.Get("type").Str)
+			out.Description = target.Get("description").Str
+		default:
+			sc.active = append(sc.active, ref.Str)
+			out = sc.clean(target)
+			sc.active = sc.active[:len(sc.active)-1]
+		}
+		// Words next to a $ref describe this use of the definition.
+		if d := s.Get("description"); d.Type == gjson.String {
+			out.Description = d.Str
+		}
+		return out
+	}
+	switch t := s.Get("type"); {
+	case t.Type == gjson.String:
+		sc.setType(out, t.Str)
+	case t.IsArray():
+		for _, v := range t.Array() {
+			sc.setType(out, v.Str)
+		}
+	}
+	if s.Get("nullable").Bool() {
+		out.Nullable = true
+	}
+	for _, kv := range [...]struct {
+		key string
+		dst *string
+	}{{"title", &out.Title}, {"description", &out.Description}, {"pattern", &out.Pattern}} {
+		if v := s.Get(kv.key); v.Type == gjson.String {
+			*kv.dst = v.Str
+		}
+	}
+	for _, kv := range [...]struct {
+		key string
+		dst *json.RawMessage
+	}{
+		{"minItems", &out.MinItems}, {"maxItems", &out.MaxItems}, {"minLength", &out.MinLength},
+		{"maxLength", &out.MaxLength}, {"minProperties", &out.MinProperties},
+		{"maxProperties", &out.MaxProperties}, {"minimum", &out.Minimum}, {"maximum", &out.Maximum},
+	} {
+		if v := s.Get(kv.key); v.Type == gjson.Number {
+			*kv.dst = json.RawMessage(v.Raw)
+		}
+	}
+	if v := s.Get("example"); v.Exists() {
+		out.Example = json.RawMessage(v.Raw)
+	}
+	if e := s.Get("enum"); e.IsArray() {
+		ok := true
+		for _, v := range e.Array() {
+			switch v.Type {
+			case gjson.String:
+				out.Enum = append(out.Enum, v.Str)
+			case gjson.Null:
+				out.Nullable = true
+			default:
+				ok = false
+			}
+		}
+		if !ok {
+			// Gemini's enums are strings; a typed enum stays a plain type.
+			out.Enum = nil
+		}
+	} else if c := s.Get("const"); c.Type == gjson.String {
+		out.Enum = []string{c.Str}
+	}
+	if props := s.Get("properties"); props.IsObject() {
+		p := &schemaProps{}
+		props.ForEach(func(k, v gjson.Result) bool {
+			p.names = append(p.names, k.Str)
+			p.vals = append(p.vals, sc.clean(v))
+			return true
+		})
+		if len(p.names) > 0 {
+			out.Properties = p
+			for _, r := range s.Get("required").Array() {
+				if r.Type == gjson.String && contains(p.names, r.Str) {
+					out.Required = append(out.Required, r.Str)
+				}
+			}
+			for _, o := range s.Get("propertyOrdering").Array() {
+				if contains(p.names, o.Str) {
+					out.PropertyOrdering = append(out.PropertyOrdering, o.Str)
+				}
+			}
+			if out.PropertyOrdering == nil && sc.ordered && len(p.names) > 1 {
+				out.PropertyOrdering = p.names
+			}
+		}
+	}
+	if it := s.Get("items"); it.IsObject() {
+		out.Items = sc.clean(it)
+	}
+	var alts []*geminiSchema
+	for _, key := range [...]string{"anyOf", "oneOf", "allOf"} {
+		for _, v := range s.Get(key).Array() {
+			if t := v.Get("type"); t.Str == "null" && len(v.Map()) == 1 {
+				out.Nullable = true
+				continue
+			}
+			alts = append(alts, sc.clean(v))
+		}
+	}
+	if len(alts) == 1 && out.Type == "" {
+		// An alternative of one (Optional[X], or allOf around a $ref) is
+		// that one, described and nullable as here.
+		one := alts[0]
+		if out.Title != "" {
+			one.Title = out.Title
+		}
+		if out.Description != "" {
+			one.Description = out.Description
+		}
+		one.Nullable = one.Nullable || out.Nullable
+		return one
+	} else if len(alts) > 0 {
+		out.AnyOf = alts
+	}
+	if out.Type == "" {
+		switch {
+		case out.Properties != nil:
+			out.Type = "OBJECT"
+		case out.Items != nil:
+			out.Type = "ARRAY"
+		case len(out.Enum) > 0:
+			out.Type = "STRING"
+		}
+	}
+	// Gemini refuses properties on anything but an OBJECT and items on
+	// anything but an ARRAY.
+	if out.Type != "OBJECT" {
+		out.Properties, out.Required, out.PropertyOrdering = nil, nil, nil
+	}
+	if out.Type != "ARRAY" {
+		out.Items = nil
+	}
+	if f := s.Get("format"); f.Type == gjson.String && contains(geminiFormats[out.Type], f.Str) {
+		out.Format = f.Str
+	}
+	if out.Format == "" && len(out.Enum) > 0 && out.Type == "STRING" {
+		out.Format = "enum"
+	}
+	return out
+}
+
+func (sc *schemaCleaner) setType(out *geminiSchema, t string) {
+	switch {
+	case t == "null":
+		out.Nullable = true
+	case out.Type == "" && t != "":
+		out.Type = strings.ToUpper(t)
+	}
+}
+
+// resolve finds a local reference ("#/$defs/X", "#/definitions/X").
+func (sc *schemaCleaner) resolve(ref string) gjson.Result {
+	rest, ok := strings.CutPrefix(ref, "#/")
+	if !ok {
+		return gjson.Result{}
+	}
+	v := sc.root
+	for _, tok := range strings.Split(rest, "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		if v = member(v, tok); !v.Exists() {
+			break
+		}
+	}
+	return v
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// geminiFinish maps a candidate's finishReason; tools says the answer
+// called functions.
+func geminiFinish(reason string, tools bool) string {
+	switch reason {
+	case "MAX_TOKENS":
+		return "length"
+	case "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY":
+		return "content_filter"
+	}
+	if tools {
+		return "tool_calls"
+	}
+	return "stop"
+}
+
+// geminiCallID makes a tool call id: Gemini names none, and the same
+// answer must give the same ids, so they hash where the call stands.
+func geminiCallID(responseID string, pos int, name string, args []byte) string {
+	h := fnv.New64a()
+	h.Write([]byte(responseID))
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	h.Write([]byte{0, byte(pos >> 8), byte(pos)})
+	h.Write(args)
+	return fmt.Sprintf("call_%016x", h.Sum64())
+}
+
+// geminiToolCall translates one functionCall part.
+func geminiToolCall(responseID string, pos int, fc *geminiFunctionCall) ToolCall {
+	var args bytes.Buffer
+	if len(fc.Args) == 0 || json.Compact(&args, fc.Args) != nil || args.Bytes()[0] != '{' {
+		args.Reset()
+		args.WriteString("{}")
+	}
+	tc := ToolCall{ID: geminiCallID(responseID, pos, fc.Name, args.Bytes()), Type: "function"}
+	tc.Function.Name, tc.Function.Arguments = fc.Name, args.String()
+	return tc
+}
+
+// usage converts usageMetadata; thinking counts as completion, as OpenAI
+// counts reasoning tokens.
+func (u *geminiUsage) usage() *UsageJS {
+	if u == nil {
+		return nil
+	}
+	out := &UsageJS{PromptTokens: u.PromptTokenCount, CompletionTokens: u.CandidatesTokenCount + u.ThoughtsTokenCount,
+		TotalTokens: u.TotalTokenCount}
+	if out.TotalTokens == 0 {
+		out.TotalTokens = out.PromptTokens + out.CompletionTokens
+	}
+	if u.CachedContentTokenCount > 0 {
+		out.PromptTokensDetails = &struct {
+			CachedTokens int `json:"cached_tokens"`
+		}{u.CachedContentTokenCount}
+	}
+	return out
+}
+
+// geminiID is the OpenAI id of an answer: Gemini's responseId, else a hash
+// of the answer.
+func geminiID(responseID string, data []byte) string {
+	if responseID != "" {
+		return responseID
+	}
+	h := fnv.New64a()
+	h.Write(data)
+	return fmt.Sprintf("chatcmpl-gemini-%016x", h.Sum64())
+}
+
+// geminiCompletion translates a GenerateContentResponse.
+func geminiCompletion(body []byte, upstream string, created int64, key []byte) ([]byte, Usage, *Failure) {
+	var in geminiResponse
+	if err := json.Unmarshal(body, &in); err != nil {
+		return nil, Usage{}, &Failure{Class: Retryable, Status: fasthttp.StatusOK, Msg: "upstream sent a body that is not a Gemini response"}
+	}
+	if in.Error != nil {
+		return nil, Usage{}, geminiErrorFailure(in.Error, in.Error.status(), nil, key)
+	}
+	model := in.ModelVersion
+	if model == "" {
+		model = upstream
+	}
+	if len(in.Candidates) == 0 && (in.PromptFeedback == nil || in.PromptFeedback.BlockReason == "") {
+		// Gemini leaves candidates out only for a blocked prompt.
+		return nil, Usage{}, &Failure{Class: Retryable, Status: fasthttp.StatusOK, Msg: "upstream sent no candidates and no reason"}
+	}
+	id := geminiID(in.ResponseID, body)
+	msg := &ChatMessage{Role: "assistant"}
+	finish := "content_filter"
+	if len(in.Candidates) > 0 {
+		cand := in.Candidates[0]
+		var text strings.Builder
+		for _, p := range cand.Content.Parts {
+			switch {
+			case p.Thought:
+			case p.FunctionCall != nil:
+				msg.ToolCalls = append(msg.ToolCalls, geminiToolCall(id, len(msg.ToolCalls), p.FunctionCall))
+			default:
+				text.WriteString(p.Text)
+			}
+		}
+		if text.Len() > 0 || len(msg.ToolCalls) == 0 {
+			msg.Content = Ptr(text.String())
+		}
+		finish = geminiFinish(cand.FinishReason, len(msg.ToolCalls) > 0)
+	} else {
+		// No candidates: the prompt itself was blocked (promptFeedback).
+		msg.Content = Ptr("")
+	}
+	out := Completion{
+		ID: id, Object: "chat.completion", Created: created, Model: model,
+		Choices: []Choice{{Message: msg, FinishReason: &finish}},
+		Usage:   in.UsageMetadata.usage(),
+	}
+	b, err := json.Marshal(&out)
+	if err != nil {
+		return nil, Usage{}, &Failure{Class: Retryable, Msg: "encoding the translated response: " + err.Error()}
+	}
+	return b, out.Usage.Usage(), nil
+}
+
+// geminiFailure classifies a non-2xx answer, whose body is Google's error
+// object ({"error":{"code","message","status","details"}}), or a list of
+// one from the stream endpoint.
+func geminiFailure(status int, body, retryAfterHeader, key []byte) *Failure {
+	if len(key) > 0 {
+		body = bytes.ReplaceAll(body, key, strRedacted)
+	}
+	var e struct {
+		Error *geminiError `json:"error"`
+	}
+	if b := bytes.TrimSpace(body); len(b) > 0 && b[0] == '[' {
+		var list []json.RawMessage
+		if json.Unmarshal(b, &list) == nil && len(list) > 0 {
+			body = list[0]
+		}
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == nil {
+		e.Error = &geminiError{}
+	}
+	return geminiErrorFailure(e.Error, status, retryAfterHeader, nil)
+}
+
+// status is the HTTP status an error inside a 200 answer stands for.
+func (e *geminiError) status() int {
+	if e.Code >= 400 && e.Code <= 599 {
+		return e.Code
+	}
+	return fasthttp.StatusInternalServerError
+}
+
+// geminiErrorFailure classifies Google's error object under its HTTP
+// status.
+func geminiErrorFailure(e *geminiError, status int, retryAfterHeader, key []byte) *Failure {
+	f := &Failure{Class: classifyStatus(status), Status: status, Msg: "upstream error"}
+	reason := ""
+	for _, d := range e.Details {
+		switch {
+		case strings.HasSuffix(d.Type, "google.rpc.ErrorInfo"):
+			reason = d.Reason
+		case strings.HasSuffix(d.Type, "google.rpc.RetryInfo"):
+			if dd, err := time.ParseDuration(d.RetryDelay); err == nil && dd > 0 {
+				f.RetryAfter = dd
+			}
+		}
+	}
+	if f.RetryAfter == 0 {
+		f.RetryAfter = retryAfter(retryAfterHeader, time.Now())
+	}
+	msg := e.Message
+	if len(key) > 0 {
+		msg = strings.ReplaceAll(msg, string(key), string(strRedacted))
+	}
+	lower := strings.ToLower(msg)
+	switch {
+	case f.Class == BadRequest && (reason == "API_KEY_INVALID" || strings.Contains(lower, "api key not valid") ||
+		strings.Contains(lower, "api key expired") || e.Status == "FAILED_PRECONDITION"):
+		// Gemini says 400 for a bad key, and FAILED_PRECONDITION when the
+		// key's project cannot use the API (region, billing): the key's
+		// fault either way, not the request's.
+		f.Class = Auth
+	case f.Class == BadRequest && strings.Contains(lower, "exceeds the maximum number of tokens"):
+		f.Class = ContextTooLong
+	}
+	if f.Class == Auth {
+		f.Msg = "upstream rejected the provider key"
+		return f
+	}
+	if msg != "" {
+		f.Msg = truncate(msg, 300)
+	}
+	switch f.Class {
+	case BadRequest:
+		f.Body = errorBody(f.Msg, "invalid_request_error", f.Status)
+	case ContextTooLong:
+		f.Body, _ = json.Marshal(map[string]any{"error": map[string]any{
+			"message": f.Msg, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+	}
+	return f
+}
+
+// geminiStream translates Gemini's SSE stream, one GenerateContentResponse
+// per event, into OpenAI chunks.
+type geminiStream struct {
+	// up reads the upstream's frames under the provider's first_byte and
+	// idle deadlines and keeps the key out of them; its OpenAI end-of-
+	// stream rules never match a Gemini event, so ends are judged here.
+	up          openAIStream
+	model       string
+	id          string
+	created     int64
+	clientUsage bool
+	// out holds the translated frames of the last event; pending what of
+	// it is still to go.
+	out     []byte
+	pending [][]byte
+	scratch []byte
+	started bool
+	// finish is the finish_reason sent, once sent.
+	finish string
+	ended  bool
+	// calls counts the function calls so far: each is a tool_calls index.
+	calls   int
+	usageJS *UsageJS
+}
+
+func (s *geminiStream) Next() ([]byte, error) {
+	for {
+		if len(s.pending) > 0 {
+			f := s.pending[0]
+			s.pending = s.pending[1:]
+			return f, nil
+		}
+		if s.ended {
+			return nil, io.EOF
+		}
+		frame, err := s.up.Next()
+		if err != nil {
+			if s.finish != "" {
+				// The answer is whole; what follows its finish (the end
+				// of the body, or a late cut) changes nothing.
+				s.end()
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, ErrStreamCut
+			}
+			return nil, err
+		}
+		data, ok := frameData(frame, s.scratch)
+		if !ok {
+			continue
+		}
+		if bytes.Equal(data, strDone) {
+			if s.finish == "" {
+				return nil, ErrStreamCut
+			}
+			s.end()
+			continue
+		}
+		if err := s.event(data); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// event translates one upstream event into pending frames.
+func (s *geminiStream) event(data []byte) error {
+	var in geminiResponse
+	if err := json.Unmarshal(data, &in); err != nil {
+		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not a Gemini response"}
+	}
+	if in.UsageMetadata != nil {
+		s.usageJS = in.UsageMetadata.usage()
+	}
+	if s.finish != "" {
+		// Past the finish only the usage counts.
+		return nil
+	}
+	if in.Error != nil {
+		f := geminiErrorFailure(in.Error, in.Error.status(), nil, s.up.key)
+		f.Msg = "upstream stream error: " + f.Msg
+		return f
+	}
+	s.out, s.pending = s.out[:0], s.pending[:0]
+	if !s.started {
+		s.started = true
+		s.id = geminiID(in.ResponseID, data)
+		if in.ModelVersion != "" {
+			s.model = in.ModelVersion
+		}
+		s.add(&ChatMessage{Role: "assistant", Content: Ptr("")}, nil)
+	}
+	reason := ""
+	if len(in.Candidates) > 0 {
+		cand := in.Candidates[0]
+		var text strings.Builder
+		var calls []ToolCall
+		for _, p := range cand.Content.Parts {
+			switch {
+			case p.Thought:
+			case p.FunctionCall != nil:
+				tc := geminiToolCall(s.id, s.calls, p.FunctionCall)
+				tc.Index = Ptr(s.calls)
+				s.calls++
+				calls = append(calls, tc)
+			default:
+				text.WriteString(p.Text)
+			}
+		}
+		if text.Len() > 0 {
+			s.add(&ChatMessage{Content: Ptr(text.String())}, nil)
+		}
+		if len(calls) > 0 {
+			s.add(&ChatMessage{ToolCalls: calls}, nil)
+		}
+		if cand.FinishReason != "" {
+			reason = geminiFinish(cand.FinishReason, s.calls > 0)
+		}
+	} else if in.PromptFeedback != nil && in.PromptFeedback.BlockReason != "" {
+		reason = "content_filter"
+	}
+	if reason != "" {
+		s.finish = reason
+		s.add(&ChatMessage{}, &reason)
+	}
+	return nil
+}
+
+// add queues one chunk.
+func (s *geminiStream) add(delta *ChatMessage, finish *string) {
+	ch := Chunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
+		Choices: []Choice{{Delta: delta, FinishReason: finish}}}
+	s.queue(&ch)
+}
+
+func (s *geminiStream) queue(ch *Chunk) {
+	start := len(s.out)
+	s.out = appendFrame(s.out, ch)
+	s.pending = append(s.pending, s.out[start:len(s.out):len(s.out)])
+}
+
+// end queues the usage chunk, if the client asked for it, and [DONE].
+func (s *geminiStream) end() {
+	s.ended = true
+	// Whatever stopped the read, the answer is complete: the connection
+	// goes back to the pool if its body was read to the end.
+	s.up.done = true
+	s.out, s.pending = s.out[:0], s.pending[:0]
+	if s.clientUsage && s.usageJS != nil {
+		s.queue(&Chunk{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
+			Choices: []Choice{}, Usage: s.usageJS})
+	}
+	start := len(s.out)
+	s.out = append(s.out, doneFrame...)
+	s.pending = append(s.pending, s.out[start:])
+}
+
+// Usage returns the last usageMetadata's counts.
+func (s *geminiStream) Usage() Usage { return s.usageJS.Usage() }
+
+// Close releases the upstream connection; it is safe to call twice.
+func (s *geminiStream) Close() { s.up.Close() }
+
+// Compile-time checks that the adapter fits the interfaces.
+var (
+	_ Provider = (*gemini)(nil)
+	_ Stream   = (*geminiStream)(nil)
+)
