@@ -50,23 +50,62 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	path := fs.String("config", "gateway.yaml", "the config file")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log.level)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "invalid -log-level %q\n", *level)
-		return 2
+	var force *slog.Level
+	if *level != "" {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(*level)); err != nil {
+			fmt.Fprintf(stderr, "invalid -log-level %q\n", *level)
+			return 2
+		}
+		force = &lv
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, log); err != nil {
-		log.Error(err.Error())
+	if err := serve(ctx, *path, force, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "gateway:", err)
 		return 1
 	}
 	return 0
+}
+
+// logs are the gateway's two logs: diagnostics on stderr, whose level
+// follows the config on reload, and the access log on stdout.
+type logs struct {
+	level  slog.LevelVar
+	force  *slog.Level
+	diag   *slog.Logger
+	access *slog.Logger
+	format string
+}
+
+func newLogs(cfg *config.Config, force *slog.Level, stdout, stderr io.Writer) *logs {
+	l := &logs{force: force, format: cfg.Log.Format}
+	opts := &slog.HandlerOptions{Level: &l.level}
+	if cfg.Log.Format == "json" {
+		l.diag = slog.New(slog.NewJSONHandler(stderr, opts))
+	} else {
+		l.diag = slog.New(slog.NewTextHandler(stderr, opts))
+	}
+	l.access = slog.New(slog.NewJSONHandler(stdout, nil))
+	l.apply(cfg)
+	return l
+}
+
+// apply takes a reloaded config's log settings.
+func (l *logs) apply(cfg *config.Config) {
+	lv := slog.LevelInfo
+	_ = lv.UnmarshalText([]byte(cfg.Log.Level))
+	if l.force != nil {
+		lv = *l.force
+	}
+	l.level.Set(lv)
+	if cfg.Log.Format != l.format {
+		l.diag.Warn("log.format changed; restart the gateway to apply it", "serving", l.format, "file", cfg.Log.Format)
+	}
 }
 
 // validate checks each file and prints every problem found. By default key
@@ -171,24 +210,34 @@ func explain(args []string, stdout, stderr io.Writer) int {
 // SIGINT or SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-func serve(ctx context.Context, path string, log *slog.Logger) error {
+func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(path, config.Options{})
 	if err != nil {
 		return fmt.Errorf("loading %s:\n%w", path, err)
 	}
+	lg := newLogs(cfg, force, stdout, stderr)
+	log := lg.diag
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
 	var reloader *config.Reloader
 	eng, err := engine.New(cfg, engine.Options{
-		Logger: log,
-		Status: func() config.ReloadStatus { return reloader.Status() },
+		Logger:    log,
+		AccessLog: lg.access,
+		Status:    func() config.ReloadStatus { return reloader.Status() },
 	})
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	reloader = config.NewReloader(path, config.Options{}, cfg, eng.Swap, log)
+	apply := func(c *config.Config) error {
+		if err := eng.Swap(c); err != nil {
+			return err
+		}
+		lg.apply(c)
+		return nil
+	}
+	reloader = config.NewReloader(path, config.Options{}, cfg, apply, log)
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -149,10 +149,13 @@ type Provider struct {
 	// StreamUsage asks the upstream for a usage chunk at the end of each
 	// stream (stream_options.include_usage); turn it off for servers that
 	// reject the field.
-	StreamUsage *bool                     `yaml:"stream_usage"`
-	Headers     map[string]string         `yaml:"headers"`
-	Limits      Limits                    `yaml:"limits"`
-	Models      map[string]*ProviderModel `yaml:"models"`
+	StreamUsage *bool `yaml:"stream_usage"`
+	// ListModels adds the upstream's own model list (fetched at load) to
+	// the models this provider serves, each under its upstream name.
+	ListModels bool                      `yaml:"list_models"`
+	Headers    map[string]string         `yaml:"headers"`
+	Limits     Limits                    `yaml:"limits"`
+	Models     map[string]*ProviderModel `yaml:"models"`
 
 	// Name is the provider's key under `providers:`.
 	Name string `yaml:"-"`

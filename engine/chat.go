@@ -28,6 +28,12 @@ type exchange struct {
 	fails []failedAttempt
 	order [8]*target
 	num   [20]byte
+	// What the access log and the route's counters need at the end.
+	route     *routeState
+	routeName string
+	winner    candidate
+	ttfb      time.Duration
+	relay     *relay
 }
 
 type failedAttempt struct {
@@ -46,8 +52,13 @@ var hdrSessionID = []byte("X-Session-Id")
 
 func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	x := exchangePool.Get().(*exchange)
+	start := time.Now()
 	defer func() {
-		x.reply.Stream = nil
+		e.finish(ctx, s, key, x, start)
+		x.route, x.routeName, x.winner, x.ttfb, x.relay = nil, "", candidate{}, 0, nil
+		// Body keeps its capacity; the usage must not reach the next
+		// request's access log line when it fails before any reply.
+		x.reply.Stream, x.reply.Usage, x.reply.Exhausted = nil, adapters.Usage{}, 0
 		x.fails = x.fails[:0]
 		x.env = config.RequestEnv{}
 		x.call = adapters.Call{}
@@ -57,6 +68,10 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	}()
 	body := ctx.PostBody()
 	if err := scanChat(body, &x.req); err != nil {
+		if key != nil {
+			// Every answer to a key says where its limit stands.
+			key.rateHeaders(ctx, time.Now().UnixNano())
+		}
 		err.write(ctx)
 		return
 	}
@@ -66,6 +81,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	keyTokens := int64(x.req.tokens + x.req.maxTokens)
 	if key != nil {
 		if err := key.modelRefusal(x.req.model); err != nil {
+			key.rateHeaders(ctx, now)
 			err.write(ctx)
 			return
 		}
@@ -76,14 +92,18 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			return
 		}
 	}
-	g, routeName := s.route(ctx, key, x)
+	g, r := s.route(ctx, key, x)
+	x.route, x.routeName = s.defaultRoute, "default"
+	if r != nil {
+		x.route, x.routeName = r.stats, r.cfg.Name
+	}
 	if g == nil {
 		e.refundKey(key, now, keyTokens)
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model",
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrRoute, []byte(routeName))
+	ctx.Response.Header.SetCanonical(hdrRoute, []byte(x.routeName))
 	if len(g.targets) == 0 {
 		e.refundKey(key, now, keyTokens)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",
@@ -117,7 +137,6 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		if !ok {
 			break
 		}
-		start := time.Now()
 		x.call.Upstream, x.call.UpstreamJSON, x.call.Key = c.t.model.Upstream, c.t.upstreamJSON, c.key
 		x.reply.Stream, x.reply.Exhausted = nil, 0
 		err := c.t.provider.adapter.Chat(&x.call, &x.reply)
@@ -130,7 +149,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			}
 		}
 		if err == nil {
-			e.won(s, c, time.Since(start), x.reply.Exhausted, session)
+			x.ttfb = time.Since(start)
+			e.won(s, c, x.ttfb, x.reply.Exhausted, session, len(x.fails))
+			x.winner = c
 			res.c = c
 			e.answer(ctx, c.t, x, len(x.fails), first, res)
 			return
@@ -144,8 +165,8 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 }
 
 // route picks the group: the first matching rule, else the requested
-// name. It also returns what chose it, for x-gateway-route.
-func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange) (*group, string) {
+// name. It also returns the rule that chose it, nil for none.
+func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange) (*group, *route) {
 	env := &x.env
 	env.Model = x.req.model
 	if len(s.routes) > 0 {
@@ -169,14 +190,14 @@ func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange)
 }
 
 // pick applies the routes to a filled environment: the server and
-// explain both decide here.
-func (s *snapshot) pick(env *config.RequestEnv) (*group, string) {
+// explain both decide here. It returns the rule that matched, nil for none.
+func (s *snapshot) pick(env *config.RequestEnv) (*group, *route) {
 	if len(s.routes) > 0 {
 		if r := s.match(env); r != nil {
-			return r.group, r.cfg.Name
+			return r.group, r
 		}
 	}
-	return s.groups[env.Model], "default"
+	return s.groups[env.Model], nil
 }
 
 // match returns the first route whose expression is true for env.
@@ -222,11 +243,58 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 	return h.Sum64() | 1, r.assistant
 }
 
+// finish counts the answer for its route and key, and writes its access
+// log line, or hands that to the stream relay to write when it ends.
+func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, x *exchange, start time.Time) {
+	status := ctx.Response.StatusCode()
+	lat := time.Since(start)
+	e.requests.Add(1)
+	if x.route != nil {
+		x.route.codes.add(status)
+		x.route.latency.observe(lat)
+	}
+	if key != nil {
+		key.stats.codes.add(status)
+		key.stats.use.requests.Add(1)
+		if status < 300 {
+			key.stats.use.successes.Add(1)
+		}
+	}
+	if e.access == nil || !s.access {
+		return
+	}
+	l := accessLine{
+		id: string(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
+		method: "POST", path: string(ctx.Path()), stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage,
+	}
+	if key != nil {
+		l.key = key.cfg.Name
+	}
+	var w *candidate
+	if x.winner.t != nil {
+		w = &x.winner
+		l.via = x.winner.t.name
+	}
+	l.attempts = attemptsText(x.fails, w)
+	if x.relay != nil {
+		x.relay.access, x.relay.accessLog, x.relay.start = &l, e.access, start
+		return
+	}
+	writeAccess(e.access, &l)
+}
+
 // won records a success: the breaker closes, latency is measured, the
 // session sticks, and an upstream that said the key is spent cools it.
-func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64) {
+func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int) {
 	c.t.state.breaker.success()
 	c.t.observe(ttfb)
+	u := &c.t.state.use
+	u.requests.Add(1)
+	u.successes.Add(1)
+	u.ttfb.observe(ttfb)
+	if fallbacks > 0 {
+		u.fallbacks.Add(1)
+	}
 	now := time.Now().UnixNano()
 	if exhausted > 0 {
 		c.ks.until.start(now, exhausted, coolRate)
@@ -239,15 +307,27 @@ func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted tim
 // failed records a failed attempt and reports whether the request is
 // answered (a bad request relayed).
 func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *adapters.Failure, x *exchange) bool {
-	w.refund(c)
-	now := time.Now().UnixNano()
-	s := w.s
+	refund(c)
+	c.t.state.use.requests.Add(1)
+	c.t.state.use.errors[f.Class].Add(1)
+	penalize(w.s, c, f, time.Now().UnixNano())
+	if f.Class == adapters.BadRequest {
+		relayBadRequest(ctx, c.t, f)
+		return true
+	}
+	x.fails = append(x.fails, failedAttempt{c: c, f: f})
+	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
+		"via", c.t.name, "key", c.slot, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
+	return false
+}
+
+// penalize applies what a failed attempt says about its key and target:
+// a cooldown, and a count towards the breaker or its reset.
+func penalize(s *snapshot, c candidate, f *adapters.Failure, now int64) {
 	switch f.Class {
 	case adapters.BadRequest:
 		// The upstream is well; the request is not.
 		c.t.state.breaker.success()
-		relayBadRequest(ctx, c.t, f)
-		return true
 	case adapters.RateLimited:
 		d := time.Duration(s.cooldown)
 		if f.RetryAfter > 0 {
@@ -265,10 +345,6 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
 		c.t.state.breaker.failure(now, s.breakAfter, s.openFor)
 	}
-	x.fails = append(x.fails, failedAttempt{c: c, f: f})
-	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
-		"via", c.t.name, "key", c.slot, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
-	return false
 }
 
 func asFailure(err error) *adapters.Failure {
@@ -297,11 +373,15 @@ func (r *settlement) settle(u adapters.Usage) {
 	}
 	now := time.Now().UnixNano()
 	used := int64(u.Prompt + u.Completion)
+	if r.c.t != nil {
+		r.c.t.state.use.tokens(u)
+	}
 	if r.c.ks != nil && r.c.ks.lim != nil {
 		r.c.ks.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
 	}
 	if r.key != nil {
 		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)
+		r.key.stats.use.tokens(u)
 	}
 }
 
@@ -327,7 +407,8 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallba
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	ctx.Response.SetBodyStream(&relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res}, -1)
+	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res}
+	ctx.Response.SetBodyStream(x.relay, -1)
 }
 
 // relayBadRequest hands the upstream's verdict on the client's request
@@ -440,6 +521,11 @@ type relay struct {
 	pending []byte
 	ended   bool
 	res     settlement
+	// access is the request's access log line, written when the stream
+	// ends; nil when the access log is off.
+	access    *accessLine
+	accessLog *slog.Logger
+	start     time.Time
 }
 
 // next returns the next bytes for the client, and false at the end. A
@@ -508,7 +594,12 @@ func (r *relay) Close() error {
 	if !r.ended {
 		r.ended = true
 		r.stream.Close()
-		r.res.settle(r.stream.Usage())
+		u := r.stream.Usage()
+		r.res.settle(u)
+		if r.access != nil {
+			r.access.latency, r.access.usage = time.Since(r.start), u
+			writeAccess(r.accessLog, r.access)
+		}
 	}
 	return nil
 }

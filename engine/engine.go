@@ -3,18 +3,22 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"gateway/adapters"
 	"gateway/config"
 )
 
@@ -26,17 +30,25 @@ type Options struct {
 	Dial fasthttp.DialFunc
 	// Status reports the last reload for /health; nil reports the first load.
 	Status func() config.ReloadStatus
+	// AccessLog receives one line per request; nil turns it off.
+	AccessLog *slog.Logger
 }
 
 // Engine serves the gateway's HTTP API from the current config snapshot.
 type Engine struct {
-	snap    atomic.Pointer[snapshot]
-	client  *fasthttp.Client
-	states  states
-	sticky  stickyStore
-	log     *slog.Logger
-	status  func() config.ReloadStatus
-	started time.Time
+	snap   atomic.Pointer[snapshot]
+	client *fasthttp.Client
+	states states
+	sticky stickyStore
+	cache  *responseCache
+	listMu sync.Mutex
+	lists  map[string]fetchedModels
+	log    *slog.Logger
+	access *slog.Logger
+	// requests counts every API request answered.
+	requests atomic.Int64
+	status   func() config.ReloadStatus
+	started  time.Time
 	// idPrefix and idSeq make request ids unique without a random read
 	// per request.
 	idPrefix [12]byte
@@ -47,6 +59,7 @@ type Engine struct {
 func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
 		log:     opt.Logger,
+		access:  opt.AccessLog,
 		status:  opt.Status,
 		started: time.Now(),
 		client: &fasthttp.Client{
@@ -66,7 +79,15 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	hex.Encode(e.idPrefix[:], b[:])
+	if cfg.Cache.TTL.D() > 0 {
+		c, err := newResponseCache(int64(cfg.Cache.MaxBytes))
+		if err != nil {
+			return nil, fmt.Errorf("creating the response cache: %w", err)
+		}
+		e.cache = c
+	}
 	if err := e.Swap(cfg); err != nil {
+		e.Close()
 		return nil, err
 	}
 	return e, nil
@@ -75,13 +96,16 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 // Swap publishes cfg. Requests already running finish on the snapshot
 // they started with.
 func (e *Engine) Swap(cfg *config.Config) error {
-	s, err := build(cfg, e.client, &e.states)
+	s, err := build(cfg, e.client, &e.states, e.modelLists(cfg))
 	if err != nil {
 		return err
 	}
 	if old := e.snap.Load(); old != nil {
 		if old.cfg.Listen != cfg.Listen {
 			e.log.Warn("listen changed; restart the gateway to apply it", "serving", old.cfg.Listen, "file", cfg.Listen)
+		}
+		if old.cfg.Cache.MaxBytes != cfg.Cache.MaxBytes || (e.cache == nil) != (cfg.Cache.TTL.D() == 0) {
+			e.log.Warn("cache size changed (or the cache was turned on or off); restart the gateway to apply it")
 		}
 		if old.cfg.MaxBody != cfg.MaxBody {
 			e.log.Warn("max_body changed; restart the gateway to apply it", "serving", int64(old.cfg.MaxBody), "file", int64(cfg.MaxBody))
@@ -94,8 +118,57 @@ func (e *Engine) Swap(cfg *config.Config) error {
 	return nil
 }
 
-// Close drops idle upstream connections.
-func (e *Engine) Close() { e.client.CloseIdleConnections() }
+// listTimeout bounds one list_models fetch.
+const listTimeout = 10 * time.Second
+
+// fetchedModels is one provider's fetched model ids, and what they were
+// fetched for.
+type fetchedModels struct {
+	source string
+	ids    []string
+}
+
+// modelLists returns the upstream model ids of each list_models provider:
+// fetched when the provider is new or its base_url or keys changed, else
+// the ones fetched before. A failed fetch is logged and lists nothing.
+func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
+	e.listMu.Lock()
+	defer e.listMu.Unlock()
+	out := map[string][]string{}
+	keep := map[string]fetchedModels{}
+	for _, name := range cfg.ProviderOrder {
+		p := cfg.Providers[name]
+		if !p.ListModels {
+			continue
+		}
+		src := p.Protocol + " " + p.BaseURL
+		for _, k := range p.Keys {
+			src += " " + k.Ref()
+		}
+		l, ok := e.lists[name]
+		if !ok || l.source != src {
+			ids, err := adapters.ListModels(p, e.client, listTimeout)
+			if err != nil {
+				e.log.Warn("list_models failed; serving the declared models only", "provider", name, "err", err)
+				continue
+			}
+			e.log.Info("listed upstream models", "provider", name, "models", len(ids))
+			l = fetchedModels{source: src, ids: ids}
+		}
+		keep[name] = l
+		out[name] = l.ids
+	}
+	e.lists = keep
+	return out
+}
+
+// Close drops idle upstream connections and stops the cache.
+func (e *Engine) Close() {
+	e.client.CloseIdleConnections()
+	if e.cache != nil {
+		e.cache.close()
+	}
+}
 
 // Server returns a fasthttp server for the engine. Its body limit is the
 // config's max_body at the time of the call.
@@ -171,10 +244,36 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody(body)
 	case "/health":
 		e.health(ctx, s)
+	case "/api/stats":
+		if _, err := s.authenticate(ctx); err != nil {
+			err.write(ctx)
+			return
+		}
+		e.stats(ctx, s)
+	case "/metrics":
+		e.metrics(ctx, s)
 	case "/targets":
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(s.targetsJSON)
 	default:
+		if bytes.HasPrefix(path, []byte(proxyPrefix)) {
+			key, err := s.authenticate(ctx)
+			if err != nil {
+				err.write(ctx)
+				return
+			}
+			if key != nil {
+				now := time.Now().UnixNano()
+				ok, at := key.lim.reserve(now, key.caps, 0)
+				key.rateHeaders(ctx, now)
+				if !ok {
+					keyLimited(ctx, key, now, at)
+					return
+				}
+			}
+			e.proxy(ctx, s)
+			return
+		}
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "unknown_path",
 			msg: "no such endpoint: " + string(path)}).write(ctx)
 	}
@@ -259,6 +358,14 @@ func (gk *gatewayKey) modelRefusal(model string) *apiError {
 		msg: "gateway key " + gk.cfg.Name + " may not use model " + strconv.Quote(model)}
 }
 
+// reloadStatus is the last reload's outcome, or the first load's.
+func (e *Engine) reloadStatus(s *snapshot) config.ReloadStatus {
+	if e.status != nil {
+		return e.status()
+	}
+	return config.ReloadStatus{At: s.cfg.LoadedAt, OK: true, Checksum: s.cfg.Checksum}
+}
+
 type healthBody struct {
 	Status        string      `json:"status"`
 	Version       string      `json:"version"`
@@ -279,10 +386,7 @@ type reloadState struct {
 }
 
 func (e *Engine) health(ctx *fasthttp.RequestCtx, s *snapshot) {
-	st := config.ReloadStatus{At: s.cfg.LoadedAt, OK: true, Checksum: s.cfg.Checksum}
-	if e.status != nil {
-		st = e.status()
-	}
+	st := e.reloadStatus(s)
 	b, _ := json.Marshal(healthBody{
 		Status:  "ok",
 		Version: s.cfg.Checksum[:12],

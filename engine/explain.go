@@ -59,19 +59,15 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 		p("key: auth is off")
 	}
 	p("request: model %q, ~%d prompt tokens, %d messages, stream %v, tools %v", req.Model, req.Tokens, env.Messages, req.Stream, req.Tools)
-	g, routeName := s.pick(env)
+	g, r := s.pick(env)
 	switch {
 	case g == nil:
 		p("route: none matched and no model is named %q: 404 model_not_found", req.Model)
 		return nil
-	case routeName == "default":
+	case r == nil:
 		p("route: no rule matched; %q names a chain (x-gateway-route: default)", req.Model)
 	default:
-		for _, r := range s.routes {
-			if r.cfg.Name == routeName {
-				p("route: %s (match: %s) -> %s (x-gateway-route: %s)", routeName, r.cfg.Match, g.name, routeName)
-			}
-		}
+		p("route: %s (match: %s) -> %s (x-gateway-route: %s)", r.cfg.Name, r.cfg.Match, g.name, r.cfg.Name)
 	}
 	if len(g.targets) == 0 {
 		p("candidates: none; every provider of the chain was left out at load: 503 no_provider")

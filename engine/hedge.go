@@ -63,9 +63,10 @@ func (e *Engine) hedged(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exch
 			inflight--
 			if r.err == nil {
 				if inflight > 0 {
-					go discard(results, inflight)
+					go e.discard(s, results, inflight)
 				}
-				e.won(s, r.c, r.took, r.reply.Exhausted, session)
+				x.ttfb, x.winner = r.took, r.c
+				e.won(s, r.c, r.took, r.reply.Exhausted, session, len(x.fails))
 				x.reply.Body = append(x.reply.Body[:0], r.reply.Body...)
 				x.reply.Stream, x.reply.Usage = r.reply.Stream, r.reply.Usage
 				res.c = r.c
@@ -74,7 +75,7 @@ func (e *Engine) hedged(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exch
 			}
 			if e.failed(ctx, w, r.c, asFailure(r.err), x) {
 				if inflight > 0 {
-					go discard(results, inflight)
+					go e.discard(s, results, inflight)
 				}
 				return
 			}
@@ -93,11 +94,18 @@ func (e *Engine) hedged(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exch
 
 // discard collects the attempts still running after a winner: a stream is
 // closed at once, cancelling it upstream; any success still tells the
-// breaker and the latency average that the target works.
-func discard(results <-chan *hedgeResult, n int) {
+// breaker and the latency average that the target works, and any failure
+// cools its key and counts for its breaker, as it would have in the race;
+// a failed half-open probe must reopen its breaker, not hold it half-open.
+func (e *Engine) discard(s *snapshot, results <-chan *hedgeResult, n int) {
 	for range n {
 		r := <-results
 		if r.err != nil {
+			f := asFailure(r.err)
+			refund(r.c)
+			penalize(s, r.c, f, time.Now().UnixNano())
+			e.log.Warn("hedged attempt failed after another answered", "via", r.c.t.name, "key", r.c.slot,
+				"class", f.Class.String(), "status", f.Status, "err", f.Msg)
 			continue
 		}
 		r.c.t.state.breaker.success()

@@ -123,3 +123,78 @@ func TestLimiterRequestsHeaderValues(t *testing.T) {
 		t.Fatalf("spent: remaining %d reset %v", rem, time.Duration(reset-t0))
 	}
 }
+
+func TestLimiterDayWindowEdges(t *testing.T) {
+	l := newLimiter()
+	c := caps{rpd: 2}
+	hour := int64(time.Hour)
+	for _, at := range []int64{0, hour} {
+		if ok, _ := l.reserve(t0+at, c, 0); !ok {
+			t.Fatalf("request at %v refused", time.Duration(at))
+		}
+	}
+	ok, retry := l.reserve(t0+2*hour, c, 0)
+	// Day buckets are 24 minutes wide; the oldest counts whole while it
+	// overlaps the day, so the first request frees 24h24m after it.
+	if want := t0 + 24*hour + int64(24*time.Minute); ok || retry != want {
+		t.Fatalf("third request: ok %v, retry at %v; want refused until 24h24m", ok, time.Duration(retry-t0))
+	}
+	if ok, _ := l.reserve(t0+24*hour, c, 0); ok {
+		t.Fatal("a day later the oldest bucket still overlaps the day, yet it was granted")
+	}
+	if ok, _ := l.reserve(retry, c, 0); !ok {
+		t.Fatal("refused at the promised time")
+	}
+	// A minute cap does not hide a day cap, nor the other way round.
+	both := caps{rpm: 100, rpd: 1}
+	l = newLimiter()
+	l.reserve(t0, both, 0)
+	if ok, at := l.reserve(t0+int64(2*time.Minute), both, 0); ok || at <= t0+24*hour {
+		t.Fatalf("day cap ignored: ok %v, at %v", ok, time.Duration(at-t0))
+	}
+}
+
+func TestLimiterSettleEdges(t *testing.T) {
+	c := caps{tpm: 1000}
+	minute := int64(time.Minute)
+	used := func(l *limiter, now int64) int64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.tpm.used(now)
+	}
+	t.Run("more than reserved, after the reservation left the window", func(t *testing.T) {
+		l := newLimiter()
+		l.reserve(t0, c, 100)
+		// The extra tokens were spent now: they count now.
+		l.settle(c, t0, t0+2*minute, 300)
+		if got := used(l, t0+2*minute); got != 300 {
+			t.Errorf("used %d, want the 300 extra in the current minute", got)
+		}
+	})
+	t.Run("less than reserved, after the reservation left the window", func(t *testing.T) {
+		l := newLimiter()
+		l.reserve(t0, c, 800)
+		l.reserve(t0+2*minute, c, 100)
+		// Nothing of the old reservation counts any more: no credit.
+		l.settle(c, t0, t0+2*minute, -700)
+		if got := used(l, t0+2*minute); got != 100 {
+			t.Errorf("used %d, want 100: a late refund must not eat into the current minute", got)
+		}
+	})
+	t.Run("a refund larger than the bucket", func(t *testing.T) {
+		l := newLimiter()
+		l.reserve(t0, c, 100)
+		l.reserve(t0+int64(30*time.Second), c, 500)
+		l.settle(c, t0, t0+int64(40*time.Second), -900)
+		if got := used(l, t0+int64(40*time.Second)); got != 500 {
+			t.Errorf("used %d, want 500: a bucket never goes below zero", got)
+		}
+	})
+	t.Run("a cap without token limits ignores settling", func(t *testing.T) {
+		l := newLimiter()
+		l.settle(caps{rpm: 5}, t0, t0, 1000)
+		if got := used(l, t0); got != 0 {
+			t.Errorf("used %d", got)
+		}
+	})
+}

@@ -219,7 +219,7 @@ func (w *walker) next() (candidate, bool) {
 		}
 		if ok, until := t.state.breaker.allow(w.now); !ok {
 			// Another request holds the half-open probe.
-			w.refund(c)
+			refund(c)
 			w.note(skipBreaker, until)
 			w.ti, w.ki = w.ti+1, 0
 			continue
@@ -231,7 +231,7 @@ func (w *walker) next() (candidate, bool) {
 
 // refund gives back the tokens of a candidate that produced none; the
 // request itself still counts, as the upstream may have counted it.
-func (w *walker) refund(c candidate) {
+func refund(c candidate) {
 	if c.ks.lim != nil && !c.t.caps.none() {
 		c.ks.lim.settle(c.t.caps, c.at, time.Now().UnixNano(), -c.tokens)
 	}

@@ -25,9 +25,11 @@ type snapshot struct {
 	// groups, bare provider model names, and provider/model references.
 	groups map[string]*group
 	routes []*route
-	uses   config.EnvUses
-	keys   map[[32]byte]*gatewayKey
-	byName map[string]*gatewayKey
+	// defaultRoute counts the requests no rule matched.
+	defaultRoute *routeState
+	uses         config.EnvUses
+	keys         map[[32]byte]*gatewayKey
+	byName       map[string]*gatewayKey
 	// modelsAll is the /v1/models body for a key without an allow-list;
 	// modelsByKey holds the others.
 	modelsAll   []byte
@@ -38,19 +40,25 @@ type snapshot struct {
 	breakAfter  int32
 	openFor     int64
 	stickyTTL   int64
+	cacheTTL    time.Duration
+	access      bool
 }
 
 type provider struct {
 	name    string
 	cfg     *config.Provider
 	adapter adapters.Provider
+	// pass is nil for a provider without an HTTP API (mock).
+	pass  *passTarget
+	stats *providerStats
 }
 
 // gatewayKey is a configured gateway key with its counters.
 type gatewayKey struct {
-	cfg  *config.Key
-	caps caps
-	lim  *limiter
+	cfg   *config.Key
+	caps  caps
+	lim   *limiter
+	stats *keyStats
 }
 
 type group struct {
@@ -65,6 +73,7 @@ type group struct {
 type route struct {
 	cfg   *config.Route
 	group *group
+	stats *routeState
 }
 
 // target is one (provider, model) of a chain, with one state per key.
@@ -99,6 +108,7 @@ type targetState struct {
 	ttfb atomic.Int64
 	// keyTurn rotates the first key tried, so load spreads over keys.
 	keyTurn atomic.Uint32
+	use     counters
 }
 
 // groupState is what the engine remembers of one chain.
@@ -109,19 +119,23 @@ type groupState struct {
 // states holds the engine's state by stable name; snapshots point into
 // it. build prunes what the new config no longer names.
 type states struct {
-	mu      sync.Mutex
-	keys    map[string]*keyState
-	targets map[string]*targetState
-	groups  map[string]*groupState
-	gkeys   map[string]*limiter
+	mu        sync.Mutex
+	keys      map[string]*keyState
+	targets   map[string]*targetState
+	groups    map[string]*groupState
+	gkeys     map[string]*keyStats
+	routes    map[string]*routeState
+	providers map[string]*providerStats
 }
 
 // keep collects the state a snapshot under construction uses.
 type keep struct {
-	keys    map[string]*keyState
-	targets map[string]*targetState
-	groups  map[string]*groupState
-	gkeys   map[string]*limiter
+	keys      map[string]*keyState
+	targets   map[string]*targetState
+	groups    map[string]*groupState
+	gkeys     map[string]*keyStats
+	routes    map[string]*routeState
+	providers map[string]*providerStats
 }
 
 func reuse[T any](old, kept map[string]*T, name string) *T {
@@ -136,7 +150,9 @@ func reuse[T any](old, kept map[string]*T, name string) *T {
 // build compiles cfg into a snapshot. State of (provider, model, key)
 // triples, targets, groups and gateway keys still in the config is kept;
 // the rest is dropped.
-func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, error) {
+// upstreamModels holds, per provider, the model ids its upstream listed
+// (list_models); they join the models the file declares.
+func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamModels map[string][]string) (*snapshot, error) {
 	s := &snapshot{
 		cfg:         cfg,
 		providers:   map[string]*provider{},
@@ -149,19 +165,27 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 		breakAfter:  int32(cfg.CircuitBreaker.Failures),
 		openFor:     int64(cfg.CircuitBreaker.OpenFor),
 		stickyTTL:   int64(cfg.Sticky.TTL),
+		cacheTTL:    cfg.Cache.TTL.D(),
+		access:      *cfg.Log.Access,
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	k := keep{keys: map[string]*keyState{}, targets: map[string]*targetState{},
-		groups: map[string]*groupState{}, gkeys: map[string]*limiter{}}
+		groups: map[string]*groupState{}, gkeys: map[string]*keyStats{},
+		routes: map[string]*routeState{}, providers: map[string]*providerStats{}}
 	for _, name := range cfg.ProviderOrder {
 		pc := cfg.Providers[name]
 		a, err := adapters.New(pc, client)
 		if err != nil {
 			return nil, err
 		}
-		s.providers[name] = &provider{name: name, cfg: pc, adapter: a}
+		p := &provider{name: name, cfg: pc, adapter: a, stats: reuse(st.providers, k.providers, name)}
+		if pc.BaseURL != "" {
+			p.pass = newPassTarget(pc.BaseURL)
+		}
+		s.providers[name] = p
 	}
+	s.defaultRoute = reuse(st.routes, k.routes, "default")
 	targets := map[string]*target{}
 	targetFor := func(t config.Target) *target {
 		via := t.String()
@@ -224,8 +248,17 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 	byName := map[string][]config.Target{}
 	for _, pn := range cfg.ProviderOrder {
 		pc := cfg.Providers[pn]
+		models := make([]*config.ProviderModel, 0, len(pc.ModelOrder)+len(upstreamModels[pn]))
 		for _, mn := range pc.ModelOrder {
-			m := pc.Models[mn]
+			models = append(models, pc.Models[mn])
+		}
+		for _, id := range upstreamModels[pn] {
+			if pc.Models[id] == nil {
+				models = append(models, &config.ProviderModel{Name: id, Upstream: id})
+			}
+		}
+		for _, m := range models {
+			mn := m.Name
 			t := config.Target{Provider: pc, Model: m, Weight: 1, Limits: config.Overlay(pc.Limits, m.Limits)}
 			if byName[mn] == nil {
 				bare = append(bare, mn)
@@ -246,19 +279,19 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states) (*snapshot, 
 		if r.Model == "" {
 			g = chain("route:"+r.Name, r.Name, r.Strategy, 0, r.Group.Chain)
 		}
-		s.routes = append(s.routes, &route{cfg: r, group: g})
+		s.routes = append(s.routes, &route{cfg: r, group: g, stats: reuse(st.routes, k.routes, r.Name)})
 		s.uses = s.uses.Or(r.Uses)
 	}
 
 	for _, key := range cfg.Auth.Keys {
-		gk := &gatewayKey{cfg: key,
-			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)},
-			lim:  reuse(st.gkeys, k.gkeys, key.Name)}
-		gk.lim.init()
+		ks := reuse(st.gkeys, k.gkeys, key.Name)
+		ks.lim.init()
+		gk := &gatewayKey{cfg: key, lim: &ks.lim, stats: ks,
+			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)}}
 		s.keys[key.Hash] = gk
 		s.byName[key.Name] = gk
 	}
-	st.keys, st.targets, st.groups, st.gkeys = k.keys, k.targets, k.groups, k.gkeys
+	st.keys, st.targets, st.groups, st.gkeys, st.routes, st.providers = k.keys, k.targets, k.groups, k.gkeys, k.routes, k.providers
 
 	listed := append(append([]string(nil), cfg.GroupOrder...), bare...)
 	owner := func(name string) string {

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+func TestBuckets(t *testing.T) {
+	// Every value lands in a bucket whose range holds it, buckets are in
+	// order, and a bucket is at most 1/64 of its values wide.
+	prev := -1
+	for _, v := range []int64{0, 1, 127, 128, 129, 255, 256, 1000, 4095, 4096, 1e6, 1e9, 3e11} {
+		i := bucketOf(v)
+		lo, hi := bucketRange(i)
+		if v < lo || v >= hi {
+			t.Errorf("value %d: bucket %d is [%d, %d)", v, i, lo, hi)
+		}
+		if i < prev {
+			t.Errorf("value %d: bucket %d before the previous value's %d", v, i, prev)
+		}
+		if v >= histLinear && float64(hi-lo) > float64(lo)/histSub {
+			t.Errorf("value %d: bucket [%d, %d) is too wide", v, lo, hi)
+		}
+		prev = i
+	}
+	if i := bucketOf(1 << 62); i != histBuckets-1 {
+		t.Errorf("huge value: bucket %d, want the last one", i)
+	}
+	if i := bucketOf(-5); i != 0 {
+		t.Errorf("negative value: bucket %d, want 0", i)
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	var h hist
+	if h.quantile(.5) != 0 {
+		t.Fatal("empty histogram: want 0")
+	}
+	// 1..1000 µs: p50 is 500 µs, p99 990 µs, within a bucket's width.
+	for i := 1; i <= 1000; i++ {
+		h.record(time.Duration(i) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{.5, 500 * time.Microsecond}, {.99, 990 * time.Microsecond}, {.001, time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := h.quantile(c.q)
+		if d := got - c.want; d < -c.want/64 || d > c.want/64 {
+			t.Errorf("q%.3f = %v, want %v ± 1/64", c.q, got, c.want)
+		}
+	}
+	if h.quantile(1) > 1000*time.Microsecond {
+		t.Errorf("max = %v, above the largest value", h.quantile(1))
+	}
+
+	// Against a sorted sample of random latencies, merged from two halves.
+	rng := rand.New(rand.NewPCG(1, 2))
+	var a, b hist
+	var all []time.Duration
+	for i := range 20000 {
+		d := time.Duration(rng.ExpFloat64() * float64(80*time.Microsecond))
+		all = append(all, d)
+		if i%2 == 0 {
+			a.record(d)
+		} else {
+			b.record(d)
+		}
+	}
+	a.merge(&b)
+	slices.Sort(all)
+	for _, q := range []float64{.5, .9, .99, .999} {
+		want := all[int(q*float64(len(all))+0.999999)-1]
+		got := a.quantile(q)
+		if d := got - want; d < -want/60 || d > want/60 {
+			t.Errorf("merged q%v = %v, sorted sample says %v", q, got, want)
+		}
+	}
+	if a.n != 20000 {
+		t.Errorf("merged count %d", a.n)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A real line, with a command name holding spaces and a ')'.
+	line := "4242 (gate way) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 37 0 0 20 0 9 0 123456 1300000000 3300 18446744073709551615 1 1 0 0 0 0 0 0 2143420159 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+	st, err := parseStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CPUTicks != 250+37 {
+		t.Errorf("CPUTicks = %d, want utime 250 + stime 37", st.CPUTicks)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 ten 12 13"} {
+		if _, err := parseStat(bad); err == nil {
+			t.Errorf("parseStat(%q): no error", bad)
+		}
+	}
+}
+
+func TestParseRSS(t *testing.T) {
+	status := "Name:\tgateway\nState:\tS (sleeping)\nVmPeak:\t 1300000 kB\nVmRSS:\t   13184 kB\nRssAnon:\t    6000 kB\nThreads:\t9\n"
+	rss, err := parseRSS(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss != 13184<<10 {
+		t.Errorf("rss = %d, want %d", rss, 13184<<10)
+	}
+	if _, err := parseRSS("Name:\tzombie\nState:\tZ (zombie)\n"); err == nil {
+		t.Error("no VmRSS line: no error")
+	}
+}
+
+func TestParseSystemBusy(t *testing.T) {
+	busy, err := parseSystemBusy("cpu  100 5 50 9000 40 3 2 7 11 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(100 + 5 + 50 + 7); busy != want {
+		t.Errorf("busy = %d, want %d", busy, want)
+	}
+}
+
+func TestAuxvClkTck(t *testing.T) {
+	var b []byte
+	for _, kv := range [][2]uint64{{6, 4096}, {17, 250}, {25, 0xdead}, {0, 0}} {
+		b = binary.LittleEndian.AppendUint64(b, kv[0])
+		b = binary.LittleEndian.AppendUint64(b, kv[1])
+	}
+	if hz, ok := parseAuxvClkTck(b, 8, binary.LittleEndian); !ok || hz != 250 {
+		t.Errorf("got %d %v, want 250", hz, ok)
+	}
+	if _, ok := parseAuxvClkTck(b[:16], 8, binary.LittleEndian); ok {
+		t.Error("found AT_CLKTCK where there is none")
+	}
+	if hz := clockTicks(); hz <= 0 {
+		t.Errorf("clockTicks() = %d", hz)
+	}
+}
+
+func TestUpstreamHandler(t *testing.T) {
+	h := upstreamHandler(3, 0)
+	var ctx fasthttp.RequestCtx
+	ctx.Request.Header.SetMethod("POST")
+	ctx.Request.SetRequestURI("/v1/chat/completions")
+	ctx.Request.SetBodyString(`{"model":"m","stream":true}`)
+	h(&ctx)
+	body := ctx.Response.Body()
+	if n := bytes.Count(body, []byte("data: {")); n != 3 {
+		t.Errorf("%d chunks, want 3", n)
+	}
+	if !bytes.HasSuffix(body, doneFrame) {
+		t.Errorf("stream does not end with [DONE]: %q", body)
+	}
+	ctx.Response.Reset()
+	ctx.Request.SetBodyString(`{"model":"m"}`)
+	h(&ctx)
+	if string(ctx.Response.Body()) != completion {
+		t.Errorf("body %q", ctx.Response.Body())
+	}
+}
+
+// The generated gateway.yaml must load as the gateway would load it.
+func TestGatewayConfig(t *testing.T) {
+	env := map[string]string{"BENCH_GW_KEY": gatewayKey, "BENCH_UPSTREAM_KEY": upstreamKey}
+	cfg, err := config.Parse([]byte(gatewayConfig("127.0.0.1:1", "127.0.0.1:2", true)), config.Options{
+		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Providers["up"]
+	if cfg.Listen != "127.0.0.1:1" || p == nil || p.BaseURL != "http://127.0.0.1:2/v1" || *p.StreamUsage || len(cfg.Routes) != 1 || len(cfg.Auth.Keys) != 1 {
+		t.Errorf("unexpected config: listen %q, provider %+v, %d routes, %d keys", cfg.Listen, p, len(cfg.Routes), len(cfg.Auth.Keys))
+	}
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The targets the gateway is judged against.
+const (
+	minThroughputRatio = 0.70                  // gateway RPS / floor RPS at concurrency 16
+	maxCPURatio        = 1.4                   // gateway CPU per request / floor's
+	maxAddedP50        = 50 * time.Microsecond // gateway p50 - floor p50 at concurrency 1
+	maxIdleRSS         = 25 << 20
+	maxStreamRSS       = 80 << 20 // with the streaming phase's streams open
+	maxSoakDrift       = 0.05
+)
+
+var serverOrder = []string{"upstream", "floor", "gateway"}
+
+var serverLabel = map[string]string{"upstream": "upstream (direct)", "floor": "floor proxy", "gateway": "gateway"}
+
+type loadKey struct {
+	server string
+	conc   int
+}
+
+type report struct {
+	o        *options
+	cpu      string
+	kernel   string
+	rev      string
+	hz       int64
+	at       time.Time
+	idleRSS  map[string]int64
+	afterRSS int64
+	loads    map[loadKey]*result
+	streams  map[string]*result
+	soak     []soakSample
+	notes    []string
+}
+
+func newReport(o *options, cpu, kernel, rev string, hz int64) *report {
+	return &report{o: o, cpu: cpu, kernel: kernel, rev: rev, hz: hz, at: time.Now(),
+		idleRSS: map[string]int64{}, loads: map[loadKey]*result{}, streams: map[string]*result{}}
+}
+
+func (r *report) load(server string, conc int) *result {
+	k := loadKey{server, conc}
+	if r.loads[k] == nil {
+		r.loads[k] = &result{}
+	}
+	return r.loads[k]
+}
+
+func (r *report) streamRes(server string) *result {
+	if r.streams[server] == nil {
+		r.streams[server] = &result{}
+	}
+	return r.streams[server]
+}
+
+type verdict struct {
+	target, measured, limit, result string
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "**FAIL**"
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	o := r.o
+	fmt.Fprintf(&b, "### Load test: gateway vs floor proxy vs upstream direct\n\n")
+	fmt.Fprintf(&b, "%s · %s · %d CPUs · Linux %s · %s · gateway %s · %s per phase × %d rounds, A/B alternating · upstream streams %d chunks %s apart · gateway access log %s\n\n",
+		r.at.UTC().Format("2006-01-02 15:04 UTC"), r.cpu, runtime.NumCPU(), r.kernel, runtime.Version(), r.rev,
+		o.duration, o.rounds, o.chunks, o.chunkDelay, map[bool]string{true: "on (to /dev/null)", false: "off"}[o.accessLog])
+
+	var verdicts []verdict
+	if len(r.loads) > 0 {
+		b.WriteString("| conc | server | RPS | p50 µs | p99 µs | non-2xx | errors | CPU µs/req | RSS MB |\n")
+		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, c := range o.concurrency {
+			for _, s := range serverOrder {
+				x := r.loads[loadKey{s, c}]
+				if x == nil {
+					continue
+				}
+				fmt.Fprintf(&b, "| %d | %s | %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f |\n", c, serverLabel[s], x.rps(),
+					us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax))
+			}
+			g, f := r.loads[loadKey{"gateway", c}], r.loads[loadKey{"floor", c}]
+			if g == nil || f == nil {
+				continue
+			}
+			fmt.Fprintf(&b, "| %d | **gateway / floor** | **%.0f%%** | **%+.1f** | **%+.1f** | | | **%.2f×** | **%.2f×** |\n", c,
+				100*ratio(g.rps(), f.rps()), us(g.lat.quantile(.5)-f.lat.quantile(.5)), us(g.lat.quantile(.99)-f.lat.quantile(.99)),
+				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), ratio(float64(g.rssMax), float64(f.rssMax)))
+		}
+		b.WriteString("\n")
+
+		if g, f := r.loads[loadKey{"gateway", 16}], r.loads[loadKey{"floor", 16}]; g != nil && f != nil {
+			q := ratio(g.rps(), f.rps())
+			verdicts = append(verdicts, verdict{"throughput at concurrency 16, gateway / floor", fmt.Sprintf("%.0f%%", 100*q),
+				fmt.Sprintf("≥ %.0f%%", 100*minThroughputRatio), pass(q >= minThroughputRatio)})
+		} else {
+			verdicts = append(verdicts, verdict{"throughput at concurrency 16, gateway / floor", "not measured (add 16 to -concurrency)", "≥ 70%", "—"})
+		}
+		for _, c := range o.concurrency {
+			g, f := r.loads[loadKey{"gateway", c}], r.loads[loadKey{"floor", c}]
+			if g == nil || f == nil {
+				continue
+			}
+			q := ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz)))
+			verdicts = append(verdicts, verdict{fmt.Sprintf("CPU per request at concurrency %d, gateway / floor", c),
+				fmt.Sprintf("%.2f× (%.1f vs %.1f µs)", q, us(g.cpuPerReq(r.hz)), us(f.cpuPerReq(r.hz))),
+				fmt.Sprintf("≤ %.1f×", maxCPURatio), pass(q <= maxCPURatio)})
+		}
+		if g, f := r.loads[loadKey{"gateway", 1}], r.loads[loadKey{"floor", 1}]; g != nil && f != nil {
+			d := g.lat.quantile(.5) - f.lat.quantile(.5)
+			verdicts = append(verdicts, verdict{"added p50 latency over the floor at concurrency 1", fmt.Sprintf("%+.1f µs", us(d)),
+				fmt.Sprintf("≤ %.0f µs", us(maxAddedP50)), pass(d <= maxAddedP50)})
+		} else {
+			verdicts = append(verdicts, verdict{"added p50 latency over the floor at concurrency 1", "not measured (add 1 to -concurrency)", "≤ 50 µs", "—"})
+		}
+	}
+
+	if len(r.streams) > 0 {
+		fmt.Fprintf(&b, "Streaming: %d concurrent streams held open for %s per round (each %d chunks %s apart, opened at a steady rate); time to first byte of warm streams (each client's first stream, which dials, is left out).\n\n",
+			o.streams, max(o.duration, 3*o.streamLen()), o.chunks, o.chunkDelay)
+		b.WriteString("| via | streams | peak open | TTFB p50 µs | TTFB p99 µs | added TTFB p50 / p99 µs | stream p50 ms | non-2xx | errors | bad end | CPU µs/stream | RSS MB |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		d := r.streams["upstream"]
+		for _, s := range serverOrder {
+			x := r.streams[s]
+			if x == nil {
+				continue
+			}
+			added := "—"
+			if s != "upstream" && d != nil {
+				added = fmt.Sprintf("%+.1f / %+.1f", us(x.lat.quantile(.5)-d.lat.quantile(.5)), us(x.lat.quantile(.99)-d.lat.quantile(.99)))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %s | %.1f | %d | %d | %d | %.0f | %.1f |\n", serverLabel[s], x.reqs, x.peakOpen,
+				us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), added, float64(x.total.quantile(.5))/float64(time.Millisecond),
+				x.non2xx, x.errs, x.badEnd, us(x.cpuPerReq(r.hz)), mb(x.rssMax))
+		}
+		b.WriteString("\n")
+	}
+
+	idle := r.idleRSS["gateway"]
+	verdicts = append(verdicts, verdict{"gateway RSS idle (after start, before load)", fmt.Sprintf("%.1f MB", mb(idle)),
+		fmt.Sprintf("≤ %d MB", maxIdleRSS>>20), pass(idle > 0 && idle <= maxIdleRSS)})
+	if g := r.streams["gateway"]; g != nil {
+		open := fmt.Sprintf("with %d open streams", o.streams)
+		verdicts = append(verdicts, verdict{"gateway RSS " + open + " (max sampled)", fmt.Sprintf("%.1f MB (peak open %d)", mb(g.rssMax), g.peakOpen),
+			fmt.Sprintf("≤ %d MB", maxStreamRSS>>20), pass(g.rssMax <= maxStreamRSS && g.peakOpen >= int64(o.streams)*99/100)})
+	}
+
+	if len(r.soak) > 0 {
+		verdicts = append(verdicts, r.soakVerdict(&b))
+	} else {
+		verdicts = append(verdicts, verdict{"gateway RSS flat over a soak", "not run (add -soak 10m)", "± 5%", "—"})
+	}
+
+	var bad uint64
+	for k, x := range r.loads {
+		if k.server == "gateway" {
+			bad += x.non2xx + x.errs + x.badEnd
+		}
+	}
+	if x := r.streams["gateway"]; x != nil {
+		bad += x.non2xx + x.errs + x.badEnd
+	}
+	verdicts = append(verdicts, verdict{"gateway answers: non-2xx, errors, broken streams", fmt.Sprint(bad), "0", pass(bad == 0)})
+
+	b.WriteString("| target | measured | limit | result |\n|---|---|---|---|\n")
+	for _, v := range verdicts {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", v.target, v.measured, v.limit, v.result)
+	}
+	b.WriteString("\n")
+
+	var info []string
+	for _, s := range serverOrder {
+		info = append(info, fmt.Sprintf("%s %.1f MB", serverLabel[s], mb(r.idleRSS[s])))
+	}
+	var noisy float64
+	for _, x := range r.loads {
+		noisy = max(noisy, x.otherCores)
+	}
+	for _, x := range r.streams {
+		noisy = max(noisy, x.otherCores)
+	}
+	fmt.Fprintf(&b, "Other processes on the machine used up to %.2f of its %d CPUs during a phase", noisy, runtime.NumCPU())
+	if noisy > 0.1 {
+		b.WriteString(" (noisy: rerun on a quiet machine before trusting small differences)")
+	}
+	b.WriteString(". ")
+	fmt.Fprintf(&b, "Idle RSS at start: %s.", strings.Join(info, ", "))
+	if r.afterRSS > 0 {
+		fmt.Fprintf(&b, " Gateway RSS 2 s after the load stopped: %.1f MB.", mb(r.afterRSS))
+	}
+	b.WriteString("\n")
+	var errs []string
+	for _, k := range sortedKeys(r.loads) {
+		if x := r.loads[k]; x.firstErr != "" {
+			errs = append(errs, fmt.Sprintf("c=%d %s: %s", k.conc, k.server, oneLine(x.firstErr)))
+		}
+	}
+	for _, s := range serverOrder {
+		if x := r.streams[s]; x != nil && x.firstErr != "" {
+			errs = append(errs, fmt.Sprintf("streams via %s: %s", s, oneLine(x.firstErr)))
+		}
+	}
+	for _, e := range errs {
+		fmt.Fprintf(&b, "\nFirst error, %s", e)
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(&b, "\nNote: %s.", n)
+	}
+	if len(errs)+len(r.notes) > 0 {
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// soakVerdict writes the soak's table and judges its drift: the mean RSS
+// of the last three samples against the first three after a warm-up of a
+// fifth of the soak (at most a minute).
+func (r *report) soakVerdict(b *strings.Builder) verdict {
+	fmt.Fprintf(b, "Soak: %s against the gateway, %d clients + %d open streams, RSS every %s.\n\n", r.o.soak, r.o.soakConc, r.o.soakStreams, r.o.soakEvery)
+	b.WriteString("| t | RSS MB | RPS | open streams | non-2xx | errors |\n|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.soak {
+		fmt.Fprintf(b, "| %s | %.1f | %.0f | %d | %d | %d |\n", s.at, mb(s.rss), s.rps, s.open, s.non2xx, s.errs)
+	}
+	warm := min(r.o.soak/5, time.Minute)
+	var steady []soakSample
+	for _, s := range r.soak {
+		if s.at >= warm {
+			steady = append(steady, s)
+		}
+	}
+	if len(steady) < 2 {
+		b.WriteString("\n")
+		return verdict{"gateway RSS flat over a soak", fmt.Sprintf("%d samples after warm-up: too few", len(steady)), "± 5%", "—"}
+	}
+	n := min(3, len(steady)/2)
+	mean := func(ss []soakSample) float64 {
+		var t float64
+		for _, s := range ss {
+			t += float64(s.rss)
+		}
+		return t / float64(len(ss))
+	}
+	first, last := mean(steady[:n]), mean(steady[len(steady)-n:])
+	lo, hi := steady[0].rss, steady[0].rss
+	for _, s := range steady {
+		lo, hi = min(lo, s.rss), max(hi, s.rss)
+	}
+	drift := (last - first) / first
+	fmt.Fprintf(b, "\nAfter a %s warm-up: RSS min %.1f MB, max %.1f MB, drift %+.1f%% (mean of the last %d samples vs the first %d).\n\n",
+		warm, mb(lo), mb(hi), 100*drift, n, n)
+	return verdict{fmt.Sprintf("gateway RSS flat over a %s soak (drift)", r.o.soak),
+		fmt.Sprintf("%+.1f%% (%.1f–%.1f MB)", 100*drift, mb(lo), mb(hi)), "± 5%", pass(math.Abs(drift) <= maxSoakDrift)}
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return a / b
+}
+
+func sortedKeys(m map[loadKey]*result) []loadKey {
+	ks := make([]loadKey, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.SortFunc(ks, func(a, b loadKey) int {
+		if a.conc != b.conc {
+			return a.conc - b.conc
+		}
+		return slices.Index(serverOrder, a.server) - slices.Index(serverOrder, b.server)
+	})
+	return ks
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}

@@ -1,0 +1,345 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// This file answers GET /api/stats and GET /metrics from the counters the
+// request path keeps. Provider keys appear by index and state, never by
+// value.
+
+type statsBody struct {
+	TotalRequests   int64                   `json:"totalRequests"`
+	CacheHitRate    string                  `json:"cacheHitRate"`
+	CachedKeys      int                     `json:"cachedKeys"`
+	CacheHits       int64                   `json:"cacheHits"`
+	CacheMisses     int64                   `json:"cacheMisses"`
+	Uptime          string                  `json:"uptime"`
+	UptimeSeconds   int64                   `json:"uptimeSeconds"`
+	Targets         []string                `json:"targets"`
+	CacheTTL        int64                   `json:"cacheTTL"`
+	RateLimitMax    int                     `json:"rateLimitMax"`
+	RateLimitWindow int64                   `json:"rateLimitWindow"`
+	Config          configState             `json:"config"`
+	Providers       map[string]providerBody `json:"providers"`
+	Keys            map[string]usageBody    `json:"keys"`
+	Routes          map[string]routeBody    `json:"routes"`
+	StickySessions  int                     `json:"stickySessions"`
+}
+
+type usageBody struct {
+	Requests         int64            `json:"requests"`
+	Successes        int64            `json:"successes"`
+	Errors           map[string]int64 `json:"errors,omitempty"`
+	Fallbacks        int64            `json:"fallbacks,omitempty"`
+	PromptTokens     int64            `json:"promptTokens"`
+	CompletionTokens int64            `json:"completionTokens"`
+}
+
+type latencyJS struct {
+	Count int64   `json:"count"`
+	AvgMS float64 `json:"avgMs"`
+	P50MS float64 `json:"p50Ms"`
+	P99MS float64 `json:"p99Ms"`
+}
+
+type keyStateJS struct {
+	Index int        `json:"index"`
+	State string     `json:"state"`
+	Until *time.Time `json:"until,omitempty"`
+}
+
+type providerBody struct {
+	usageBody
+	Passthrough map[string]int64        `json:"passthrough,omitempty"`
+	Models      map[string]modelStatsJS `json:"models"`
+}
+
+type modelStatsJS struct {
+	usageBody
+	Breaker string       `json:"breaker"`
+	TTFB    latencyJS    `json:"ttfb"`
+	Keys    []keyStateJS `json:"keys"`
+}
+
+type routeBody struct {
+	Codes   map[string]int64 `json:"codes"`
+	Latency latencyJS        `json:"latency"`
+}
+
+func latencyOf(h *histogram) latencyJS {
+	_, n, sum := h.snapshot()
+	l := latencyJS{Count: n}
+	if n > 0 {
+		l.AvgMS = float64(sum.Microseconds()) / 1000 / float64(n)
+		l.P50MS = float64(h.quantile(0.5).Microseconds()) / 1000
+		l.P99MS = float64(h.quantile(0.99).Microseconds()) / 1000
+	}
+	return l
+}
+
+func usageOf(c *counters, classes bool) usageBody {
+	u := usageBody{Requests: c.requests.Load(), Successes: c.successes.Load(), Fallbacks: c.fallbacks.Load(),
+		PromptTokens: c.prompt.Load(), CompletionTokens: c.completion.Load()}
+	if classes {
+		for i := range c.errors {
+			if n := c.errors[i].Load(); n > 0 {
+				if u.Errors == nil {
+					u.Errors = map[string]int64{}
+				}
+				u.Errors[classNames[i]] = n
+			}
+		}
+	}
+	return u
+}
+
+var classNames = [numClasses]string{"retryable", "rate_limited", "auth", "bad_request", "context_too_long"}
+
+func codesOf(s *statusCounts) map[string]int64 {
+	m := map[string]int64{}
+	for i := 1; i < len(s); i++ {
+		if n := s[i].Load(); n > 0 {
+			m[strconv.Itoa(i)+"xx"] = n
+		}
+	}
+	return m
+}
+
+func breakerName(b *breaker, now int64) string {
+	switch b.state.Load() {
+	case breakerOpen:
+		if refuses, _ := b.refuses(now); refuses {
+			return "open"
+		}
+		return "half_open"
+	case breakerHalfOpen:
+		return "half_open"
+	}
+	return "closed"
+}
+
+// keyStateOf names the state of one (provider, model, key).
+func keyStateOf(ks *keyState, now int64) keyStateJS {
+	until, on := ks.until.active(now)
+	if !on {
+		return keyStateJS{State: "healthy"}
+	}
+	t := time.Unix(0, until).UTC()
+	switch ks.until.reason.Load() {
+	case coolRate:
+		return keyStateJS{State: "rate_limited", Until: &t}
+	case coolAuth:
+		return keyStateJS{State: "invalid", Until: &t}
+	}
+	return keyStateJS{State: "cooling_down", Until: &t}
+}
+
+// targetsOf lists every target of the snapshot once, in provider order.
+func (s *snapshot) targetsOf() []*target {
+	var out []*target
+	for _, pn := range s.cfg.ProviderOrder {
+		pc := s.cfg.Providers[pn]
+		for _, mn := range pc.ModelOrder {
+			if g := s.groups[pn+"/"+mn]; g != nil && len(g.targets) == 1 {
+				out = append(out, g.targets[0])
+			}
+		}
+	}
+	return out
+}
+
+func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot) {
+	now := time.Now()
+	up := now.Sub(e.started)
+	b := statsBody{
+		TotalRequests: e.requests.Load(), Uptime: humanUptime(up), UptimeSeconds: int64(up.Seconds()),
+		Targets: append([]string{}, s.cfg.ProviderOrder...), CacheTTL: int64(s.cacheTTL.Seconds()),
+		RateLimitMax: s.cfg.Auth.DefaultRPM, RateLimitWindow: time.Minute.Milliseconds(),
+		Config:    configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
+		Providers: map[string]providerBody{}, Keys: map[string]usageBody{}, Routes: map[string]routeBody{},
+		CacheHitRate: "0.0%", StickySessions: e.sticky.len(),
+	}
+	if e.cache != nil {
+		b.CacheHits, b.CacheMisses = e.cache.hits.Load(), e.cache.misses.Load()
+		if total := b.CacheHits + b.CacheMisses; total > 0 {
+			b.CacheHitRate = fmt.Sprintf("%.1f%%", float64(b.CacheHits)*100/float64(total))
+		}
+		b.CachedKeys, _ = e.cache.size()
+	}
+	for _, t := range s.targetsOf() {
+		pb, ok := b.Providers[t.provider.name]
+		if !ok {
+			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&t.provider.stats.codes)}
+		}
+		u := usageOf(&t.state.use, true)
+		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, now.UnixNano()), TTFB: latencyOf(&t.state.use.ttfb)}
+		for i, ks := range t.keys {
+			k := keyStateOf(ks, now.UnixNano())
+			k.Index = i + 1
+			m.Keys = append(m.Keys, k)
+		}
+		pb.Models[t.model.Name] = m
+		pb.Requests += u.Requests
+		pb.Successes += u.Successes
+		pb.Fallbacks += u.Fallbacks
+		pb.PromptTokens += u.PromptTokens
+		pb.CompletionTokens += u.CompletionTokens
+		for k, v := range u.Errors {
+			if pb.Errors == nil {
+				pb.Errors = map[string]int64{}
+			}
+			pb.Errors[k] += v
+		}
+		b.Providers[t.provider.name] = pb
+	}
+	for name, gk := range s.byName {
+		u := usageOf(&gk.stats.use, false)
+		u.Errors = codesOf(&gk.stats.codes)
+		delete(u.Errors, "2xx")
+		b.Keys[name] = u
+	}
+	b.Routes["default"] = routeBody{Codes: codesOf(&s.defaultRoute.codes), Latency: latencyOf(&s.defaultRoute.latency)}
+	for _, r := range s.routes {
+		b.Routes[r.cfg.Name] = routeBody{Codes: codesOf(&r.stats.codes), Latency: latencyOf(&r.stats.latency)}
+	}
+	out, _ := json.Marshal(b)
+	ctx.SetContentTypeBytes(strJSON)
+	ctx.SetBody(out)
+}
+
+func humanUptime(d time.Duration) string {
+	days := int(d.Hours()) / 24
+	h := int(d.Hours()) % 24
+	m := int(d.Minutes()) % 60
+	if days > 0 {
+		return fmt.Sprintf("%dd %dh %dm", days, h, m)
+	}
+	if h > 0 {
+		return fmt.Sprintf("%dh %dm", h, m)
+	}
+	return fmt.Sprintf("%dm %ds", m, int(d.Seconds())%60)
+}
+
+// metrics writes the Prometheus text exposition format. Labels are only
+// config names (routes, providers, models) and fixed words, so their
+// cardinality is bounded by the config.
+func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
+	var b strings.Builder
+	family := func(name, typ, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	histo := func(name, labels string, h *histogram) {
+		counts, total, sum := h.snapshot()
+		var cum int64
+		for i, bound := range latencyBounds {
+			cum += counts[i]
+			fmt.Fprintf(&b, "%s_bucket{%sle=%q} %d\n", name, labels, strconv.FormatFloat(bound.Seconds(), 'g', -1, 64), cum)
+		}
+		fmt.Fprintf(&b, "%s_bucket{%sle=\"+Inf\"} %d\n", name, labels, total)
+		fmt.Fprintf(&b, "%s_sum{%s} %g\n", name, strings.TrimSuffix(labels, ","), sum.Seconds())
+		fmt.Fprintf(&b, "%s_count{%s} %d\n", name, strings.TrimSuffix(labels, ","), total)
+	}
+	routes := append([]*route{{cfg: nil, stats: s.defaultRoute}}, s.routes...)
+	routeName := func(r *route) string {
+		if r.cfg == nil {
+			return "default"
+		}
+		return r.cfg.Name
+	}
+
+	family("gateway_requests_total", "counter", "Chat completion requests answered, by route and status class.")
+	for _, r := range routes {
+		for i := 1; i < len(r.stats.codes); i++ {
+			if n := r.stats.codes[i].Load(); n > 0 {
+				fmt.Fprintf(&b, "gateway_requests_total{route=%q,code=\"%dxx\"} %d\n", routeName(r), i, n)
+			}
+		}
+	}
+	family("gateway_request_duration_seconds", "histogram", "Time to answer a chat completion (to the first byte for streams), by route.")
+	for _, r := range routes {
+		histo("gateway_request_duration_seconds", fmt.Sprintf("route=%q,", routeName(r)), &r.stats.latency)
+	}
+	targets := s.targetsOf()
+	family("gateway_upstream_attempts_total", "counter", "Upstream attempts by provider, model and outcome.")
+	for _, t := range targets {
+		l := fmt.Sprintf("provider=%q,model=%q", t.provider.name, t.model.Name)
+		fmt.Fprintf(&b, "gateway_upstream_attempts_total{%s,outcome=\"success\"} %d\n", l, t.state.use.successes.Load())
+		for i, name := range classNames {
+			fmt.Fprintf(&b, "gateway_upstream_attempts_total{%s,outcome=%q} %d\n", l, name, t.state.use.errors[i].Load())
+		}
+	}
+	family("gateway_upstream_fallback_wins_total", "counter", "Requests a target answered after other candidates failed.")
+	for _, t := range targets {
+		fmt.Fprintf(&b, "gateway_upstream_fallback_wins_total{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, t.state.use.fallbacks.Load())
+	}
+	family("gateway_upstream_ttfb_seconds", "histogram", "Time to the first byte of successful upstream attempts.")
+	for _, t := range targets {
+		histo("gateway_upstream_ttfb_seconds", fmt.Sprintf("provider=%q,model=%q,", t.provider.name, t.model.Name), &t.state.use.ttfb)
+	}
+	family("gateway_tokens_total", "counter", "Tokens the upstreams reported, by provider, model and kind.")
+	for _, t := range targets {
+		fmt.Fprintf(&b, "gateway_tokens_total{provider=%q,model=%q,kind=\"prompt\"} %d\n", t.provider.name, t.model.Name, t.state.use.prompt.Load())
+		fmt.Fprintf(&b, "gateway_tokens_total{provider=%q,model=%q,kind=\"completion\"} %d\n", t.provider.name, t.model.Name, t.state.use.completion.Load())
+	}
+	family("gateway_circuit_breaker_state", "gauge", "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.")
+	now := time.Now().UnixNano()
+	for _, t := range targets {
+		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[breakerName(&t.state.breaker, now)]
+		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)
+	}
+	family("gateway_keys_available", "gauge", "Provider keys not cooling down, per provider and model.")
+	for _, t := range targets {
+		n := 0
+		for _, ks := range t.keys {
+			if _, on := ks.until.active(now); !on {
+				n++
+			}
+		}
+		fmt.Fprintf(&b, "gateway_keys_available{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, n)
+	}
+	family("gateway_passthrough_requests_total", "counter", "Passthrough answers by provider and status class.")
+	provs := append([]string(nil), s.cfg.ProviderOrder...)
+	sort.Strings(provs)
+	for _, pn := range provs {
+		p := s.providers[pn]
+		for i := 1; i < len(p.stats.codes); i++ {
+			if n := p.stats.codes[i].Load(); n > 0 {
+				fmt.Fprintf(&b, "gateway_passthrough_requests_total{provider=%q,code=\"%dxx\"} %d\n", pn, i, n)
+			}
+		}
+	}
+	family("gateway_cache_requests_total", "counter", "Passthrough GETs answered from the cache (hit) or upstream (miss).")
+	var hits, misses int64
+	if e.cache != nil {
+		hits, misses = e.cache.hits.Load(), e.cache.misses.Load()
+	}
+	fmt.Fprintf(&b, "gateway_cache_requests_total{result=\"hit\"} %d\ngateway_cache_requests_total{result=\"miss\"} %d\n", hits, misses)
+
+	st := e.reloadStatus(s)
+	family("gateway_config_last_reload_successful", "gauge", "Whether the last config reload succeeded.")
+	fmt.Fprintf(&b, "gateway_config_last_reload_successful %d\n", boolInt(st.OK))
+	family("gateway_config_last_reload_success_timestamp_seconds", "gauge", "When the config now serving was loaded.")
+	fmt.Fprintf(&b, "gateway_config_last_reload_success_timestamp_seconds %d\n", s.cfg.LoadedAt.Unix())
+	family("gateway_config_hash", "gauge", "The first 48 bits of the serving config's SHA-256.")
+	h, _ := strconv.ParseUint(s.cfg.Checksum[:12], 16, 64)
+	fmt.Fprintf(&b, "gateway_config_hash %d\n", h)
+	family("gateway_uptime_seconds", "gauge", "Seconds since the gateway started.")
+	fmt.Fprintf(&b, "gateway_uptime_seconds %d\n", int64(time.Since(e.started).Seconds()))
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	ctx.SetBodyString(b.String())
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
