@@ -78,7 +78,11 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 		hedge = fmt.Sprintf(", hedge_after %v", g.hedge)
 	}
 	p("strategy: %s, max_attempts %d%s", g.strategy, s.cfg.Failover.MaxAttempts, hedge)
-	wk := &walker{s: s, order: g.order(nil, nil), now: now.UnixNano(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
+	// Order a copy, so explaining does not move round_robin's turn.
+	peek := *g
+	peek.state = &groupState{}
+	peek.state.turn.Store(g.state.turn.Load())
+	wk := &walker{s: s, order: peek.order(nil, nil), now: now.UnixNano(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
 	p("candidates, in the order they would be tried:")
 	n, usable := 0, 0
 	for _, t := range wk.order {

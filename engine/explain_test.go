@@ -98,3 +98,17 @@ func TestExplainUnknownKey(t *testing.T) {
 		t.Fatal("explain accepted an unknown key name")
 	}
 }
+
+func TestExplainLeavesRoundRobinTurn(t *testing.T) {
+	eng := explainEngine(t)
+	fast := eng.snap.Load().groups["fast"]
+	before := fast.state.turn.Load()
+	for range 3 {
+		if err := eng.Explain(&bytes.Buffer{}, ExplainRequest{Model: "fast", Key: "team-ml"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fast.state.turn.Load() != before {
+		t.Error("explain advanced round_robin's turn")
+	}
+}

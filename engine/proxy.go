@@ -50,8 +50,13 @@ func newPassTarget(baseURL string) *passTarget {
 // base_url with its key, and relays the answer as it comes. GETs are
 // cached when cache.ttl is set.
 func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
-	uri := ctx.Request.Header.RequestURI()
-	raw, query, _ := bytes.Cut(uri, []byte("?"))
+	// The path as sent, not as normalized for dispatch: one that reached
+	// /proxy/ only by normalization ("/v1/../proxy/...") is refused.
+	raw, query := ctx.URI().PathOriginal(), ctx.URI().QueryString()
+	if !bytes.HasPrefix(raw, []byte(proxyPrefix)) {
+		badRequest("", "invalid_path", "passthrough path must start with "+proxyPrefix+" as sent, without . or .. segments").write(ctx)
+		return
+	}
 	rest := raw[len(proxyPrefix):]
 	name, sub, _ := bytes.Cut(rest, []byte("/"))
 	p := s.providers[string(name)]

@@ -117,6 +117,22 @@ func (l *limiter) settle(c caps, at, now, delta int64) {
 	}
 }
 
+// cancel takes back a whole reservation made at `at`, for a request that
+// was never sent.
+func (l *limiter) cancel(c caps, at, tokens int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, w := range [...]struct {
+		win   *window
+		limit int64
+		n     int64
+	}{{&l.rpm, c.rpm, 1}, {&l.rpd, c.rpd, 1}, {&l.tpm, c.tpm, tokens}, {&l.tpd, c.tpd, tokens}} {
+		if w.limit > 0 {
+			w.win.addAt(at, at, -w.n)
+		}
+	}
+}
+
 // requests returns how many more requests the minute cap allows and when
 // the next one frees (unix ns), for X-RateLimit headers.
 func (l *limiter) requests(now int64, rpm int64) (remaining int64, reset int64) {

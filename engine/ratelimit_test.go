@@ -198,3 +198,15 @@ func TestLimiterSettleEdges(t *testing.T) {
 		}
 	})
 }
+
+func TestLimiterCancelGivesBackAWholeReservation(t *testing.T) {
+	l := newLimiter()
+	c := caps{rpm: 1, tpm: 100}
+	if ok, _ := l.reserve(t0, c, 80); !ok {
+		t.Fatal("first reservation refused")
+	}
+	l.cancel(c, t0, 80)
+	if ok, _ := l.reserve(t0+1, c, 100); !ok {
+		t.Fatal("a cancelled reservation still counts")
+	}
+}

@@ -117,10 +117,9 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 				return false
 			}
 		case "stream_options":
-			if v.Type != gjson.Null {
-				r.streamOptions = true
-				r.clientUsage = v.Get("include_usage").Type == gjson.True
-			}
+			// Present even as null: the adapter must not add a second one.
+			r.streamOptions = true
+			r.clientUsage = v.Get("include_usage").Type == gjson.True
 		case "metadata":
 			if !v.IsObject() && v.Type != gjson.Null {
 				bad = badRequest("metadata", "invalid_type", "metadata must be an object")

@@ -218,8 +218,11 @@ func (w *walker) next() (candidate, bool) {
 			}
 		}
 		if ok, until := t.state.breaker.allow(w.now); !ok {
-			// Another request holds the half-open probe.
-			refund(c)
+			// Another request holds the half-open probe; nothing was
+			// sent, so the reservation goes back whole.
+			if c.ks.lim != nil && !t.caps.none() {
+				c.ks.lim.cancel(t.caps, c.at, c.tokens)
+			}
 			w.note(skipBreaker, until)
 			w.ti, w.ki = w.ti+1, 0
 			continue

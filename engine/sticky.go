@@ -53,8 +53,10 @@ func (s *stickyStore) set(id uint64, via string, now, ttl int64) {
 				delete(s.m, k)
 			}
 		}
+		// Still full of live sessions: drop a batch, so the next
+		// inserts do not each pay for a sweep.
 		for k := range s.m {
-			if len(s.m) < maxSessions {
+			if len(s.m) < maxSessions-maxSessions/100 {
 				break
 			}
 			delete(s.m, k)
