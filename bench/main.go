@@ -285,6 +285,9 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 		s.client = newClient(s.addr, conns)
 	}
 	watched = []int{os.Getpid(), up.pid(), fl.pid(), gw.pid()}
+	fds := func() string {
+		return fmt.Sprintf("fds u/f/g %d/%d/%d", countFDs(up.pid()), countFDs(fl.pid()), countFDs(gw.pid()))
+	}
 	logf("up: upstream %s (pid %d), floor %s (pid %d), gateway %s (pid %d)", upAddr, up.pid(), flAddr, fl.pid(), gwAddr, gw.pid())
 
 	rep := newReport(o, cpuModel(), kernelRelease(), gitRev(o.repo), hz)
@@ -308,9 +311,9 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 						break
 					}
 					r := phase(ctx, s, c, o.duration, []byte(chatBody), false, 0)
-					logf("round %d/%d  c=%-3d %-8s %8.0f rps  p50 %7.1f µs  p99 %7.1f µs  cpu %5.1f µs/req  non-2xx %d  errors %d",
+					logf("round %d/%d  c=%-3d %-8s %8.0f rps  p50 %7.1f µs  p99 %7.1f µs  cpu %5.1f µs/req  non-2xx %d  errors %d  %s",
 						round, o.rounds, c, s.name, r.rps(), us(r.lat.quantile(.5)), us(r.lat.quantile(.99)),
-						us(r.cpuPerReq(rep.hz)), r.non2xx, r.errs)
+						us(r.cpuPerReq(rep.hz)), r.non2xx, r.errs, fds())
 					rep.load(s.name, c).add(r)
 				}
 			}
@@ -327,9 +330,9 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 					break
 				}
 				r := phase(ctx, s, o.streams, d, []byte(streamBody), true, o.streamLen())
-				logf("round %d/%d  %d streams via %-8s ttfb p50 %8.1f µs  p99 %8.1f µs  peak open %d  cpu %.0f µs/stream (%.2f cores)  rss %.1f MB  non-2xx %d  errors %d",
+				logf("round %d/%d  %d streams via %-8s ttfb p50 %8.1f µs  p99 %8.1f µs  peak open %d  cpu %.0f µs/stream (%.2f cores)  rss %.1f MB  non-2xx %d  errors %d  %s",
 					round, o.rounds, o.streams, s.name, us(r.lat.quantile(.5)), us(r.lat.quantile(.99)), r.peakOpen,
-					us(r.cpuPerReq(rep.hz)), ticksToDuration(r.cpuTicks, rep.hz).Seconds()/r.elapsed.Seconds(), mb(r.rssMax), r.non2xx, r.errs)
+					us(r.cpuPerReq(rep.hz)), ticksToDuration(r.cpuTicks, rep.hz).Seconds()/r.elapsed.Seconds(), mb(r.rssMax), r.non2xx, r.errs, fds())
 				rep.streamRes(s.name).add(r)
 			}
 		}

@@ -78,6 +78,15 @@ func readRSS(pid int) (int64, error) {
 	return parseRSS(string(b))
 }
 
+// countFDs is how many file descriptors (mostly sockets) pid holds open.
+func countFDs(pid int) int {
+	es, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		return -1
+	}
+	return len(es)
+}
+
 // parseSystemBusy reads, from the first line of /proc/stat, the clock
 // ticks all CPUs spent running tasks or stolen by the hypervisor: user,
 // nice, system and steal. Interrupt time is left out: loopback traffic is

@@ -271,7 +271,9 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 					return
 				}
 			}
-			e.proxy(ctx, s)
+			start := time.Now()
+			via := e.proxy(ctx, s)
+			e.passed(ctx, s, key, via, start)
 			return
 		}
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "unknown_path",
@@ -283,6 +285,26 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 	ctx.Response.Header.Set(fasthttp.HeaderAllow, allow)
 	(&apiError{status: fasthttp.StatusMethodNotAllowed, typ: "invalid_request_error", code: "method_not_allowed",
 		msg: "this endpoint accepts " + allow + " only"}).write(ctx)
+}
+
+// passed counts a passthrough answer and writes its access log line.
+func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, via string, start time.Time) {
+	status := ctx.Response.StatusCode()
+	e.requests.Add(1)
+	l := accessLine{id: string(ctx.Response.Header.PeekBytes(hdrRequestID)), method: string(ctx.Method()),
+		path: string(ctx.Path()), route: "passthrough", via: via, status: status, latency: time.Since(start),
+		cache: string(ctx.Response.Header.Peek("X-Cache"))}
+	if key != nil {
+		key.stats.codes.add(status)
+		key.stats.use.requests.Add(1)
+		if status < 300 {
+			key.stats.use.successes.Add(1)
+		}
+		l.key = key.cfg.Name
+	}
+	if e.access != nil && s.access {
+		writeAccess(e.access, &l)
+	}
 }
 
 // setRequestID echoes the client's X-Request-Id or makes one.

@@ -198,7 +198,7 @@ func TestStatsTellTheTruth(t *testing.T) {
 	}{
 		// Three chat completions; passthrough and /api/stats are not
 		// counted.
-		{"totalRequests", int64(3)},
+		{"totalRequests", int64(5)}, // 3 chat + 2 passthrough
 		{"cacheHits", int64(1)},
 		{"cacheMisses", int64(1)},
 		{"cacheHitRate", "50.0%"},
@@ -253,8 +253,8 @@ func TestStatsTellTheTruth(t *testing.T) {
 		{"providers.p2.fallbacks", int64(1)},
 		{"providers.p2.passthrough", nil},
 
-		{"keys.team-ml.requests", int64(3)},
-		{"keys.team-ml.successes", int64(2)},
+		{"keys.team-ml.requests", int64(5)},
+		{"keys.team-ml.successes", int64(4)},
 		{"keys.team-ml.errors", `{"5xx":1}`},
 		{"keys.team-ml.promptTokens", int64(10)},
 		{"keys.team-ml.completionTokens", int64(4)},
@@ -646,11 +646,23 @@ func obLine(lines []map[string]any, id string) map[string]any {
 	return nil
 }
 
-func TestAccessLogOneLinePerChat(t *testing.T) {
+func TestAccessLogOneLinePerRequest(t *testing.T) {
 	g, access, responses := obScripted(t)
 	lines := obLines(t, access)
-	if len(lines) != 3 {
-		t.Fatalf("%d access log lines, want one per chat request:\n%s", len(lines), access.String())
+	if len(lines) != 5 {
+		t.Fatalf("%d access log lines, want one per chat and passthrough request:\n%s", len(lines), access.String())
+	}
+	pass := 0
+	for _, l := range lines {
+		if l["route"] == "passthrough" {
+			pass++
+			if l["routed_via"] != "p1" || l["method"] != "GET" || (l["cache"] != "HIT" && l["cache"] != "MISS") {
+				t.Errorf("passthrough line %v", l)
+			}
+		}
+	}
+	if pass != 2 {
+		t.Errorf("%d passthrough lines, want 2", pass)
 	}
 	want := []map[string]any{
 		{"key": "team-ml", "route": "default", "routed_via": "p1/m", "attempts": "p1/m#1:ok", "status": 200.0,
@@ -678,11 +690,11 @@ func TestAccessLogOneLinePerChat(t *testing.T) {
 			t.Errorf("request %d: latency_ms %v, ttfb_ms %v", i, l["latency_ms"], l["ttfb_ms"])
 		}
 	}
-	// Stats and passthrough requests write no access line; nor does a
-	// request refused before it is a chat.
+	// Stats requests write no access line; nor does a request refused
+	// before it is a chat.
 	g.get("/api/stats")
 	g.do("POST", "/v1/chat/completions", obChat("ok"))
-	if n := len(obLines(t, access)); n != 3 {
+	if n := len(obLines(t, access)); n != 5 {
 		t.Errorf("%d lines after non-chat requests", n)
 	}
 }

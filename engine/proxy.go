@@ -49,13 +49,14 @@ func newPassTarget(baseURL string) *passTarget {
 // proxy forwards any request under /proxy/{provider}/ to that provider's
 // base_url with its key, and relays the answer as it comes. GETs are
 // cached when cache.ttl is set.
-func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
+// It returns the provider's name, "" when none was reached.
+func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 	// The path as sent, not as normalized for dispatch: one that reached
 	// /proxy/ only by normalization ("/v1/../proxy/...") is refused.
 	raw, query := ctx.URI().PathOriginal(), ctx.URI().QueryString()
 	if !bytes.HasPrefix(raw, []byte(proxyPrefix)) {
 		badRequest("", "invalid_path", "passthrough path must start with "+proxyPrefix+" as sent, without . or .. segments").write(ctx)
-		return
+		return ""
 	}
 	rest := raw[len(proxyPrefix):]
 	name, sub, _ := bytes.Cut(rest, []byte("/"))
@@ -63,15 +64,15 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
 	if p == nil {
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "provider_not_found",
 			msg: "no provider named " + strconv.Quote(string(name)) + "; GET /targets lists them"}).write(ctx)
-		return
+		return ""
 	}
 	if p.pass == nil {
 		badRequest("", "no_passthrough", "provider "+p.name+" ("+p.cfg.Protocol+") has no HTTP API to pass through").write(ctx)
-		return
+		return ""
 	}
 	if msg := unsafePath(sub); msg != "" {
 		badRequest("", "invalid_path", "passthrough path "+msg).write(ctx)
-		return
+		return ""
 	}
 	if p.pass.last != "" && (bytes.HasPrefix(sub, []byte(p.pass.last)) || string(sub)+"/" == p.pass.last) {
 		sub = sub[min(len(sub), len(p.pass.last)):]
@@ -92,7 +93,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
 		if !clientBypasses(&ctx.Request.Header) {
 			if ent, ok := e.cache.get(ckey); ok {
 				ent.write(ctx)
-				return
+				return p.name
 			}
 		}
 	}
@@ -137,7 +138,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
 		e.log.Warn("passthrough failed", "provider", p.name, "err", err)
 		(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_unreachable",
 			msg: "provider " + p.name + " could not be reached"}).write(ctx)
-		return
+		return p.name
 	}
 	p.stats.codes.add(resp.StatusCode())
 	p.stats.latency.observe(time.Since(start))
@@ -149,7 +150,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
 	})
 	if !cacheable {
 		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key}, -1)
-		return
+		return p.name
 	}
 	defer fasthttp.ReleaseResponse(resp)
 	if len(key) > 0 && bytes.Contains(resp.Body(), key) {
@@ -161,6 +162,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) {
 	if resp.StatusCode() == fasthttp.StatusOK && storable(&ctx.Request.Header, &resp.Header) {
 		e.cache.set(ckey, newEntry(resp), s.cacheTTL)
 	}
+	return p.name
 }
 
 // unsafePath says why a passthrough path could leave the provider's
@@ -191,8 +193,19 @@ func skipResponseHeader(k []byte) bool {
 			return true
 		}
 	}
-	return bytes.EqualFold(k, []byte("Content-Length")) || bytes.EqualFold(k, []byte("Set-Cookie")) ||
-		bytes.EqualFold(k, []byte("Date")) || bytes.EqualFold(k, []byte("Server"))
+	for _, h := range gatewayHeaders {
+		if bytes.EqualFold(k, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayHeaders are set by the gateway itself (or per connection), so
+// an upstream's, live or cached, must not replace them.
+var gatewayHeaders = [][]byte{
+	[]byte("Content-Length"), []byte("Set-Cookie"), []byte("Date"), []byte("Server"),
+	hdrRequestID, hdrLimit, hdrRemaining, hdrReset, []byte("X-Cache"),
 }
 
 // passBody relays a streamed upstream body; each Read the server makes is

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -329,6 +330,10 @@ func TestProxyRejectsTraversal(t *testing.T) {
 		"/proxy/p1/https://evil.test/x",
 		"/proxy/p1/v1/models/http:%2F%2Fevil.test",
 		"/proxy/p1/%zz/x",
+		// Paths that reach /proxy/ only once normalized.
+		"/v1/../proxy/p1/v1/models",
+		"/v1/%2e%2e/proxy/p1/v1/models",
+		"//proxy/p1/v1/models",
 	}
 	n := newFakeNet(t)
 	up := n.upstream("p1.test", fakeBody(200, `{}`))
@@ -349,10 +354,28 @@ func TestProxyRejectsTraversal(t *testing.T) {
 			t.Logf("upstream saw %s", s.uri)
 		}
 	}
-	// The same raw path, made safe, goes through: the rejections above
-	// are about the path, not the raw request.
-	if r := g.raw(pxRawGet("/proxy/p1/v1/models", "Authorization", "Bearer "+g.key)); r.status != 200 || up.hits() != 1 {
-		t.Errorf("a plain raw GET: %d %s", r.status, r.body)
+	// Normalized out of /proxy/, a path is no passthrough at all.
+	if r := g.raw(pxRawGet("/proxy/p1/../../admin", "Authorization", "Bearer "+g.key)); r.status != 404 {
+		t.Errorf("GET /proxy/p1/../../admin: %d %s", r.status, r.body)
+	}
+	// A safe raw path goes through: the rejections above are about the
+	// path, not the raw request. An absolute-form request line names the
+	// gateway, never the host the passthrough reaches.
+	for i, tt := range []struct{ path, uri string }{
+		{"/proxy/p1/v1/models", "/v1/models"},
+		{"http://evil.test/proxy/p1/v1/files?a=1", "/v1/files?a=1"},
+	} {
+		r := g.raw(pxRawGet(tt.path, "Authorization", "Bearer "+g.key))
+		if r.status != 200 || up.hits() != i+1 {
+			t.Errorf("GET %s: %d %s", tt.path, r.status, r.body)
+			continue
+		}
+		if got := up.requests()[i].uri; got != tt.uri {
+			t.Errorf("GET %s reached %s, want %s", tt.path, got, tt.uri)
+		}
+	}
+	if p2.hits() != 0 || n.dialsTo("evil.test") != 0 {
+		t.Errorf("p2 hits %d, evil dials %d", p2.hits(), n.dialsTo("evil.test"))
 	}
 	// Auth comes first: without a key nobody learns what the path would do.
 	r := g.raw(pxRawGet("/proxy/p1/../admin"))
@@ -844,5 +867,39 @@ func TestProxyRedactsTheProviderKey(t *testing.T) {
 	r = g.do("POST", "/proxy/p1/v1/chat/completions", `{"stream":true}`)
 	if want := "data: {\"key\":\"<secret>\"}\n\ndata: <secret><secret>\n\n"; string(r.body) != want {
 		t.Errorf("stream: %q, want %q", r.body, want)
+	}
+}
+
+func TestProxyRedactsAcrossReads(t *testing.T) {
+	// However the upstream's bytes are cut, a key never gets through,
+	// and nothing else is changed or held back past the end.
+	key := fakeEnv["P1_KEY"]
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"no key here\n\n", "no key here\n\n"},
+		{"data: " + key + "\n\n", "data: <secret>\n\n"},
+		{key + key, "<secret><secret>"},
+		{"sk-p1-", "sk-p1-"},
+		{"sk-p1-SECRET-1111aaa", "sk-p1-SECRET-1111aaa"},
+		{"ssk-sk-p1-" + key + "s", "ssk-sk-p1-<secret>s"},
+		{key[:len(key)-1] + "X " + key, key[:len(key)-1] + "X <secret>"},
+	}
+	readers := map[string]func(string) io.Reader{
+		"whole":    func(s string) io.Reader { return strings.NewReader(s) },
+		"one byte": func(s string) io.Reader { return iotest.OneByteReader(strings.NewReader(s)) },
+		"half":     func(s string) io.Reader { return iotest.HalfReader(strings.NewReader(s)) },
+		"data+EOF": func(s string) io.Reader { return iotest.DataErrReader(strings.NewReader(s)) },
+	}
+	for name, r := range readers {
+		for _, tt := range tests {
+			resp := fasthttp.AcquireResponse()
+			resp.SetBodyStream(r(tt.in), -1)
+			b := &passBody{resp: resp, key: []byte(key)}
+			out, err := io.ReadAll(iotest.OneByteReader(b))
+			_ = b.Close()
+			if err != nil || string(out) != tt.want {
+				t.Errorf("%s %q: got %q (%v), want %q", name, tt.in, out, err, tt.want)
+			}
+		}
 	}
 }
