@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -20,7 +21,8 @@ import (
 )
 
 const usage = `usage:
-  gateway [-config gateway.yaml] [-log-level info]   serve (same as: gateway serve ...)
+  gateway [-config gateway.yaml] [-log-level info] [-cpuprofile F]
+                                                     serve (same as: gateway serve ...)
   gateway validate [-secrets] FILE...                check config files without serving;
                                                      -secrets also reads every key reference
   gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
@@ -51,8 +53,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	path := fs.String("config", "gateway.yaml", "the config file")
 	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log.level)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "gateway:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "gateway:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
 	var force *slog.Level
 	if *level != "" {
@@ -72,13 +90,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// logs are the gateway's two logs: diagnostics on stderr, whose level
-// follows the config on reload, and the access log on stdout.
+// logs is the diagnostic log on stderr, whose level follows the config on
+// reload; the access log goes to stdout through the engine.
 type logs struct {
 	level  slog.LevelVar
 	force  *slog.Level
 	diag   *slog.Logger
-	access *slog.Logger
 	format string
 }
 
@@ -90,7 +107,6 @@ func newLogs(cfg *config.Config, force *slog.Level, stdout, stderr io.Writer) *l
 	} else {
 		l.diag = slog.New(slog.NewTextHandler(stderr, opts))
 	}
-	l.access = slog.New(slog.NewJSONHandler(stdout, nil))
 	l.apply(cfg)
 	return l
 }
@@ -223,7 +239,7 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 	var reloader *config.Reloader
 	eng, err := engine.New(cfg, engine.Options{
 		Logger:    log,
-		AccessLog: lg.access,
+		AccessLog: stdout,
 		Status:    func() config.ReloadStatus { return reloader.Status() },
 	})
 	if err != nil {

@@ -331,7 +331,7 @@ type soakSample struct {
 
 // soak drives the gateway with conc non-stream workers and streams
 // streaming ones for d, sampling its RSS every `every`.
-func soak(ctx context.Context, s *server, conc, streams int, d, every, spread time.Duration, body, streamBody []byte, progress func(soakSample)) []soakSample {
+func soak(ctx context.Context, s *server, conc, streams int, d, every, spread time.Duration, body, streamBody []byte, progress func(soakSample)) ([]soakSample, float64) {
 	var stop atomic.Bool
 	var open gauge
 	var wg sync.WaitGroup
@@ -356,6 +356,7 @@ func soak(ctx context.Context, s *server, conc, streams int, d, every, spread ti
 		return
 	}
 	var samples []soakSample
+	n := startNoise()
 	t0 := time.Now()
 	last, lastReqs := t0, uint64(0)
 	tick := time.NewTicker(every)
@@ -380,7 +381,7 @@ loop:
 	tick.Stop()
 	stop.Store(true)
 	wg.Wait()
-	return samples
+	return samples, n.cores(time.Since(t0))
 }
 
 func truncate(b []byte, n int) []byte {

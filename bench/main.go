@@ -348,7 +348,7 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 
 	if o.soak > 0 && ctx.Err() == nil {
 		logf("soak: %s against the gateway, %d clients + %d streams, RSS every %s", o.soak, o.soakConc, o.soakStreams, o.soakEvery)
-		rep.soak = soak(ctx, servers[2], o.soakConc, o.soakStreams, o.soak, o.soakEvery, o.streamLen(), []byte(chatBody), []byte(streamBody), func(s soakSample) {
+		rep.soak, rep.soakNoise = soak(ctx, servers[2], o.soakConc, o.soakStreams, o.soak, o.soakEvery, o.streamLen(), []byte(chatBody), []byte(streamBody), func(s soakSample) {
 			logf("soak %8s  rss %6.1f MB  %8.0f rps  open streams %d  non-2xx %d  errors %d", s.at, mb(s.rss), s.rps, s.open, s.non2xx, s.errs)
 		})
 	}

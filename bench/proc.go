@@ -89,9 +89,9 @@ func countFDs(pid int) int {
 
 // parseSystemBusy reads, from the first line of /proc/stat, the clock
 // ticks all CPUs spent running tasks or stolen by the hypervisor: user,
-// nice, system and steal. Interrupt time is left out: loopback traffic is
-// processed in softirq context, so much of it is the run's own, and it is
-// charged to no process.
+// nice, system and steal. Interrupt time is left out: the kernel may
+// charge it to no task (loopback traffic is mostly softirq work), so
+// comparing it with the run's own processes would count it as noise.
 func parseSystemBusy(stat string) (int64, error) {
 	line, _, _ := strings.Cut(stat, "\n")
 	f := strings.Fields(line)

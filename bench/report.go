@@ -29,18 +29,19 @@ type loadKey struct {
 }
 
 type report struct {
-	o        *options
-	cpu      string
-	kernel   string
-	rev      string
-	hz       int64
-	at       time.Time
-	idleRSS  map[string]int64
-	afterRSS int64
-	loads    map[loadKey]*result
-	streams  map[string]*result
-	soak     []soakSample
-	notes    []string
+	o         *options
+	cpu       string
+	kernel    string
+	rev       string
+	hz        int64
+	at        time.Time
+	idleRSS   map[string]int64
+	afterRSS  int64
+	loads     map[loadKey]*result
+	streams   map[string]*result
+	soak      []soakSample
+	soakNoise float64
+	notes     []string
 }
 
 func newReport(o *options, cpu, kernel, rev string, hz int64) *report {
@@ -78,9 +79,13 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	o := r.o
 	fmt.Fprintf(&b, "### Load test: gateway vs floor proxy vs upstream direct\n\n")
-	fmt.Fprintf(&b, "%s · %s · %d CPUs · Linux %s · %s · gateway %s · %s per phase × %d rounds, A/B alternating · upstream streams %d chunks %s apart · gateway access log %s\n\n",
-		r.at.UTC().Format("2006-01-02 15:04 UTC"), r.cpu, runtime.NumCPU(), r.kernel, runtime.Version(), r.rev,
-		o.duration, o.rounds, o.chunks, o.chunkDelay, map[bool]string{true: "on (to /dev/null)", false: "off"}[o.accessLog])
+	fmt.Fprintf(&b, "%s · %s · %d CPUs · Linux %s · %s · gateway %s", r.at.UTC().Format("2006-01-02 15:04 UTC"),
+		r.cpu, runtime.NumCPU(), r.kernel, runtime.Version(), r.rev)
+	if len(r.loads)+len(r.streams) > 0 {
+		fmt.Fprintf(&b, " · %s per phase × %d rounds, A/B alternating", o.duration, o.rounds)
+	}
+	fmt.Fprintf(&b, " · upstream streams %d chunks %s apart · gateway access log %s\n\n",
+		o.chunks, o.chunkDelay, map[bool]string{true: "on (to /dev/null)", false: "off"}[o.accessLog])
 
 	var verdicts []verdict
 	if len(r.loads) > 0 {
@@ -177,6 +182,9 @@ func (r *report) markdown() string {
 	if x := r.streams["gateway"]; x != nil {
 		bad += x.non2xx + x.errs + x.badEnd
 	}
+	if n := len(r.soak); n > 0 {
+		bad += r.soak[n-1].non2xx + r.soak[n-1].errs
+	}
 	verdicts = append(verdicts, verdict{"gateway answers: non-2xx, errors, broken streams", fmt.Sprint(bad), "0", pass(bad == 0)})
 
 	b.WriteString("| target | measured | limit | result |\n|---|---|---|---|\n")
@@ -196,11 +204,23 @@ func (r *report) markdown() string {
 	for _, x := range r.streams {
 		noisy = max(noisy, x.otherCores)
 	}
-	fmt.Fprintf(&b, "Other processes on the machine used up to %.2f of its %d CPUs during a phase", noisy, runtime.NumCPU())
-	if noisy > 0.1 {
-		b.WriteString(" (noisy: rerun on a quiet machine before trusting small differences)")
+	if len(r.loads)+len(r.streams) > 0 {
+		fmt.Fprintf(&b, "Other processes on the machine used up to %.2f of its %d CPUs during a phase", noisy, runtime.NumCPU())
 	}
-	b.WriteString(". ")
+	if len(r.soak) > 0 {
+		if len(r.loads)+len(r.streams) > 0 {
+			fmt.Fprintf(&b, ", %.2f on average during the soak", r.soakNoise)
+		} else {
+			fmt.Fprintf(&b, "Other processes on the machine used %.2f of its %d CPUs on average during the soak", r.soakNoise, runtime.NumCPU())
+		}
+		noisy = max(noisy, r.soakNoise)
+	}
+	if len(r.loads)+len(r.streams)+len(r.soak) > 0 {
+		if noisy > 0.1 {
+			b.WriteString(" (noisy: rerun on a quiet machine before trusting small differences)")
+		}
+		b.WriteString(". ")
+	}
 	fmt.Fprintf(&b, "Idle RSS at start: %s.", strings.Join(info, ", "))
 	if r.afterRSS > 0 {
 		fmt.Fprintf(&b, " Gateway RSS 2 s after the load stopped: %.1f MB.", mb(r.afterRSS))

@@ -1,11 +1,13 @@
 package engine
 
 import (
-	"context"
-	"log/slog"
+	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"gateway/adapters"
 )
@@ -13,66 +15,193 @@ import (
 // accessLine is one request as the access log tells it: names, outcomes
 // and numbers, never a body or a secret.
 type accessLine struct {
-	id, key, route, via, attempts, cache, method, path string
-	status                                             int
-	stream                                             bool
-	latency, ttfb                                      time.Duration
-	usage                                              adapters.Usage
+	id, key, route, via, cache, method, path string
+	status                                   int
+	stream                                   bool
+	latency, ttfb                            time.Duration
+	usage                                    adapters.Usage
+	// fails and winner are the attempts, written as
+	// "p1/m#1:429 rate_limited p2/m#1:ok".
+	fails  []failedAttempt
+	winner *candidate
 }
 
-// writeAccess logs one line; a nil logger means the access log is off.
-func writeAccess(log *slog.Logger, l *accessLine) {
-	if log == nil {
-		return
+// detach copies what the line borrows from the request, for a line
+// written after the handler returned (a stream's, at its end).
+func (l *accessLine) detach() {
+	l.id, l.path = strings.Clone(l.id), strings.Clone(l.path)
+	l.fails = slices.Clone(l.fails)
+	if l.winner != nil {
+		w := *l.winner
+		l.winner = &w
 	}
-	attrs := [...]slog.Attr{
-		slog.String("request_id", l.id),
-		slog.String("method", l.method),
-		slog.String("path", l.path),
-		slog.String("key", l.key),
-		slog.String("route", l.route),
-		slog.String("routed_via", l.via),
-		slog.String("attempts", l.attempts),
-		slog.Int("status", l.status),
-		slog.Bool("stream", l.stream),
-		slog.Float64("latency_ms", float64(l.latency.Microseconds())/1000),
-		slog.Float64("ttfb_ms", float64(l.ttfb.Microseconds())/1000),
-		slog.Int("prompt_tokens", l.usage.Prompt),
-		slog.Int("completion_tokens", l.usage.Completion),
-		slog.String("cache", l.cache),
-	}
-	log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
 }
 
-// attemptsText sums up the attempts of a request: each failed one with its
-// status and class, then the winner, as "p1/m#1:429 rate_limited p2/m#1:ok".
-func attemptsText(fails []failedAttempt, winner *candidate) string {
-	if len(fails) == 0 && winner == nil {
-		return ""
+// accessFlush is how long a line may wait in the buffer.
+const accessFlush = 100 * time.Millisecond
+
+// accessBuffer is how much is buffered before a flush is forced.
+const accessBuffer = 64 << 10
+
+// accessWriter buffers access log lines and writes them out every
+// accessFlush (or when the buffer fills), so a request costs no write
+// system call. Its lines have log/slog's JSON shape (time, level, msg),
+// but are encoded by hand: slog's attribute handling cost more than the
+// rest of a proxied request. Its goroutine ends with close.
+type accessWriter struct {
+	mu        sync.Mutex
+	buf, back []byte
+	out       io.Writer
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+func newAccessWriter(out io.Writer) *accessWriter {
+	a := &accessWriter{out: out, stop: make(chan struct{}), done: make(chan struct{})}
+	go a.loop()
+	return a
+}
+
+func (a *accessWriter) loop() {
+	defer close(a.done)
+	t := time.NewTicker(accessFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			a.flush()
+			return
+		case <-t.C:
+			a.flush()
+		}
 	}
-	var b strings.Builder
+}
+
+// write encodes and buffers one line.
+func (a *accessWriter) write(l *accessLine) {
+	var scratch [512]byte
+	line := appendAccess(scratch[:0], l, time.Now())
+	a.mu.Lock()
+	a.buf = append(a.buf, line...)
+	full := len(a.buf) >= accessBuffer
+	a.mu.Unlock()
+	if full {
+		a.flush()
+	}
+}
+
+// flush writes out what is buffered. The buffers are swapped under the
+// lock and written outside it, so requests never wait on the output.
+func (a *accessWriter) flush() {
+	a.mu.Lock()
+	out := a.buf
+	a.buf, a.back = a.back[:0], nil
+	a.mu.Unlock()
+	if len(out) > 0 {
+		_, _ = a.out.Write(out)
+	}
+	a.mu.Lock()
+	if a.back == nil {
+		a.back = out[:0]
+	}
+	a.mu.Unlock()
+}
+
+func (a *accessWriter) close() {
+	close(a.stop)
+	<-a.done
+}
+
+// appendAccess encodes l as one JSON line.
+func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
+	b = append(b, `{"time":"`...)
+	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
+	b = appendJSONString(b, l.id)
+	for _, f := range [...]struct{ k, v string }{
+		{"method", l.method}, {"path", l.path}, {"key", l.key}, {"route", l.route}, {"routed_via", l.via},
+	} {
+		b = append(b, `,"`...)
+		b = append(b, f.k...)
+		b = append(b, `":`...)
+		b = appendJSONString(b, f.v)
+	}
+	b = append(b, `,"attempts":"`...)
+	b = appendAttempts(b, l.fails, l.winner)
+	b = append(b, '"')
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(l.status), 10)
+	b = append(b, `,"stream":`...)
+	b = strconv.AppendBool(b, l.stream)
+	b = append(b, `,"latency_ms":`...)
+	b = strconv.AppendFloat(b, float64(l.latency.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, `,"ttfb_ms":`...)
+	b = strconv.AppendFloat(b, float64(l.ttfb.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, `,"prompt_tokens":`...)
+	b = strconv.AppendInt(b, int64(l.usage.Prompt), 10)
+	b = append(b, `,"completion_tokens":`...)
+	b = strconv.AppendInt(b, int64(l.usage.Completion), 10)
+	b = append(b, `,"cache":`...)
+	b = appendJSONString(b, l.cache)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, invalid UTF-8 replaced.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// appendAttempts sums up the attempts of a request: each failed one with
+// its status and class, then the winner. Target names are config names,
+// which need no JSON escaping.
+func appendAttempts(b []byte, fails []failedAttempt, winner *candidate) []byte {
 	for i, a := range fails {
 		if i > 0 {
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		}
-		b.WriteString(a.c.t.name)
-		b.WriteByte('#')
-		b.WriteString(strconv.Itoa(a.c.slot + 1))
-		b.WriteByte(':')
+		b = append(b, a.c.t.name...)
+		b = append(b, '#')
+		b = strconv.AppendInt(b, int64(a.c.slot+1), 10)
+		b = append(b, ':')
 		if a.f.Status > 0 {
-			b.WriteString(strconv.Itoa(a.f.Status))
-			b.WriteByte(' ')
+			b = strconv.AppendInt(b, int64(a.f.Status), 10)
+			b = append(b, ' ')
 		}
-		b.WriteString(a.f.Class.String())
+		b = append(b, a.f.Class.String()...)
 	}
 	if winner != nil {
 		if len(fails) > 0 {
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		}
-		b.WriteString(winner.t.name)
-		b.WriteByte('#')
-		b.WriteString(strconv.Itoa(winner.slot + 1))
-		b.WriteString(":ok")
+		b = append(b, winner.t.name...)
+		b = append(b, '#')
+		b = strconv.AppendInt(b, int64(winner.slot+1), 10)
+		b = append(b, ":ok"...)
 	}
-	return b.String()
+	return b
 }

@@ -263,24 +263,25 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	if e.access == nil || !s.access {
 		return
 	}
+	// The line borrows the request's bytes; a stream's copies them.
 	l := accessLine{
-		id: string(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
-		method: "POST", path: string(ctx.Path()), stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage,
+		id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
+		method: "POST", path: bytesString(ctx.Path()), stream: x.req.stream, latency: lat, ttfb: x.ttfb,
+		usage: x.reply.Usage, fails: x.fails,
 	}
 	if key != nil {
 		l.key = key.cfg.Name
 	}
-	var w *candidate
 	if x.winner.t != nil {
-		w = &x.winner
+		l.winner = &x.winner
 		l.via = x.winner.t.name
 	}
-	l.attempts = attemptsText(x.fails, w)
 	if x.relay != nil {
+		l.detach()
 		x.relay.access, x.relay.accessLog, x.relay.start = &l, e.access, start
 		return
 	}
-	writeAccess(e.access, &l)
+	e.access.write(&l)
 }
 
 // won records a success: the breaker closes, latency is measured, the
@@ -524,7 +525,7 @@ type relay struct {
 	// access is the request's access log line, written when the stream
 	// ends; nil when the access log is off.
 	access    *accessLine
-	accessLog *slog.Logger
+	accessLog *accessWriter
 	start     time.Time
 }
 
@@ -598,7 +599,7 @@ func (r *relay) Close() error {
 		r.res.settle(u)
 		if r.access != nil {
 			r.access.latency, r.access.usage = time.Since(r.start), u
-			writeAccess(r.accessLog, r.access)
+			r.accessLog.write(r.access)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -30,8 +31,9 @@ type Options struct {
 	Dial fasthttp.DialFunc
 	// Status reports the last reload for /health; nil reports the first load.
 	Status func() config.ReloadStatus
-	// AccessLog receives one line per request; nil turns it off.
-	AccessLog *slog.Logger
+	// AccessLog receives one JSON line per request, buffered; nil turns
+	// it off.
+	AccessLog io.Writer
 }
 
 // Engine serves the gateway's HTTP API from the current config snapshot.
@@ -44,7 +46,7 @@ type Engine struct {
 	listMu sync.Mutex
 	lists  map[string]fetchedModels
 	log    *slog.Logger
-	access *slog.Logger
+	access *accessWriter
 	// requests counts every API request answered.
 	requests atomic.Int64
 	status   func() config.ReloadStatus
@@ -59,7 +61,6 @@ type Engine struct {
 func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
 		log:     opt.Logger,
-		access:  opt.AccessLog,
 		status:  opt.Status,
 		started: time.Now(),
 		client: &fasthttp.Client{
@@ -79,6 +80,9 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	hex.Encode(e.idPrefix[:], b[:])
+	if opt.AccessLog != nil {
+		e.access = newAccessWriter(opt.AccessLog)
+	}
 	if cfg.Cache.TTL.D() > 0 {
 		c, err := newResponseCache(int64(cfg.Cache.MaxBytes))
 		if err != nil {
@@ -164,6 +168,9 @@ func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
 
 // Close drops idle upstream connections and stops the cache.
 func (e *Engine) Close() {
+	if e.access != nil {
+		e.access.close()
+	}
 	e.client.CloseIdleConnections()
 	if e.cache != nil {
 		e.cache.close()
@@ -291,9 +298,9 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, via string, start time.Time) {
 	status := ctx.Response.StatusCode()
 	e.requests.Add(1)
-	l := accessLine{id: string(ctx.Response.Header.PeekBytes(hdrRequestID)), method: string(ctx.Method()),
-		path: string(ctx.Path()), route: "passthrough", via: via, status: status, latency: time.Since(start),
-		cache: string(ctx.Response.Header.Peek("X-Cache"))}
+	l := accessLine{id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), method: bytesString(ctx.Method()),
+		path: bytesString(ctx.Path()), route: "passthrough", via: via, status: status, latency: time.Since(start),
+		cache: bytesString(ctx.Response.Header.Peek("X-Cache"))}
 	if key != nil {
 		key.stats.codes.add(status)
 		key.stats.use.requests.Add(1)
@@ -303,7 +310,7 @@ func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		l.key = key.cfg.Name
 	}
 	if e.access != nil && s.access {
-		writeAccess(e.access, &l)
+		e.access.write(&l)
 	}
 }
 

@@ -37,7 +37,7 @@ func obGateway(t *testing.T, yaml string, n *fakeNet) (*fakeGateway, *fakeLog) {
 	var err error
 	g.eng, err = New(cfg, Options{
 		Logger:    slog.New(slog.NewTextHandler(g.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
+		AccessLog: access,
 		Dial:      n.dial,
 	})
 	if err != nil {
@@ -59,8 +59,11 @@ func obGateway(t *testing.T, yaml string, n *fakeNet) (*fakeGateway, *fakeLog) {
 }
 
 // obLines decodes the JSON lines of a log.
-func obLines(t *testing.T, l *fakeLog) []map[string]any {
+func obLines(t *testing.T, g *fakeGateway, l *fakeLog) []map[string]any {
 	t.Helper()
+	// The access log is buffered; take what was written so far.
+	g.eng.access.flush()
+
 	var out []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		if line == "" {
@@ -648,7 +651,7 @@ func obLine(lines []map[string]any, id string) map[string]any {
 
 func TestAccessLogOneLinePerRequest(t *testing.T) {
 	g, access, responses := obScripted(t)
-	lines := obLines(t, access)
+	lines := obLines(t, g, access)
 	if len(lines) != 5 {
 		t.Fatalf("%d access log lines, want one per chat and passthrough request:\n%s", len(lines), access.String())
 	}
@@ -694,7 +697,7 @@ func TestAccessLogOneLinePerRequest(t *testing.T) {
 	// before it is a chat.
 	g.get("/api/stats")
 	g.do("POST", "/v1/chat/completions", obChat("ok"))
-	if n := len(obLines(t, access)); n != 5 {
+	if n := len(obLines(t, g, access)); n != 5 {
 		t.Errorf("%d lines after non-chat requests", n)
 	}
 }
@@ -736,7 +739,7 @@ func TestAccessLogStreamLineAtTheEnd(t *testing.T) {
 		t.Fatalf("rest %q, %v", rest, err)
 	}
 	obEventually(t, "the stream's access line", func() bool { return access.String() != "" })
-	lines := obLines(t, access)
+	lines := obLines(t, g, access)
 	if len(lines) != 1 {
 		t.Fatalf("lines: %v", lines)
 	}
@@ -762,9 +765,12 @@ func TestAccessLogOff(t *testing.T) {
 	n.upstream("p1.test", fakeOK("fine"))
 	base := pxOne("models:\n  auto: {targets: [p1/m]}\n")
 	g, access := obGateway(t, base+"log: {access: false}\n", n)
-	count := func() int { return strings.Count(access.String(), "\n") }
-	// A non-stream line is written before the answer leaves, so a count
-	// right after the answer is final.
+	count := func() int {
+		g.eng.access.flush()
+		return strings.Count(access.String(), "\n")
+	}
+	// A non-stream line is buffered before the answer leaves, so a count
+	// after a flush is final.
 	ask := func(want int) {
 		t.Helper()
 		if r := g.chat(fakeAsk); r.status != 200 {
@@ -795,7 +801,7 @@ func TestAccessLogOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	ask(3)
-	if lines := obLines(t, access); len(lines) != 3 || lines[2]["stream"] != false {
+	if lines := obLines(t, g, access); len(lines) != 3 || lines[2]["stream"] != false {
 		t.Errorf("lines: %v", lines)
 	}
 }
