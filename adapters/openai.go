@@ -416,12 +416,38 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
+// drainWait bounds how long Close waits for the end of a finished body.
+const drainWait = 50 * time.Millisecond
+
+// drain reads what follows [DONE] (normally just the chunked body's end)
+// so that the connection can serve the next request instead of being
+// closed; it gives up after drainWait or a few reads.
+func (s *openAIStream) drain() bool {
+	bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError)
+	if !ok {
+		return true
+	}
+	guard := time.AfterFunc(drainWait, func() { _ = bs.CloseWithError(ErrStreamCut) })
+	defer guard.Stop()
+	var buf [256]byte
+	for range 8 {
+		_, err := s.sse.br.Read(buf[:])
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
 func (s *openAIStream) Close() {
 	if s.resp == nil {
 		return
 	}
 	s.stop()
-	if s.done {
+	if s.done && s.drain() {
 		_ = s.resp.CloseBodyStream()
 	} else {
 		// Not read to the end: the connection cannot be reused.

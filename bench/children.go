@@ -28,6 +28,8 @@ type child struct {
 	err     error         // its exit status, once done
 	// stopping is set before we kill it, so its exit is not an error.
 	stopping bool
+	// grace is how long it may take to exit after SIGTERM.
+	grace time.Duration
 }
 
 var (
@@ -66,7 +68,7 @@ func start(name string, cmd *exec.Cmd, logPath string, ln *net.TCPListener, onEx
 		_ = logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{}), grace: 3 * time.Second}
 	childrenMu.Lock()
 	children = append(children, c)
 	childrenMu.Unlock()
@@ -109,8 +111,8 @@ func (c *child) logTail(n int) string {
 }
 
 // stop sends SIGTERM, and SIGKILL to its process group if it has not
-// exited within grace.
-func (c *child) stop(grace time.Duration) {
+// exited within its grace.
+func (c *child) stop() {
 	childrenMu.Lock()
 	c.stopping = true
 	childrenMu.Unlock()
@@ -120,7 +122,7 @@ func (c *child) stop(grace time.Duration) {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:
-	case <-time.After(grace):
+	case <-time.After(c.grace):
 		_ = syscall.Kill(-c.pid(), syscall.SIGKILL)
 		_ = c.cmd.Process.Kill()
 		<-c.done
@@ -135,7 +137,7 @@ func stopAll() {
 	childrenMu.Unlock()
 	var wg sync.WaitGroup
 	for _, c := range cs {
-		wg.Go(func() { c.stop(3 * time.Second) })
+		wg.Go(c.stop)
 	}
 	wg.Wait()
 }

@@ -74,6 +74,7 @@ type options struct {
 	soakConc     int
 	soakStreams  int
 	accessLog    bool
+	gwProfile    string
 	gatewayBin   string
 	repo         string
 	out          string
@@ -99,6 +100,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.soakConc, "soak-concurrency", 16, "non-stream clients during the soak")
 	fs.IntVar(&o.soakStreams, "soak-streams", 100, "streams held open during the soak")
 	fs.BoolVar(&o.accessLog, "access-log", true, "leave the gateway's access log on (its default; written to /dev/null); false adds log: {access: false}")
+	fs.StringVar(&o.gwProfile, "gateway-cpuprofile", "", "pass -cpuprofile FILE to the gateway: a CPU profile of the whole run, written when it stops")
 	fs.StringVar(&o.gatewayBin, "gateway", "", "gateway binary to test (default: go build the repo's)")
 	fs.StringVar(&o.repo, "repo", "", "the gateway repo's root (default: found from the working directory)")
 	fs.StringVar(&o.out, "out", "", "where to write the table (default: <repo>/bench/results/last.md)")
@@ -210,6 +212,9 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
+	// Children stop before their directory goes (run stops them too, on
+	// any way out).
+	defer stopAll()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -258,7 +263,16 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(gwAddr, upAddr, o.accessLog)), 0o600); err != nil {
 		return nil, err
 	}
-	gcmd := exec.Command(bin, "-config", cfgPath)
+	gargs := []string{"-config", cfgPath}
+	if o.gwProfile != "" {
+		abs, err := filepath.Abs(o.gwProfile)
+		if err != nil {
+			return nil, err
+		}
+		gargs = append(gargs, "-cpuprofile", abs)
+		logf("the gateway writes its CPU profile to %s when it stops", abs)
+	}
+	gcmd := exec.Command(bin, gargs...)
 	gcmd.Env = append(os.Environ(), "BENCH_GW_KEY="+gatewayKey, "BENCH_UPSTREAM_KEY="+upstreamKey)
 	// stdout is the access log: produced, as in production, but not kept.
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -270,6 +284,9 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 	gw, err := start("gateway", gcmd, filepath.Join(tmp, "gateway.log"), nil, onExit)
 	if err != nil {
 		return nil, err
+	}
+	if o.gwProfile != "" {
+		gw.grace = 20 * time.Second // to write the profile
 	}
 
 	conns := max(slices.Max(o.concurrency), o.streams, o.soakConc+o.soakStreams) + 64
@@ -284,6 +301,12 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 		}
 		s.client = newClient(s.addr, conns)
 	}
+	// Closing the load's connections lets the servers shut down at once.
+	defer func() {
+		for _, s := range servers {
+			s.client.CloseIdleConnections()
+		}
+	}()
 	watched = []int{os.Getpid(), up.pid(), fl.pid(), gw.pid()}
 	fds := func() string {
 		return fmt.Sprintf("fds u/f/g %d/%d/%d", countFDs(up.pid()), countFDs(fl.pid()), countFDs(gw.pid()))
@@ -315,6 +338,7 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 						round, o.rounds, c, s.name, r.rps(), us(r.lat.quantile(.5)), us(r.lat.quantile(.99)),
 						us(r.cpuPerReq(rep.hz)), r.non2xx, r.errs, fds())
 					rep.load(s.name, c).add(r)
+					rep.perRound[loadKey{s.name, c}] = append(rep.perRound[loadKey{s.name, c}], r)
 				}
 			}
 		}

@@ -29,15 +29,18 @@ type loadKey struct {
 }
 
 type report struct {
-	o         *options
-	cpu       string
-	kernel    string
-	rev       string
-	hz        int64
-	at        time.Time
-	idleRSS   map[string]int64
-	afterRSS  int64
-	loads     map[loadKey]*result
+	o        *options
+	cpu      string
+	kernel   string
+	rev      string
+	hz       int64
+	at       time.Time
+	idleRSS  map[string]int64
+	afterRSS int64
+	loads    map[loadKey]*result
+	// perRound holds each round's result, to show how much the
+	// gateway/floor ratios moved from round to round.
+	perRound  map[loadKey][]*result
 	streams   map[string]*result
 	soak      []soakSample
 	soakNoise float64
@@ -46,7 +49,7 @@ type report struct {
 
 func newReport(o *options, cpu, kernel, rev string, hz int64) *report {
 	return &report{o: o, cpu: cpu, kernel: kernel, rev: rev, hz: hz, at: time.Now(),
-		idleRSS: map[string]int64{}, loads: map[loadKey]*result{}, streams: map[string]*result{}}
+		idleRSS: map[string]int64{}, loads: map[loadKey]*result{}, perRound: map[loadKey][]*result{}, streams: map[string]*result{}}
 }
 
 func (r *report) load(server string, conc int) *result {
@@ -104,9 +107,14 @@ func (r *report) markdown() string {
 			if g == nil || f == nil {
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | **gateway / floor** | **%.0f%%** | **%+.1f** | **%+.1f** | | | **%.2f×** | **%.2f×** |\n", c,
-				100*ratio(g.rps(), f.rps()), us(g.lat.quantile(.5)-f.lat.quantile(.5)), us(g.lat.quantile(.99)-f.lat.quantile(.99)),
-				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), ratio(float64(g.rssMax), float64(f.rssMax)))
+			gr, fr := r.perRound[loadKey{"gateway", c}], r.perRound[loadKey{"floor", c}]
+			rpsRange := spread(gr, fr, func(g, f *result) float64 { return 100 * ratio(g.rps(), f.rps()) }, "%.0f–%.0f%%")
+			cpuRange := spread(gr, fr, func(g, f *result) float64 {
+				return ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz)))
+			}, "%.2f–%.2f")
+			fmt.Fprintf(&b, "| %d | **gateway / floor** | **%.0f%%**%s | **%+.1f** | **%+.1f** | | | **%.2f×**%s | **%.2f×** |\n", c,
+				100*ratio(g.rps(), f.rps()), rpsRange, us(g.lat.quantile(.5)-f.lat.quantile(.5)), us(g.lat.quantile(.99)-f.lat.quantile(.99)),
+				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), cpuRange, ratio(float64(g.rssMax), float64(f.rssMax)))
 		}
 		b.WriteString("\n")
 
@@ -287,6 +295,20 @@ func (r *report) soakVerdict(b *strings.Builder) verdict {
 		warm, mb(lo), mb(hi), 100*drift, n, n)
 	return verdict{fmt.Sprintf("gateway RSS flat over a %s soak (drift)", r.o.soak),
 		fmt.Sprintf("%+.1f%% (%.1f–%.1f MB)", 100*drift, mb(lo), mb(hi)), "± 5%", pass(math.Abs(drift) <= maxSoakDrift)}
+}
+
+// spread formats the range over rounds of a ratio of paired results, or
+// nothing with a single round.
+func spread(gs, fs []*result, f func(g, f *result) float64, format string) string {
+	if len(gs) < 2 || len(gs) != len(fs) {
+		return ""
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range gs {
+		v := f(gs[i], fs[i])
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return " (" + fmt.Sprintf(format, lo, hi) + ")"
 }
 
 func ratio(a, b float64) float64 {

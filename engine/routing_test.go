@@ -1203,3 +1203,20 @@ func TestRoutingBurstNeverExceedsCaps(t *testing.T) {
 		t.Error("429 without Retry-After")
 	}
 }
+
+// TestFinishedStreamKeepsItsConnection checks that a stream read to its
+// [DONE] leaves the upstream connection reusable: the next stream does
+// not dial again.
+func TestFinishedStreamKeepsItsConnection(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("p1.test", fakeStream(fakeChunk(0), fakeFinish, fakeDone))
+	g := newFakeGateway(t, fakeThree(""), n)
+	for i := range 3 {
+		if r := g.chat(fakeAskStream); r.status != 200 || !strings.HasSuffix(string(r.body), fakeDone) {
+			t.Fatalf("stream %d: %d %q", i, r.status, r.body)
+		}
+	}
+	if d := n.dialsTo("p1.test"); d != 1 {
+		t.Errorf("%d dials for 3 streams, want 1", d)
+	}
+}
