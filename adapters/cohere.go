@@ -706,13 +706,7 @@ func (s *cohereStream) Close() {
 	}
 	s.stop()
 	if s.resp != nil {
-		if s.done {
-			_ = s.resp.CloseBodyStream()
-		} else if bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-			// Not read to the end: the connection cannot be reused.
-			_ = bs.CloseWithError(ErrStreamCut)
-		}
-		fasthttp.ReleaseResponse(s.resp)
+		endBody(s.resp, s.sse, s.done)
 		s.resp = nil
 	}
 	s.sse.release()

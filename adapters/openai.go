@@ -419,19 +419,29 @@ func isTimeout(err error) bool {
 // drainWait bounds how long Close waits for the end of a finished body.
 const drainWait = 50 * time.Millisecond
 
-// drain reads what follows [DONE] (normally just the chunked body's end)
-// so that the connection can serve the next request instead of being
-// closed; it gives up after drainWait or a few reads.
-func (s *openAIStream) drain() bool {
-	bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError)
-	if !ok {
-		return true
+// endBody ends a stream's upstream response. One read to its end marker
+// ([DONE], message_stop, ...) is drained of what follows, normally just
+// the chunked body's end, so its connection serves the next request; any
+// other is cut, as its connection cannot be reused. The drain gives up
+// after drainWait or a few reads.
+func endBody(resp *fasthttp.Response, sse *sseReader, done bool) {
+	bs, ok := resp.BodyStream().(fasthttp.ReadCloserWithError)
+	switch {
+	case !ok:
+	case done && drained(bs, sse):
+		_ = resp.CloseBodyStream()
+	default:
+		_ = bs.CloseWithError(ErrStreamCut)
 	}
+	fasthttp.ReleaseResponse(resp)
+}
+
+func drained(bs fasthttp.ReadCloserWithError, sse *sseReader) bool {
 	guard := time.AfterFunc(drainWait, func() { _ = bs.CloseWithError(ErrStreamCut) })
 	defer guard.Stop()
 	var buf [256]byte
 	for range 8 {
-		_, err := s.sse.br.Read(buf[:])
+		_, err := sse.br.Read(buf[:])
 		if err == io.EOF {
 			return true
 		}
@@ -447,15 +457,7 @@ func (s *openAIStream) Close() {
 		return
 	}
 	s.stop()
-	if s.done && s.drain() {
-		_ = s.resp.CloseBodyStream()
-	} else {
-		// Not read to the end: the connection cannot be reused.
-		if bs, ok := s.resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-			_ = bs.CloseWithError(ErrStreamCut)
-		}
-	}
+	endBody(s.resp, s.sse, s.done)
 	s.sse.release()
-	fasthttp.ReleaseResponse(s.resp)
 	s.resp = nil
 }
