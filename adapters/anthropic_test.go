@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -19,8 +18,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
-
-	"gateway/config"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 var anthUpdate = flag.Bool("anthropic.update", false, "rewrite the expected sections of testdata/anthropic/*.txt")
@@ -284,22 +282,11 @@ providers:
     models:
       m: {upstream: claude-test}
 `
-	env := map[string]string{"K1": testKey1, "K2": testKey2}
-	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
-	if err != nil {
-		t.Fatal(err)
+	var ln *fasthttputil.InmemoryListener
+	if u != nil {
+		ln = u.ln
 	}
-	client := &fasthttp.Client{Dial: func(addr string) (net.Conn, error) {
-		if u == nil || addr != "up.test:80" {
-			return nil, errors.New("dial " + addr + ": connection refused")
-		}
-		return u.ln.Dial()
-	}}
-	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers["claude"], client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testProvider(t, yaml, "claude", "up.test:80", ln)
 	a := p.(*anthropic)
 	a.now = func() time.Time { return time.Unix(anthCreated, 0) }
 	return a

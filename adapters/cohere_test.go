@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,8 +15,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
-
-	"gateway/config"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 // cohCreated is the clock of every test adapter, so goldens can say
@@ -42,22 +40,11 @@ providers:
     models:
       m: {upstream: ` + cohUpstream + `}
 `
-	env := map[string]string{"K1": testKey1, "K2": testKey2}
-	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
-	if err != nil {
-		t.Fatal(err)
+	var ln *fasthttputil.InmemoryListener
+	if u != nil {
+		ln = u.ln
 	}
-	client := &fasthttp.Client{Dial: func(addr string) (net.Conn, error) {
-		if u == nil || addr != "co.test:80" {
-			return nil, errors.New("dial " + addr + ": connection refused")
-		}
-		return u.ln.Dial()
-	}}
-	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers["co"], client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testProvider(t, yaml, "co", "co.test:80", ln)
 	co := p.(*cohere)
 	co.now = func() time.Time { return cohCreated }
 	return co

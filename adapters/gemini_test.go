@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,8 +19,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
-
-	"gateway/config"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the expected sections of testdata golden files")
@@ -85,22 +83,11 @@ providers:
       m: {upstream: gemini-test}
       tuned: {upstream: tunedModels/mine}
 `
-	env := map[string]string{"K1": testKey1, "K2": testKey2}
-	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
-	if err != nil {
-		t.Fatal(err)
+	var ln *fasthttputil.InmemoryListener
+	if u != nil {
+		ln = u.ln
 	}
-	client := &fasthttp.Client{Dial: func(addr string) (net.Conn, error) {
-		if u == nil || addr != "gemini.test:80" {
-			return nil, errors.New("dial " + addr + ": connection refused")
-		}
-		return u.ln.Dial()
-	}}
-	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers["gem"], client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testProvider(t, yaml, "gem", "gemini.test:80", ln)
 	p.(*gemini).now = func() time.Time { return geminiCreated }
 	return p
 }

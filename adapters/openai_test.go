@@ -90,22 +90,11 @@ providers:
     models:
       m: {upstream: "up-model-\u00e9"}
 `
-	env := map[string]string{"K1": testKey1, "K2": testKey2}
-	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
-	if err != nil {
-		t.Fatal(err)
+	var ln *fasthttputil.InmemoryListener
+	if u != nil {
+		ln = u.ln
 	}
-	client := &fasthttp.Client{Dial: func(addr string) (net.Conn, error) {
-		if u == nil || addr != "up.test:80" {
-			return nil, errors.New("dial " + addr + ": connection refused")
-		}
-		return u.ln.Dial()
-	}}
-	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers["up"], client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testProvider(t, yaml, "up", "up.test:80", ln)
 	return p
 }
 
