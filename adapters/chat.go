@@ -273,14 +273,9 @@ func errorBody(msg, typ string, status int) []byte {
 // eventName returns the value of a frame's "event:" line, if any.
 func eventName(frame []byte) []byte {
 	for len(frame) > 0 {
-		i := bytes.IndexByte(frame, '\n')
-		line := frame
-		if i >= 0 {
-			line, frame = frame[:i], frame[i+1:]
-		} else {
-			frame = nil
-		}
-		if v, ok := bytes.CutPrefix(bytes.TrimSuffix(line, []byte("\r")), []byte("event:")); ok {
+		var line []byte
+		line, frame = nextLine(frame)
+		if v, ok := bytes.CutPrefix(line, []byte("event:")); ok {
 			return bytes.TrimSpace(v)
 		}
 	}

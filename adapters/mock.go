@@ -24,33 +24,6 @@ func init() {
 	register("mock", func(*config.Provider, *fasthttp.Client) Provider { return &mock{} })
 }
 
-type mockMessage struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
-}
-
-type mockChoice struct {
-	Index        int          `json:"index"`
-	Message      *mockMessage `json:"message,omitempty"`
-	Delta        *mockMessage `json:"delta,omitempty"`
-	FinishReason *string      `json:"finish_reason"`
-}
-
-type mockUsage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
-}
-
-type mockCompletion struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []mockChoice `json:"choices"`
-	Usage   *mockUsage   `json:"usage,omitempty"`
-}
-
 func (m *mock) Chat(c *Call, r *Reply) error {
 	said := lastUserText(c.Body)
 	text := "Hello from the mock provider (" + c.Upstream + ")."
@@ -60,38 +33,32 @@ func (m *mock) Chat(c *Call, r *Reply) error {
 	h := fnv.New64a()
 	h.Write(c.Body)
 	id := fmt.Sprintf("chatcmpl-mock-%016x", h.Sum64())
-	usage := &mockUsage{PromptTokens: (len(c.Body) + 3) / 4, CompletionTokens: len(strings.Fields(text))}
+	usage := &UsageJS{PromptTokens: (len(c.Body) + 3) / 4, CompletionTokens: len(strings.Fields(text))}
 	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
 	stop := "stop"
-	base := mockCompletion{ID: id, Created: time.Now().Unix(), Model: c.Upstream}
+	created := time.Now().Unix()
 	if !c.Stream {
-		base.Object = "chat.completion"
-		base.Choices = []mockChoice{{Message: &mockMessage{Role: "assistant", Content: text}, FinishReason: &stop}}
-		base.Usage = usage
-		b, _ := json.Marshal(base)
+		b, _ := json.Marshal(Completion{ID: id, Object: "chat.completion", Created: created, Model: c.Upstream,
+			Choices: []Choice{{Message: &ChatMessage{Role: "assistant", Content: &text}, FinishReason: &stop}}, Usage: usage})
 		r.Body = append(r.Body[:0], b...)
-		r.Usage = Usage{Prompt: usage.PromptTokens, Completion: usage.CompletionTokens, Known: true}
+		r.Usage = usage.Usage()
 		return nil
 	}
-	base.Object = "chat.completion.chunk"
 	var frames [][]byte
-	add := func(choices []mockChoice, u *mockUsage) {
-		ch := base
-		ch.Choices, ch.Usage = choices, u
-		b, _ := json.Marshal(ch)
-		frames = append(frames, []byte("data: "+string(b)+"\n\n"))
+	add := func(choices []Choice, u *UsageJS) {
+		frames = append(frames, appendFrame(nil, Chunk{ID: id, Object: "chat.completion.chunk", Created: created,
+			Model: c.Upstream, Choices: choices, Usage: u}))
 	}
-	add([]mockChoice{{Delta: &mockMessage{Role: "assistant"}}}, nil)
-	words := strings.SplitAfter(text, " ")
-	for _, w := range words {
-		add([]mockChoice{{Delta: &mockMessage{Content: w}}}, nil)
+	add([]Choice{{Delta: &ChatMessage{Role: "assistant"}}}, nil)
+	for _, w := range strings.SplitAfter(text, " ") {
+		add([]Choice{{Delta: &ChatMessage{Content: &w}}}, nil)
 	}
-	add([]mockChoice{{Delta: &mockMessage{}, FinishReason: &stop}}, nil)
+	add([]Choice{{Delta: &ChatMessage{}, FinishReason: &stop}}, nil)
 	if gjson.GetBytes(c.Body, "stream_options.include_usage").Bool() {
-		add([]mockChoice{}, usage)
+		add([]Choice{}, usage)
 	}
 	frames = append(frames, doneFrame)
-	r.Stream = &mockStream{frames: frames, usage: Usage{Prompt: usage.PromptTokens, Completion: usage.CompletionTokens, Known: true}}
+	r.Stream = &mockStream{frames: frames, usage: usage.Usage()}
 	return nil
 }
 

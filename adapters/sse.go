@@ -83,6 +83,12 @@ func isBlank(line []byte) bool {
 	return len(line) == 1 || (len(line) == 2 && line[0] == '\r')
 }
 
+// nextLine splits off a frame's first line, without its CR LF or LF.
+func nextLine(frame []byte) (line, rest []byte) {
+	line, rest, _ = bytes.Cut(frame, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r")), rest
+}
+
 // frameData returns the payload of a frame's data lines, joined by
 // newlines as the SSE spec says, and whether it has any. A single data
 // line is returned without copying.
@@ -90,14 +96,8 @@ func frameData(frame []byte, scratch []byte) ([]byte, bool) {
 	var data []byte
 	n := 0
 	for len(frame) > 0 {
-		i := bytes.IndexByte(frame, '\n')
-		line := frame
-		if i >= 0 {
-			line, frame = frame[:i], frame[i+1:]
-		} else {
-			frame = nil
-		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
+		var line []byte
+		line, frame = nextLine(frame)
 		v, ok := bytes.CutPrefix(line, []byte("data:"))
 		if !ok {
 			continue
