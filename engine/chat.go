@@ -75,7 +75,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		err.write(ctx)
 		return
 	}
-	now := time.Now().UnixNano()
+	now := start.UnixNano()
 	// Tokens the key is charged up front: the prompt and what the request
 	// allows itself; settled against the real usage after.
 	keyTokens := int64(x.req.tokens + x.req.maxTokens)
@@ -114,9 +114,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	x.call.ModelStart, x.call.ModelEnd = x.req.modelStart, x.req.modelEnd
 	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream, x.req.clientUsage, x.req.streamOptions
 
-	session, lookup := s.session(ctx, key, &x.req)
+	session := s.session(ctx, key, &x.req)
 	var sticky *target
-	if lookup {
+	if session != 0 {
 		if via, ok := e.sticky.get(session, now); ok {
 			for _, t := range g.targets {
 				if t.name == via {
@@ -139,6 +139,12 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		}
 		x.call.Upstream, x.call.UpstreamJSON, x.call.Key = c.t.model.Upstream, c.t.upstreamJSON, c.key
 		x.reply.Stream, x.reply.Exhausted = nil, 0
+		// The first attempt starts with the request; later ones are timed
+		// on their own, so a target's latency average is its own.
+		t0 := start
+		if len(x.fails) > 0 {
+			t0 = time.Now()
+		}
 		err := c.t.provider.adapter.Chat(&x.call, &x.reply)
 		var first []byte
 		if err == nil && x.call.Stream {
@@ -149,8 +155,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			}
 		}
 		if err == nil {
-			x.ttfb = time.Since(start)
-			e.won(s, c, x.ttfb, x.reply.Exhausted, session, len(x.fails))
+			done := time.Now()
+			x.ttfb = done.Sub(start)
+			e.won(s, c, done.Sub(t0), x.reply.Exhausted, session, len(x.fails))
 			x.winner = c
 			res.c = c
 			e.answer(ctx, c.t, x, len(x.fails), first, res)
@@ -215,13 +222,18 @@ func (s *snapshot) match(env *config.RequestEnv) *route {
 }
 
 // session identifies the conversation for sticky routing: by X-Session-Id
-// when sent, else by the key, system prompt and first user message. It
-// says whether to look the session up: always for a header, and for a
-// hash only once the history holds an assistant turn, so that one-shot
-// requests sharing a prompt are not pinned together.
-func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatRequest) (id uint64, lookup bool) {
+// when sent, else by the key, system prompt and first user message, but
+// only once the history holds an assistant turn. A one-shot request (the
+// common case) is no conversation yet: it is neither pinned nor recorded,
+// so it costs no hashing and leaves no state; its conversation sticks
+// from its first follow-up on. A zero id means no session.
+func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatRequest) uint64 {
 	if s.stickyTTL <= 0 {
-		return 0, false
+		return 0
+	}
+	sid := ctx.Request.Header.PeekBytes(hdrSessionID)
+	if len(sid) == 0 && (!r.assistant || r.firstUser == "") {
+		return 0
 	}
 	var h maphash.Hash
 	h.SetSeed(stickySeed)
@@ -229,18 +241,15 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 		h.WriteString(key.cfg.Name)
 	}
 	h.WriteByte(0)
-	if sid := ctx.Request.Header.PeekBytes(hdrSessionID); len(sid) > 0 {
+	if len(sid) > 0 {
 		h.WriteByte('h')
 		h.Write(sid)
-		return h.Sum64() | 1, true
+	} else {
+		h.WriteString(r.system)
+		h.WriteByte(0)
+		h.WriteString(r.firstUser)
 	}
-	if r.firstUser == "" {
-		return 0, false
-	}
-	h.WriteString(r.system)
-	h.WriteByte(0)
-	h.WriteString(r.firstUser)
-	return h.Sum64() | 1, r.assistant
+	return h.Sum64() | 1
 }
 
 // finish counts the answer for its route and key, and writes its access

@@ -149,13 +149,19 @@ func TestStickyByConversation(t *testing.T) {
 	if via := rtVia(t, g, "auto", 0, first); via != "p1/m" {
 		t.Fatalf("first turn: via %s", via)
 	}
-	// A first turn is not forced: one-shot prompts that happen to match
-	// are not pinned together. It is recorded, though.
+	// A first turn is no conversation yet: one-shot prompts that happen
+	// to match are not pinned together, and leave no session behind.
 	if via := rtVia(t, g, "auto", 1, first); via != "p2/m" {
-		t.Fatalf("first turn again: via %s, want the rotation's p2, not the recorded p1", via)
+		t.Fatalf("first turn again: via %s, want the rotation's p2", via)
 	}
-	// Once an assistant turn exists the conversation goes back to where
-	// it was last served.
+	if n := g.eng.sticky.len(); n != 0 {
+		t.Fatalf("%d sessions recorded for one-shot requests, want 0", n)
+	}
+	// The first follow-up goes where the strategy says and is recorded;
+	// from then on the conversation goes back to it.
+	if via := rtVia(t, g, "auto", 1, follow); via != "p2/m" {
+		t.Fatalf("first follow-up: via %s, want the rotation's p2", via)
+	}
 	for _, aim := range []int{2, 0} {
 		if via := rtVia(t, g, "auto", aim, follow); via != "p2/m" {
 			t.Errorf("follow-up aimed at p%d: via %s, want p2 (where the conversation was last)", aim+1, via)
