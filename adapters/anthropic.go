@@ -90,11 +90,8 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 		req.Header.Set(h[0], h[1])
 	}
 	req.SetBodyRaw(body)
-	req.SetTimeout(a.timeout)
-
-	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = c.Stream
-	if f := send(a.client, req, resp, c.Stream, a.firstByte, a.timeout); f != nil {
+	resp, f := send(a.client, req, c.Stream, a.firstByte, a.timeout)
+	if f != nil {
 		return f
 	}
 	now := time.Now()

@@ -264,12 +264,8 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 		req.Header.Set(kv[0], kv[1])
 	}
 	req.SetBodyRaw(body)
-	// The whole attempt, a stream included, ends by timeout.
-	req.SetTimeout(h.timeout)
-
-	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = c.Stream
-	if f := send(h.client, req, resp, c.Stream, h.firstByte, h.timeout); f != nil {
+	resp, f := send(h.client, req, c.Stream, h.firstByte, h.timeout)
+	if f != nil {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {

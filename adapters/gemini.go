@@ -101,11 +101,8 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 		req.Header.Set(h[0], h[1])
 	}
 	req.SetBodyRaw(body)
-	req.SetTimeout(t.timeout)
-
-	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = c.Stream
-	if f := send(t.client, req, resp, c.Stream, t.firstByte, t.timeout); f != nil {
+	resp, f := send(t.client, req, c.Stream, t.firstByte, t.timeout)
+	if f != nil {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {

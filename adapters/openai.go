@@ -99,12 +99,8 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	}
 	req.AppendBody(c.UpstreamJSON)
 	req.AppendBody(c.Body[c.ModelEnd:])
-	// The whole attempt, a stream included, ends by timeout.
-	req.SetTimeout(o.timeout)
-
-	resp := fasthttp.AcquireResponse()
-	resp.StreamBody = c.Stream
-	if f := send(o.client, req, resp, c.Stream, o.firstByte, o.timeout); f != nil {
+	resp, f := send(o.client, req, c.Stream, o.firstByte, o.timeout)
+	if f != nil {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
@@ -146,17 +142,22 @@ const (
 	callAbandoned
 )
 
-// send makes one adapter's HTTP exchange and releases req. A stream waits
-// at most firstByte for the response headers, when that is shorter than
-// the timeout req carries. On failure resp is released too, or left to the
+// send makes one adapter's HTTP exchange, bounded by timeout, and releases
+// req; the response body streams when stream is set. A stream waits at
+// most firstByte for the response headers, when that is shorter than
+// timeout. On failure the response is released too, or left to the
 // abandoned call that still owns it.
-func send(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, stream bool, firstByte, timeout time.Duration) *Failure {
+func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte, timeout time.Duration) (*fasthttp.Response, *Failure) {
+	// The whole attempt, a stream included, ends by timeout.
+	req.SetTimeout(timeout)
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = stream
 	var err error
 	if stream && firstByte > 0 && firstByte < timeout {
 		err = doWithin(client, req, resp, firstByte)
 		if err == errFirstByte {
 			// The abandoned call owns req and resp now.
-			return errFirstByte
+			return nil, errFirstByte
 		}
 	} else {
 		err = client.Do(req, resp)
@@ -164,9 +165,9 @@ func send(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Respons
 	fasthttp.ReleaseRequest(req)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		return transportFailure(err)
+		return nil, transportFailure(err)
 	}
-	return nil
+	return resp, nil
 }
 
 // doWithin waits at most d for the upstream's response headers. fasthttp
