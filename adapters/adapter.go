@@ -59,6 +59,19 @@ type Usage struct {
 	Known bool
 }
 
+// maxReportedTokens bounds each count an upstream's usage may claim:
+// far above any real request, and small enough that sums of them never
+// overflow.
+const maxReportedTokens = 1 << 32
+
+// Bounded returns u with each count held within [0, 2^32], whatever the
+// upstream claimed, so no reported usage can wrap a counter or a window.
+func (u Usage) Bounded() Usage {
+	u.Prompt = min(max(u.Prompt, 0), maxReportedTokens)
+	u.Completion = min(max(u.Completion, 0), maxReportedTokens)
+	return u
+}
+
 // Stream yields a reply's SSE frames in OpenAI shape.
 type Stream interface {
 	// Next returns the next complete SSE frame ("data: ...\n\n"), valid

@@ -441,7 +441,7 @@ func anthropicFinish(stop string) string {
 // body to dst.
 func anthropicReply(dst, body, key []byte, created int64) ([]byte, Usage, *Failure) {
 	var m anthropicResponse
-	if err := json.Unmarshal(body, &m); err != nil {
+	if err := decodeUpstream(body, &m); err != nil {
 		return nil, Usage{}, &Failure{Class: Retryable, Msg: "upstream sent a body that is not a Messages response"}
 	}
 	if m.Type == "error" || m.Error != nil {
@@ -755,7 +755,7 @@ func (s *anthropicStream) event(frame []byte) *Failure {
 	if !ok {
 		return nil
 	}
-	if !gjson.ValidBytes(data) {
+	if CheckJSON(data) != nil {
 		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
 	}
 	ev := gjson.ParseBytes(data)

@@ -288,7 +288,7 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 // reply translates a non-stream answer.
 func (co *cohere) reply(c *Call, resp *fasthttp.Response, r *Reply) error {
 	body := resp.Body()
-	if !gjson.ValidBytes(body) {
+	if CheckJSON(body) != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
 	res := gjson.ParseBytes(body)
@@ -593,7 +593,7 @@ func (s *cohereStream) event(frame []byte) *Failure {
 		// Comments, and the [DONE] some proxies add.
 		return nil
 	}
-	if !gjson.ValidBytes(data) {
+	if CheckJSON(data) != nil {
 		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
 	}
 	if len(s.key) > 0 && bytes.Contains(data, s.key) {

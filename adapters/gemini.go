@@ -290,7 +290,7 @@ func geminiRequestBody(body []byte) ([]byte, *Failure) {
 				if len(args) == 0 {
 					args = []byte("{}")
 				}
-				if !gjson.ValidBytes(args) || args[0] != '{' {
+				if CheckJSON(args) != nil || args[0] != '{' {
 					return nil, geminiBadRequest("messages[%d].tool_calls[%d].function.arguments must be a JSON object", i, j)
 				}
 				names[tc.ID] = tc.Function.Name
@@ -434,7 +434,7 @@ func geminiMimeOf(u string) string {
 // anything else as text.
 func geminiToolResult(content string) json.RawMessage {
 	var b []byte
-	if t := bytes.TrimSpace([]byte(content)); len(t) > 0 && t[0] == '{' && gjson.ValidBytes(t) {
+	if t := bytes.TrimSpace([]byte(content)); len(t) > 0 && t[0] == '{' && CheckJSON(t) == nil {
 		b = append([]byte(`{"result":`), t...)
 	} else {
 		text, _ := json.Marshal(content)
@@ -795,7 +795,7 @@ func geminiID(responseID string, data []byte) string {
 // geminiCompletion translates a GenerateContentResponse.
 func geminiCompletion(body []byte, upstream string, created int64, key []byte) ([]byte, Usage, *Failure) {
 	var in geminiResponse
-	if err := json.Unmarshal(body, &in); err != nil {
+	if err := decodeUpstream(body, &in); err != nil {
 		return nil, Usage{}, &Failure{Class: Retryable, Status: fasthttp.StatusOK, Msg: "upstream sent a body that is not a Gemini response"}
 	}
 	if in.Error != nil {
@@ -856,11 +856,11 @@ func geminiFailure(status int, body, retryAfterHeader, key []byte) *Failure {
 	}
 	if b := bytes.TrimSpace(body); len(b) > 0 && b[0] == '[' {
 		var list []json.RawMessage
-		if json.Unmarshal(b, &list) == nil && len(list) > 0 {
+		if decodeUpstream(b, &list) == nil && len(list) > 0 {
 			body = list[0]
 		}
 	}
-	if json.Unmarshal(body, &e) != nil || e.Error == nil {
+	if decodeUpstream(body, &e) != nil || e.Error == nil {
 		e.Error = &geminiError{}
 	}
 	return geminiErrorFailure(e.Error, status, retryAfterHeader, nil)
@@ -992,7 +992,7 @@ func (s *geminiStream) Next() ([]byte, error) {
 // event translates one upstream event into pending frames.
 func (s *geminiStream) event(data []byte) error {
 	var in geminiResponse
-	if err := json.Unmarshal(data, &in); err != nil {
+	if err := decodeUpstream(data, &in); err != nil {
 		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not a Gemini response"}
 	}
 	if in.UsageMetadata != nil {

@@ -51,7 +51,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 		return nil, fmt.Errorf("provider %s: listing models: upstream answered %d", p.Name, resp.StatusCode())
 	}
 	body := resp.Body()
-	if !gjson.ValidBytes(body) {
+	if CheckJSON(body) != nil {
 		return nil, fmt.Errorf("provider %s: listing models: the answer is not JSON", p.Name)
 	}
 	var ids []string

@@ -117,7 +117,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	}
 	defer fasthttp.ReleaseResponse(resp)
 	body := resp.Body()
-	if !gjson.ValidBytes(body) {
+	if CheckJSON(body) != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
 	r.Body = append(r.Body[:0], body...)
@@ -372,7 +372,7 @@ func (s *openAIStream) Next() ([]byte, error) {
 			s.done = true
 			return frame, nil
 		}
-		if !gjson.ValidBytes(data) {
+		if CheckJSON(data) != nil {
 			return nil, &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
 		}
 		if len(s.key) > 0 && bytes.Contains(frame, s.key) {

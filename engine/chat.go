@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -381,6 +382,7 @@ func (r *settlement) settle(u adapters.Usage) {
 	if !u.Known {
 		return
 	}
+	u = u.Bounded()
 	now := time.Now().UnixNano()
 	used := int64(u.Prompt + u.Completion)
 	if r.c.t != nil {
@@ -563,9 +565,17 @@ func (r *relay) next() ([]byte, bool) {
 	return frame, true
 }
 
-// WriteTo relays every frame as one flushed chunk.
-func (r *relay) WriteTo(w io.Writer) (int64, error) {
-	var n int64
+// WriteTo relays every frame as one flushed chunk. It runs after the
+// handler has returned, outside its recover, so it contains its own
+// panics: one broken stream must not end the process.
+func (r *relay) WriteTo(w io.Writer) (n int64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("panic while relaying a stream", "via", string(r.via), "panic", panicText(p), "stack", string(debug.Stack()))
+			r.Close()
+			err = errRelayPanic
+		}
+	}()
 	for {
 		b, ok := r.next()
 		if !ok {
@@ -580,6 +590,9 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 }
+
+// errRelayPanic ends a stream whose relay panicked.
+var errRelayPanic = errors.New("stream relay failed")
 
 // SupportsBodyWriteTo tells fasthttp to call WriteTo rather than Read.
 func (r *relay) SupportsBodyWriteTo() bool { return true }

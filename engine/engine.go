@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -218,6 +219,7 @@ var (
 
 // Handler serves one request.
 func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
+	defer e.contain(ctx)
 	s := e.snap.Load()
 	e.setRequestID(ctx)
 	path := ctx.Path()
@@ -286,6 +288,29 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "unknown_path",
 			msg: "no such endpoint: " + string(path)}).write(ctx)
 	}
+}
+
+// contain is the last line of defence: a panic while serving one request
+// answers that request with a 500 and a log line (its id, path and the
+// panic, never its body) instead of ending the process and every other
+// request with it.
+func (e *Engine) contain(ctx *fasthttp.RequestCtx) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	e.log.Error("panic while serving a request", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
+		"path", string(ctx.Path()), "panic", panicText(r), "stack", string(debug.Stack()))
+	ctx.Response.Reset()
+	(&apiError{status: fasthttp.StatusInternalServerError, typ: "server_error", code: "internal_error",
+		msg: "the gateway failed while serving this request; it has been logged"}).write(ctx)
+}
+
+// panicText is a recovered panic for the log, cut short: a panic value
+// built from request data must not carry much of it into the log.
+func panicText(p any) string {
+	s := fmt.Sprint(p)
+	return s[:min(len(s), 200)]
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {

@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"errors"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
+
+	"gateway/adapters"
 )
 
 // chatRequest is what routing needs of a chat completion body, found in
@@ -34,19 +38,80 @@ type chatRequest struct {
 // while the string is in use.
 func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
+// maxTokensBound is the largest max_tokens a request may ask for: above
+// any model's output limit, and far enough from overflow that every sum
+// of token counts stays exact.
+const maxTokensBound = 10_000_000
+
+// checkBody bounds a client's JSON before anything recursive reads it.
+func checkBody(body []byte) *apiError {
+	if err := adapters.CheckJSON(body); err != nil {
+		if errors.Is(err, adapters.ErrJSONDepth) {
+			return badRequest("", "invalid_json", "request body nests deeper than "+strconv.Itoa(adapters.MaxJSONDepth)+" levels")
+		}
+		return badRequest("", "invalid_json", "request body is not valid JSON")
+	}
+	return nil
+}
+
+// decidedFields are the top-level fields the gateway decides on. A body
+// that holds one twice, or in another case, is refused: upstream parsers
+// differ on which copy wins, and Go's encoding/json matches keys without
+// regard to case (Unicode folding included), so the gateway and an
+// upstream could read different models, streams or limits.
+var decidedFields = [...]string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "tools", "messages", "metadata"}
+
+// streamOptionFields are the fields of stream_options the gateway decides
+// on: whether to strip the usage chunk it asks for.
+var streamOptionFields = [...]string{"include_usage"}
+
+// fieldSet tracks which decided fields a body has shown.
+type fieldSet uint16
+
+// see records key k of an object and returns an error when it repeats a
+// decided field or spells one in another case. names are the decided
+// fields, at most 16.
+func (f *fieldSet) see(k string, names []string) *apiError {
+	ascii := true
+	for i := 0; i < len(k); i++ {
+		if k[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	for i, name := range names {
+		switch {
+		case k == name:
+			if *f&(1<<i) != 0 {
+				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
+			}
+			*f |= 1 << i
+			return nil
+		case (!ascii || len(k) == len(name)) && strings.EqualFold(k, name):
+			return badRequest(name, "ambiguous_field", "field "+strconv.Quote(k)+" differs from "+strconv.Quote(name)+
+				" only in case; send it once, as "+strconv.Quote(name))
+		}
+	}
+	return nil
+}
+
 // scanChat validates body and fills r. A failure names the field.
 func scanChat(body []byte, r *chatRequest) *apiError {
 	*r = chatRequest{modelStart: -1}
-	if !gjson.ValidBytes(body) {
-		return badRequest("", "invalid_json", "request body is not valid JSON")
+	if err := checkBody(body); err != nil {
+		return err
 	}
 	root := gjson.Parse(bytesString(body))
 	if !root.IsObject() {
 		return badRequest("", "invalid_json", "request body must be a JSON object")
 	}
 	var bad *apiError
+	var seen fieldSet
 	haveMessages := false
 	root.ForEach(func(k, v gjson.Result) bool {
+		if bad = seen.see(k.Str, decidedFields[:]); bad != nil {
+			return false
+		}
 		switch k.Str {
 		case "model":
 			if v.Type != gjson.String || v.Str == "" {
@@ -106,8 +171,8 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 		case "max_tokens", "max_completion_tokens":
 			switch v.Type {
 			case gjson.Number:
-				if v.Num < 0 || v.Num != float64(int64(v.Num)) {
-					bad = badRequest(k.Str, "invalid_value", k.Str+" must be a positive whole number")
+				if v.Num < 1 || v.Num > maxTokensBound || v.Num != float64(int64(v.Num)) {
+					bad = badRequest(k.Str, "invalid_value", k.Str+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
 					return false
 				}
 				r.maxTokens = max(r.maxTokens, int(v.Num))
@@ -119,7 +184,20 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 		case "stream_options":
 			// Present even as null: the adapter must not add a second one.
 			r.streamOptions = true
-			r.clientUsage = v.Get("include_usage").Type == gjson.True
+			var inner fieldSet
+			v.ForEach(func(k, o gjson.Result) bool {
+				if bad = inner.see(k.Str, streamOptionFields[:]); bad != nil {
+					bad.param = "stream_options." + bad.param
+					return false
+				}
+				if k.Str == "include_usage" {
+					r.clientUsage = o.Type == gjson.True
+				}
+				return true
+			})
+			if bad != nil {
+				return false
+			}
 		case "metadata":
 			if !v.IsObject() && v.Type != gjson.Null {
 				bad = badRequest("metadata", "invalid_type", "metadata must be an object")

@@ -1,6 +1,23 @@
 package engine
 
-import "time"
+import (
+	"math"
+	"time"
+)
+
+// satAdd adds two counts, stopping at the int64 bounds instead of
+// wrapping: a hostile count must never turn a full window into an empty
+// one.
+func satAdd(a, b int64) int64 {
+	c := a + b
+	switch {
+	case a > 0 && b > 0 && c < 0:
+		return math.MaxInt64
+	case a < 0 && b < 0 && c >= 0:
+		return math.MinInt64
+	}
+	return c
+}
 
 // buckets is how finely a window is cut. The count is conservative: the
 // oldest bucket counts whole while it overlaps the window, so a cap is
@@ -27,7 +44,7 @@ func (w *window) used(now int64) int64 {
 	var n int64
 	for i := range w.count {
 		if w.stamp[i] >= cur-buckets && w.stamp[i] <= cur {
-			n += w.count[i]
+			n = satAdd(n, w.count[i])
 		}
 	}
 	return n
@@ -40,10 +57,7 @@ func (w *window) add(now, n int64) {
 	if w.stamp[i] != e {
 		w.stamp[i], w.count[i] = e, 0
 	}
-	w.count[i] += n
-	if w.count[i] < 0 {
-		w.count[i] = 0
-	}
+	w.count[i] = max(0, satAdd(w.count[i], n))
 }
 
 // addAt settles n into the bucket of an earlier time at, or into the
@@ -52,10 +66,7 @@ func (w *window) addAt(at, now, n int64) {
 	e := at / w.width
 	i := e % (buckets + 1)
 	if w.stamp[i] == e && e >= now/w.width-buckets {
-		w.count[i] += n
-		if w.count[i] < 0 {
-			w.count[i] = 0
-		}
+		w.count[i] = max(0, satAdd(w.count[i], n))
 		return
 	}
 	if n > 0 {
@@ -71,7 +82,7 @@ func (w *window) freeAt(now, n, limit int64) int64 {
 		return -1
 	}
 	used := w.used(now)
-	if used+n <= limit {
+	if satAdd(used, n) <= limit {
 		return now
 	}
 	cur := now / w.width
@@ -82,7 +93,7 @@ func (w *window) freeAt(now, n, limit int64) int64 {
 		if w.stamp[i] == e {
 			used -= w.count[i]
 		}
-		if used+n <= limit {
+		if satAdd(used, n) <= limit {
 			return (e + buckets + 1) * w.width
 		}
 	}
