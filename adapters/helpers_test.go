@@ -15,7 +15,7 @@ import (
 // testKey2, and builds the named provider's adapter on a client that
 // reaches host (as "name:80") through ln and refuses everything else; a
 // nil ln refuses everything.
-func testProvider(t *testing.T, yaml, name, host string, ln *fasthttputil.InmemoryListener) Provider {
+func testProvider(t testing.TB, yaml, name, host string, ln *fasthttputil.InmemoryListener) Provider {
 	t.Helper()
 	env := map[string]string{"K1": testKey1, "K2": testKey2}
 	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
