@@ -146,6 +146,11 @@ type Provider struct {
 	// DefaultMaxTokens is what a request that sets no max_tokens is
 	// assumed to generate, for reserving tokens against caps.
 	DefaultMaxTokens int `yaml:"default_max_tokens"`
+	// ReserveMaxTokens bounds the completion a request reserves against
+	// token caps before it is sent: coding agents ask for 32k-64k
+	// max_tokens and use a fraction, and settling corrects the count to
+	// the real usage afterwards.
+	ReserveMaxTokens int `yaml:"reserve_max_tokens"`
 	// StreamUsage asks the upstream for a usage chunk at the end of each
 	// stream (stream_options.include_usage); turn it off for servers that
 	// reject the field.
@@ -173,6 +178,9 @@ func (p *Provider) defaults() {
 	if p.DefaultMaxTokens == 0 {
 		p.DefaultMaxTokens = 1024
 	}
+	if p.ReserveMaxTokens == 0 {
+		p.ReserveMaxTokens = DefaultReserveMaxTokens
+	}
 	if p.StreamUsage == nil {
 		on := true
 		p.StreamUsage = &on
@@ -181,6 +189,10 @@ func (p *Provider) defaults() {
 		p.Protocol = p.Type
 	}
 }
+
+// DefaultReserveMaxTokens is the completion reserved against token caps
+// when a provider sets no reserve_max_tokens, and for gateway keys.
+const DefaultReserveMaxTokens = 2000
 
 // ProviderModel is a model a provider serves, under the name the gateway
 // uses for it.

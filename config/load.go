@@ -428,6 +428,9 @@ func (p *parser) validateProviders(c *Config) {
 		if pv.DefaultMaxTokens < 0 {
 			p.errorf(path+".default_max_tokens", "must not be negative, got %d", pv.DefaultMaxTokens)
 		}
+		if pv.ReserveMaxTokens < 0 {
+			p.errorf(path+".reserve_max_tokens", "must not be negative, got %d", pv.ReserveMaxTokens)
+		}
 		if len(pv.Models) == 0 {
 			p.errorf(path, "models is empty; list the models this provider serves")
 		}

@@ -79,8 +79,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	now := start.UnixNano()
 	// Tokens the key is charged up front: the prompt and what the request
 	// allows itself; settled against the real usage after.
-	keyTokens := int64(x.req.tokens + x.req.maxTokens)
+	var keyTokens int64
 	if key != nil {
+		keyTokens = reservation(int64(x.req.tokens), int64(x.req.maxTokens), config.DefaultReserveMaxTokens, key.caps)
 		if err := key.modelRefusal(x.req.model); err != nil {
 			key.rateHeaders(ctx, now)
 			err.write(ctx)

@@ -552,9 +552,9 @@ func TestRoutingEveryCandidateOverItsCaps(t *testing.T) {
 	if p1.hits() != 1 || p2.hits() != 1 {
 		t.Errorf("hits %d %d: a capped key was called", p1.hits(), p2.hits())
 	}
-	// A request larger than a token cap can never fit: that is the
+	// A prompt larger than a token cap can never fit: that is the
 	// client's to fix, not a wait.
-	r := g.chat(`{"model":"p2/m","max_tokens":9000,"messages":[{"role":"user","content":"hi"}]}`)
+	r := g.chat(`{"model":"p2/m","max_tokens":10,"messages":[{"role":"user","content":"` + strings.Repeat("w", 20400) + `"}]}`)
 	fakeCheckError(t, r, 400, "invalid_request_error", "request_too_large", "")
 	if r.has("Retry-After") {
 		t.Errorf("Retry-After %q on a request that can never fit", r.get("Retry-After"))
@@ -680,9 +680,12 @@ auth:
 	if up.hits() != 6 {
 		t.Errorf("upstream hits %d, want 6", up.hits())
 	}
-	// A request the budget can never hold is a 400, not a wait.
-	r = g.chat(rtAskMax(1000, false, ""))
+	// A prompt the budget can never hold is a 400, not a wait; a large
+	// max_tokens alone reserves up to the cap and waits.
+	r = g.chat(`{"model":"auto","max_tokens":10,"messages":[{"role":"user","content":"` + strings.Repeat("w", 1400) + `"}]}`)
 	fakeCheckError(t, r, 400, "invalid_request_error", "request_too_large", "")
+	r = g.chat(rtAskMax(1000, false, ""))
+	fakeCheckError(t, r, 429, "rate_limit_error", "rate_limit_exceeded", "")
 }
 
 func TestRoutingRoundRobinCycles(t *testing.T) {

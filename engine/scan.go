@@ -134,7 +134,8 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 				return false
 			}
 			haveMessages = true
-			r.tokens = (len(v.Raw) + 3) / 4
+			r.tokens += (len(v.Raw) + 3) / 4
+			images := strings.Contains(v.Raw, `"image_url"`)
 			v.ForEach(func(_, m gjson.Result) bool {
 				if !m.IsObject() {
 					bad = badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
@@ -157,10 +158,15 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 				case "assistant":
 					r.assistant = true
 				}
+				if images {
+					r.tokens += imageAdjustment(m.Get("content"))
+				}
 				r.messages++
 				return true
 			})
 		case "tools":
+			// Tool definitions are part of the prompt.
+			r.tokens += (len(v.Raw) + 3) / 4
 			switch {
 			case v.IsArray():
 				r.tools = len(v.Raw) > 2 && v.Get("#").Int() > 0
@@ -218,6 +224,27 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 		return badRequest("messages", "invalid_value", "messages must hold at least one message")
 	}
 	return nil
+}
+
+// imageTokens is what one image counts for in the prompt estimate:
+// OpenAI's count for a 1024x1024 image at high detail. Providers count
+// pixels, not the bytes of a base64 data URL, which would make a single
+// photo look like hundreds of thousands of tokens.
+const imageTokens = 765
+
+// imageAdjustment corrects the bytes/4 estimate of a message's content
+// for its image parts: their bytes out, imageTokens each in.
+func imageAdjustment(content gjson.Result) int {
+	n := 0
+	if content.IsArray() {
+		content.ForEach(func(_, part gjson.Result) bool {
+			if part.Get("type").Str == "image_url" {
+				n += imageTokens - (len(part.Raw)+3)/4
+			}
+			return true
+		})
+	}
+	return n
 }
 
 func messageParam(i int) string {

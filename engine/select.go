@@ -126,10 +126,26 @@ type walker struct {
 }
 
 func (w *walker) tokensFor(t *target) int64 {
+	out := t.reserveOut
 	if w.maxOut > 0 {
-		return w.prompt + w.maxOut
+		out = w.maxOut
 	}
-	return w.prompt + t.reserveOut
+	return reservation(w.prompt, out, t.reserveMax, t.caps)
+}
+
+// reservation is what a request reserves against token caps before it is
+// sent: its prompt and the completion it allows itself, of which at most
+// reserveMax, and never more than a cap that the prompt alone fits, so
+// that only a prompt too long for a cap is refused as too large.
+// Settlement corrects the count to the real usage afterwards.
+func reservation(prompt, out, reserveMax int64, c caps) int64 {
+	n := prompt + min(out, reserveMax)
+	for _, limit := range [...]int64{c.tpm, c.tpd} {
+		if limit > 0 && prompt <= limit {
+			n = min(n, limit)
+		}
+	}
+	return n
 }
 
 // inspect says whether the key in slot of t can be used now, and if not,

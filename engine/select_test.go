@@ -24,7 +24,7 @@ func rtChain(strategy string, n, keys int, c caps, weights ...int) *group {
 			pc.Keys = append(pc.Keys, config.Secret{})
 		}
 		tg := &target{provider: &provider{name: pc.Name, cfg: pc}, name: pc.Name + "/m", weight: w, caps: c,
-			reserveOut: 100, state: &targetState{}}
+			reserveOut: 100, reserveMax: config.DefaultReserveMaxTokens, state: &targetState{}}
 		for range max(keys, 1) {
 			ks := &keyState{}
 			if !c.none() {
@@ -277,10 +277,15 @@ func TestWalkerSkips(t *testing.T) {
 		}
 	})
 	t.Run("too large for a cap", func(t *testing.T) {
+		// Only a prompt the cap cannot hold is too large; a completion
+		// that would overflow it is reserved up to the cap.
 		g := rtChain("priority", 1, 1, caps{tpm: 50})
-		w, cs := rtWalk(g, now, true)
-		if len(cs) != 0 || !w.tooLarge || w.otherSkip || w.capSkip || w.earliest != 0 {
-			t.Errorf("candidates %d, walker %+v", len(cs), w)
+		w := &walker{s: &snapshot{}, order: g.order(nil, nil), now: now, prompt: 60, reserve: true}
+		if _, ok := w.next(); ok || !w.tooLarge || w.otherSkip || w.capSkip || w.earliest != 0 {
+			t.Errorf("walker %+v", w)
+		}
+		if _, cs := rtWalk(g, now, true); len(cs) != 1 || cs[0].tokens != 50 {
+			t.Errorf("a 10-token prompt under tpm 50: %+v, want one candidate reserving 50", cs)
 		}
 	})
 	t.Run("max_tokens replaces the default reservation", func(t *testing.T) {

@@ -86,8 +86,8 @@ type target struct {
 	weight       int
 	caps         caps
 	// reserveOut is what a request without max_tokens is assumed to
-	// generate.
-	reserveOut int64
+	// generate; reserveMax the most completion any request reserves.
+	reserveOut, reserveMax int64
 	keys       []*keyState
 	state      *targetState
 }
@@ -204,7 +204,7 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		tg := &target{
 			provider: s.providers[t.Provider.Name], model: t.Model, via: []byte(via), name: via,
 			upstreamJSON: up, weight: t.Weight, caps: capsOf(t.Limits),
-			reserveOut: int64(t.Provider.DefaultMaxTokens),
+			reserveOut: int64(t.Provider.DefaultMaxTokens), reserveMax: int64(t.Provider.ReserveMaxTokens),
 			state:      reuse(st.targets, k.targets, via),
 		}
 		names := []string{via + "#none"}
