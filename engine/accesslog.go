@@ -16,8 +16,13 @@ import (
 // and numbers, never a body or a secret.
 type accessLine struct {
 	id, key, route, via, cache, method, path string
-	status                                   int
-	stream                                   bool
+	// model is the name the client asked for.
+	model  string
+	status int
+	stream bool
+	// interrupted is set when the upstream cut or stalled a stream after
+	// it started: the status was already sent, the answer is incomplete.
+	interrupted bool
 	latency, ttfb                            time.Duration
 	usage                                    adapters.Usage
 	// fails and winner are the attempts, written as
@@ -29,7 +34,7 @@ type accessLine struct {
 // detach copies what the line borrows from the request, for a line
 // written after the handler returned (a stream's, at its end).
 func (l *accessLine) detach() {
-	l.id, l.path = strings.Clone(l.id), strings.Clone(l.path)
+	l.id, l.path, l.model = strings.Clone(l.id), strings.Clone(l.path), strings.Clone(l.model)
 	l.fails = slices.Clone(l.fails)
 	if l.winner != nil {
 		w := *l.winner
@@ -119,7 +124,7 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
 	b = appendJSONString(b, l.id)
 	for _, f := range [...]struct{ k, v string }{
-		{"method", l.method}, {"path", l.path}, {"key", l.key}, {"route", l.route}, {"routed_via", l.via},
+		{"method", l.method}, {"path", l.path}, {"model", l.model}, {"key", l.key}, {"route", l.route}, {"routed_via", l.via},
 	} {
 		b = append(b, `,"`...)
 		b = append(b, f.k...)
@@ -127,12 +132,15 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 		b = appendJSONString(b, f.v)
 	}
 	b = append(b, `,"attempts":"`...)
-	b = appendAttempts(b, l.fails, l.winner)
+	b = appendAttempts(b, l.fails, l.winner, l.interrupted)
 	b = append(b, '"')
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(l.status), 10)
 	b = append(b, `,"stream":`...)
 	b = strconv.AppendBool(b, l.stream)
+	if l.interrupted {
+		b = append(b, `,"error":"stream_interrupted"`...)
+	}
 	b = append(b, `,"latency_ms":`...)
 	b = strconv.AppendFloat(b, float64(l.latency.Microseconds())/1000, 'f', -1, 64)
 	b = append(b, `,"ttfb_ms":`...)
@@ -177,9 +185,10 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // appendAttempts sums up the attempts of a request: each failed one with
-// its status and class, then the winner. Target names are config names,
-// which need no JSON escaping.
-func appendAttempts(b []byte, fails []failedAttempt, winner *candidate) []byte {
+// its status and class, then the winner, ":cut" when its stream was
+// interrupted. Target names are config names, which need no JSON
+// escaping.
+func appendAttempts(b []byte, fails []failedAttempt, winner *candidate, cut bool) []byte {
 	for i, a := range fails {
 		if i > 0 {
 			b = append(b, ' ')
@@ -201,7 +210,11 @@ func appendAttempts(b []byte, fails []failedAttempt, winner *candidate) []byte {
 		b = append(b, winner.t.name...)
 		b = append(b, '#')
 		b = strconv.AppendInt(b, int64(winner.slot+1), 10)
-		b = append(b, ":ok"...)
+		if cut {
+			b = append(b, ":cut"...)
+		} else {
+			b = append(b, ":ok"...)
+		}
 	}
 	return b
 }

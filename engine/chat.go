@@ -162,7 +162,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			e.won(s, c, done.Sub(t0), x.reply.Exhausted, session, len(x.fails))
 			x.winner = c
 			res.c = c
-			e.answer(ctx, c.t, x, len(x.fails), first, res)
+			e.answer(ctx, s, c.t, x, len(x.fails), first, res)
 			return
 		}
 		if e.failed(ctx, w, c, asFailure(err), x) {
@@ -277,7 +277,7 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	// The line borrows the request's bytes; a stream's copies them.
 	l := accessLine{
 		id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
-		method: "POST", path: bytesString(ctx.Path()), stream: x.req.stream, latency: lat, ttfb: x.ttfb,
+		method: "POST", path: bytesString(ctx.Path()), model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb,
 		usage: x.reply.Usage, fails: x.fails,
 	}
 	if key != nil {
@@ -405,7 +405,7 @@ func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
 }
 
 // answer sends a successful reply.
-func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
+func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrRoutedVia, t.via)
 	if fallbacks > 0 {
@@ -420,7 +420,7 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallba
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res}
+	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s}
 	ctx.Response.SetBodyStream(x.relay, -1)
 }
 
@@ -534,6 +534,9 @@ type relay struct {
 	pending []byte
 	ended   bool
 	res     settlement
+	// s is the snapshot the stream was answered under, whose cooldown and
+	// breaker settings judge a stream the upstream cuts.
+	s *snapshot
 	// access is the request's access log line, written when the stream
 	// ends; nil when the access log is off.
 	access    *accessLine
@@ -559,11 +562,33 @@ func (r *relay) next() ([]byte, bool) {
 		r.Close()
 		return nil, false
 	case err != nil:
+		r.interrupted(asFailure(err))
 		r.Close()
 		r.log.Warn("upstream stream failed after the response started", "via", string(r.via), "err", err)
 		return streamError(err), true
 	}
 	return frame, true
+}
+
+// interrupted records a stream the upstream cut or stalled after it
+// started: the success counted at its first frame becomes a failure of
+// its target, for the stats, the metrics, the key's cooldown and the
+// breaker, and the access log line says so.
+func (r *relay) interrupted(f *adapters.Failure) {
+	c := r.res.c
+	if c.t == nil {
+		return
+	}
+	u := &c.t.state.use
+	u.successes.Add(-1)
+	u.errors[f.Class].Add(1)
+	penalize(r.s, c, f, time.Now().UnixNano())
+	if r.res.key != nil {
+		r.res.key.stats.use.successes.Add(-1)
+	}
+	if r.access != nil {
+		r.access.interrupted = true
+	}
 }
 
 // WriteTo relays every frame as one flushed chunk. It runs after the

@@ -70,7 +70,7 @@ func (e *Engine) hedged(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exch
 				x.reply.Body = append(x.reply.Body[:0], r.reply.Body...)
 				x.reply.Stream, x.reply.Usage = r.reply.Stream, r.reply.Usage
 				res.c = r.c
-				e.answer(ctx, r.c.t, x, len(x.fails), r.first, res)
+				e.answer(ctx, s, r.c.t, x, len(x.fails), r.first, res)
 				return
 			}
 			if e.failed(ctx, w, r.c, asFailure(r.err), x) {

@@ -126,20 +126,32 @@ func breakerName(b *breaker, now int64) string {
 	return "closed"
 }
 
-// keyStateOf names the state of one (provider, model, key).
-func keyStateOf(ks *keyState, now int64) keyStateJS {
+// keyStateOf names the state of one (provider, model, key) of t. A key
+// whose rate caps hold no room for one more request is rate_limited until
+// they do, as much as one cooling down after a 429.
+func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
 	until, on := ks.until.active(now)
 	if !on {
+		if ks.lim != nil && !t.caps.none() {
+			if ok, at := ks.lim.check(now, t.caps, 1); !ok {
+				js := keyStateJS{State: "rate_limited"}
+				if at > now {
+					free := time.Unix(0, at).UTC()
+					js.Until = &free
+				}
+				return js
+			}
+		}
 		return keyStateJS{State: "healthy"}
 	}
-	t := time.Unix(0, until).UTC()
+	end := time.Unix(0, until).UTC()
 	switch ks.until.reason.Load() {
 	case coolRate:
-		return keyStateJS{State: "rate_limited", Until: &t}
+		return keyStateJS{State: "rate_limited", Until: &end}
 	case coolAuth:
-		return keyStateJS{State: "invalid", Until: &t}
+		return keyStateJS{State: "invalid", Until: &end}
 	}
-	return keyStateJS{State: "cooling_down", Until: &t}
+	return keyStateJS{State: "cooling_down", Until: &end}
 }
 
 // targetsOf lists every target of the snapshot once, in provider order.
@@ -182,7 +194,7 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot) {
 		u := usageOf(&t.state.use, true)
 		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, now.UnixNano()), TTFB: latencyOf(&t.state.use.ttfb)}
 		for i, ks := range t.keys {
-			k := keyStateOf(ks, now.UnixNano())
+			k := keyStateOf(t, ks, now.UnixNano())
 			k.Index = i + 1
 			m.Keys = append(m.Keys, k)
 		}
@@ -295,11 +307,11 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[breakerName(&t.state.breaker, now)]
 		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)
 	}
-	family("gateway_keys_available", "gauge", "Provider keys not cooling down, per provider and model.")
+	family("gateway_keys_available", "gauge", "Provider keys neither cooling down nor at a rate cap, per provider and model.")
 	for _, t := range targets {
 		n := 0
 		for _, ks := range t.keys {
-			if _, on := ks.until.active(now); !on {
+			if keyStateOf(t, ks, now).State == "healthy" {
 				n++
 			}
 		}
