@@ -22,9 +22,9 @@ type accessLine struct {
 	stream bool
 	// interrupted is set when the upstream cut or stalled a stream after
 	// it started: the status was already sent, the answer is incomplete.
-	interrupted bool
-	latency, ttfb                            time.Duration
-	usage                                    adapters.Usage
+	interrupted   bool
+	latency, ttfb time.Duration
+	usage         adapters.Usage
 	// fails and winner are the attempts, written as
 	// "p1/m#1:429 rate_limited p2/m#1:ok".
 	fails  []failedAttempt

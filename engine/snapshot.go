@@ -88,8 +88,8 @@ type target struct {
 	// reserveOut is what a request without max_tokens is assumed to
 	// generate; reserveMax the most completion any request reserves.
 	reserveOut, reserveMax int64
-	keys       []*keyState
-	state      *targetState
+	keys                   []*keyState
+	state                  *targetState
 }
 
 // keyState is what the engine remembers of one (provider, model, key)
@@ -205,7 +205,7 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 			provider: s.providers[t.Provider.Name], model: t.Model, via: []byte(via), name: via,
 			upstreamJSON: up, weight: t.Weight, caps: capsOf(t.Limits),
 			reserveOut: int64(t.Provider.DefaultMaxTokens), reserveMax: int64(t.Provider.ReserveMaxTokens),
-			state:      reuse(st.targets, k.targets, via),
+			state: reuse(st.targets, k.targets, via),
 		}
 		names := []string{via + "#none"}
 		if len(t.Provider.Keys) > 0 {
