@@ -38,6 +38,9 @@ type Error struct {
 	Path string
 	Line int
 	Msg  string
+
+	// unknownField marks a field the strict decode did not know.
+	unknownField bool
 }
 
 func (e *Error) Error() string {
@@ -103,10 +106,19 @@ func Parse(data []byte, opt Options) (*Config, error) {
 		if !errors.As(err, &te) {
 			return nil, Errors{syntaxError(err, data)}
 		}
+		// An unknown field leaves every known value decoded, so the rest
+		// is validated too and reported with it. A value of the wrong type
+		// is left out, and what refers to it would fail for no real reason:
+		// those errors stop here.
+		decoded := true
 		for _, msg := range te.Errors {
-			p.errs = append(p.errs, p.typeError(msg))
+			e := p.typeError(msg)
+			decoded = decoded && e.unknownField
+			p.errs = append(p.errs, e)
 		}
-		return nil, p.sorted()
+		if !decoded {
+			return nil, p.sorted()
+		}
 	}
 	sum := sha256.Sum256(data)
 	cfg.Checksum = hex.EncodeToString(sum[:])
@@ -200,12 +212,14 @@ func (p *parser) typeError(msg string) *Error {
 	line, _ := strconv.Atoi(m[1])
 	msg = m[2]
 	if f := unknownField.FindStringSubmatch(msg); f != nil {
+		e := &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1]), unknownField: true}
 		for _, k := range p.keys {
 			if k.line == line && k.key == f[1] {
-				return &Error{Path: parent(k.path), Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+				e.Path = parent(k.path)
+				break
 			}
 		}
-		return &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+		return e
 	}
 	if d := duplicateKey.FindStringSubmatch(msg); d != nil {
 		key, _ := strconv.Unquote(d[1])
