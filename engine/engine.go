@@ -47,6 +47,7 @@ type Engine struct {
 	lists  map[string]fetchedModels
 	log    *slog.Logger
 	access *accessWriter
+	anon   *anonymous
 	// requests counts every API request answered.
 	requests atomic.Int64
 	status   func() config.ReloadStatus
@@ -62,6 +63,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
 		log:     opt.Logger,
 		status:  opt.Status,
+		anon:    newAnonymous(),
 		started: time.Now(),
 		client: &fasthttp.Client{
 			Dial:                     opt.Dial,
@@ -117,6 +119,9 @@ func (e *Engine) Swap(cfg *config.Config) error {
 	}
 	if len(cfg.Auth.Keys) == 0 {
 		e.log.Warn("no gateway keys configured: authentication is off")
+		if cfg.Auth.AnonymousRPM > 0 {
+			s.anon = e.anon
+		}
 	}
 	e.snap.Store(s)
 	return nil
@@ -334,9 +339,12 @@ func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
 }
 
 // authenticate finds the calling gateway key. With no keys configured,
-// every caller is let in as nil.
+// every caller is let in as nil, within auth.anonymous_rpm per address.
 func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiError) {
 	if len(s.keys) == 0 {
+		if s.anon != nil {
+			return nil, s.anon.admit(ctx, int64(s.cfg.Auth.AnonymousRPM))
+		}
 		return nil, nil
 	}
 	tok := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
