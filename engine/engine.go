@@ -34,6 +34,8 @@ type Options struct {
 	// AccessLog receives one JSON line per request, buffered; nil turns
 	// it off.
 	AccessLog io.Writer
+	// Version is the binary's version, reported by /health.
+	Version string
 }
 
 // Engine serves the gateway's HTTP API from the current config snapshot.
@@ -52,6 +54,7 @@ type Engine struct {
 	requests atomic.Int64
 	status   func() config.ReloadStatus
 	started  time.Time
+	version  string
 	// idPrefix and idSeq make request ids unique without a random read
 	// per request.
 	idPrefix [12]byte
@@ -64,6 +67,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		log:     opt.Logger,
 		status:  opt.Status,
 		anon:    newAnonymous(),
+		version: opt.Version,
 		started: time.Now(),
 		client: &fasthttp.Client{
 			Dial:                     opt.Dial,
@@ -426,7 +430,7 @@ func (e *Engine) health(ctx *fasthttp.RequestCtx, s *snapshot) {
 	st := e.reloadStatus(s)
 	b, _ := json.Marshal(healthBody{
 		Status:  "ok",
-		Version: s.cfg.Checksum[:12],
+		Version: e.version,
 		Config:  configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
 		// Reload errors name files and lines; they go to the log, and this
 		// public endpoint gives only their count.
