@@ -49,7 +49,8 @@ type Engine struct {
 	lists  map[string]fetchedModels
 	log    *slog.Logger
 	access *accessWriter
-	anon   *anonymous
+	// anon counts auth-off requests per client address across reloads.
+	anon *anonymous
 	// requests counts every API request answered.
 	requests atomic.Int64
 	status   func() config.ReloadStatus
