@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -28,7 +29,60 @@ const usage = `usage:
   gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
                   [-max-tokens N] [-stream] [-tools] [-skip-secrets]
                                                      show the route and candidates for a request
+  gateway version                                    print the build's version (also: -version)
+
+exit status: 0 ok; 1 a config error, a serving failure, or a request explain
+says would be refused; 2 a usage error
 `
+
+// version is the build's version, set with
+// -ldflags "-X main.version=v1.2.3"; empty, the build info gives it.
+var version string
+
+// buildVersion returns the binary's version.
+func buildVersion() string {
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(version, bi)
+}
+
+// versionOf returns the version set at link time, else the module version
+// or VCS revision the Go toolchain stamped into the build (bi, nil when it
+// has none), else "devel".
+func versionOf(linked string, bi *debug.BuildInfo) string {
+	if linked != "" {
+		return linked
+	}
+	if bi == nil {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", false
+	for _, st := range bi.Settings {
+		switch st.Key {
+		case "vcs.revision":
+			rev = st.Value
+		case "vcs.modified":
+			dirty = st.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return rev
+}
+
+// usageError reports a command line that cannot be run, then the usage,
+// and returns the exit status for it.
+func usageError(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "gateway: "+format+"\n", args...)
+	fmt.Fprint(stderr, usage)
+	return 2
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -43,9 +97,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return explain(args[1:], stdout, stderr)
 		case "serve":
 			args = args[1:]
+		case "version":
+			if len(args) > 1 {
+				return usageError(stderr, "version takes no argument, got %q", args[1])
+			}
+			fmt.Fprintln(stdout, buildVersion())
+			return 0
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
 			return 0
+		default:
+			// A typo must not start a server on the default config.
+			if !strings.HasPrefix(args[0], "-") {
+				return usageError(stderr, "unknown command %q", args[0])
+			}
 		}
 	}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
@@ -54,8 +119,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "gateway.yaml", "the config file")
 	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log.level)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown")
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, buildVersion())
+		return 0
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -199,6 +272,9 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, "unexpected argument %q", fs.Arg(0))
+	}
 	if req.Model == "" {
 		fmt.Fprintln(stderr, "explain: -model is required")
 		return 2
@@ -215,8 +291,13 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer eng.Close()
-	if err := eng.Explain(stdout, req); err != nil {
+	status, err := eng.Explain(stdout, req)
+	if err != nil {
 		fmt.Fprintln(stderr, "explain:", err)
+		return 1
+	}
+	// A CI check of routing fails when the request would be refused.
+	if status >= 400 {
 		return 1
 	}
 	return 0
@@ -241,6 +322,7 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 		Logger:    log,
 		AccessLog: stdout,
 		Status:    func() config.ReloadStatus { return reloader.Status() },
+		Version:   buildVersion(),
 	})
 	if err != nil {
 		return err
@@ -277,7 +359,7 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 	srv := eng.Server()
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.ListenAndServe(cfg.Listen) }()
-	log.Info("gateway listening", "addr", cfg.Listen, "config", path, "checksum", cfg.Checksum[:12],
+	log.Info("gateway listening", "addr", cfg.Listen, "version", buildVersion(), "config", path, "checksum", cfg.Checksum[:12],
 		"providers", len(cfg.Providers), "models", len(cfg.Models))
 
 	select {

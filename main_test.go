@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -35,38 +36,182 @@ func TestValidateShippedConfigs(t *testing.T) {
 	}
 }
 
-func TestValidateReportsEveryError(t *testing.T) {
-	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	if err := os.WriteFile(bad, []byte("listen: 8080\nproviders:\n  p:\n    type: nope\n    models: {m: {}}\nfailover: {max_attempts: 0}\n"), 0o644); err != nil {
+// runs runs the command line and fails the test if it does not return: a
+// typo that starts a server blocks here instead of exiting.
+func runs(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(args, &out, &errOut) }()
+	select {
+	case code = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("gateway %q did not return: it is serving", args)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// writeConfig writes a config file for one test and returns its path.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut bytes.Buffer
-	if code := run([]string{"validate", bad}, &out, &errOut); code != 1 {
-		t.Fatalf("validate exited %d, want 1", code)
+	return f
+}
+
+// TestCommandLine checks that only a well-formed command line does
+// anything, and that the version is the build's.
+func TestCommandLine(t *testing.T) {
+	ver := buildVersion() + "\n"
+	for _, c := range []struct {
+		name       string
+		args       []string
+		code       int
+		out, err   string // wanted in stdout and stderr
+		exactOut   bool
+		noUsageOut bool
+	}{
+		{"version", []string{"version"}, 0, ver, "", true, true},
+		{"-version", []string{"-version"}, 0, ver, "", true, true},
+		{"--version", []string{"--version"}, 0, ver, "", true, true},
+		{"version with an argument", []string{"version", "now"}, 2, "", `gateway: version takes no argument, got "now"`, false, true},
+		{"a typo", []string{"valdiate", "f.yaml"}, 2, "", `gateway: unknown command "valdiate"`, false, true},
+		{"a stray argument", []string{"-config", "gateway.yaml", "extra"}, 2, "", `gateway: unexpected argument "extra"`, false, true},
+		{"serve with a stray argument", []string{"serve", "gateway.yaml"}, 2, "", `gateway: unexpected argument "gateway.yaml"`, false, true},
+		{"explain with a stray argument", []string{"explain", "-model", "auto", "auto"}, 2, "", `gateway: unexpected argument "auto"`, false, true},
+		{"an unknown flag", []string{"-confg", "gateway.yaml"}, 2, "", "flag provided but not defined: -confg", false, true},
+		{"help", []string{"help"}, 0, "usage:", "", false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runs(t, c.args...)
+			if code != c.code {
+				t.Errorf("exit %d, want %d\nstderr: %s", code, c.code, errOut)
+			}
+			if c.exactOut && out != c.out || !strings.Contains(out, c.out) {
+				t.Errorf("stdout %q, want %q", out, c.out)
+			}
+			if !strings.Contains(errOut, c.err) {
+				t.Errorf("stderr %q, want %q", errOut, c.err)
+			}
+			if c.code == 2 && !strings.Contains(errOut, "usage:") {
+				t.Errorf("a usage error without the usage:\n%s", errOut)
+			}
+			if c.noUsageOut && strings.Contains(out, "usage:") {
+				t.Errorf("usage on stdout: %q", out)
+			}
+		})
 	}
-	for _, want := range []string{`providers.p.type: unknown type "nope"`, "(line 4)", "failover.max_attempts: must be at least 1, got 0 (line 6)"} {
-		if !strings.Contains(errOut.String(), want) {
-			t.Errorf("validate output lacks %q:\n%s", want, errOut.String())
-		}
+}
+
+func TestVersionOf(t *testing.T) {
+	vcs := func(rev, modified string) *debug.BuildInfo {
+		return &debug.BuildInfo{Main: debug.Module{Path: "gateway", Version: "(devel)"}, Settings: []debug.BuildSetting{
+			{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}}
 	}
-	if code := run([]string{"validate"}, &out, &errOut); code != 2 {
+	for _, c := range []struct {
+		name   string
+		linked string
+		bi     *debug.BuildInfo
+		want   string
+	}{
+		{"set at link time", "v1.2.3", vcs("abc123", "false"), "v1.2.3"},
+		{"module version", "", &debug.BuildInfo{Main: debug.Module{Version: "v0.4.0"}}, "v0.4.0"},
+		{"clean checkout", "", vcs("abc123", "false"), "abc123"},
+		{"modified checkout", "", vcs("abc123", "true"), "abc123+dirty"},
+		{"go run", "", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "devel"},
+		{"no build info", "", nil, "devel"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := versionOf(c.linked, c.bi); got != c.want {
+				t.Errorf("versionOf = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestValidateReportsEveryError checks that validate lists every problem
+// of a file with its line, an unknown field included.
+func TestValidateReportsEveryError(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"types and values", "listen: 127.0.0.1:8080\nproviders:\n  p:\n    type: nope\n    models: {m: {}}\nfailover: {max_attempts: 0}\n",
+			[]string{`providers.p.type: unknown type "nope"`, "(line 4)", "failover.max_attempts: must be at least 1, got 0 (line 6)"}},
+		{"an unknown field hides nothing", `providers:
+  mock:
+    type: mock
+    timout: 30s
+    models: {echo: {}}
+routes:
+  - {name: r, match: 'tokns > 1', model: auto}
+models:
+  auto: {targets: [mock/echo, mock/nope]}
+`, []string{`providers.mock: unknown field "timout" (line 4)`,
+			"routes[0].match: invalid match expression: unknown name tokns (at column 1) (line 7)",
+			`models.auto.targets[1]: target "mock/nope": provider "mock" has no model "nope" (line 9)`}},
+		{"auth off on every interface", "listen: \":8080\"\nproviders:\n  mock: {type: mock, models: {echo: {}}}\n",
+			[]string{`listen: ":8080" is reachable from other machines and auth is off (no auth.keys): anyone who can reach the port can spend the provider keys`, "(line 1)"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := writeConfig(t, c.yaml)
+			code, _, errOut := runs(t, "validate", f)
+			if code != 1 {
+				t.Fatalf("validate exited %d, want 1", code)
+			}
+			for _, want := range c.want {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("validate output lacks %q:\n%s", want, errOut)
+				}
+			}
+		})
+	}
+	if code, _, _ := runs(t, "validate"); code != 2 {
 		t.Errorf("validate with no file exited %d, want 2", code)
 	}
 }
 
+// TestExplainCommand checks explain's story and that its exit status says
+// whether the request would be served.
 func TestExplainCommand(t *testing.T) {
-	var out, errOut bytes.Buffer
-	code := run([]string{"explain", "-config", "examples/team.yaml", "-skip-secrets", "-model", "auto", "-key", "team-ml", "-tools"}, &out, &errOut)
-	if code != 0 {
-		t.Fatalf("explain exited %d: %s", code, errOut.String())
-	}
-	for _, want := range []string{"route: ml-team-tools", "1. openai/gpt-4o", "2. groq/llama-70b", "eligible"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("explain output lacks %q:\n%s", want, out.String())
-		}
-	}
-	if code := run([]string{"explain", "-config", "examples/team.yaml", "-skip-secrets"}, &out, &errOut); code != 2 {
-		t.Errorf("explain without -model exited %d, want 2", code)
+	caps := writeConfig(t, `providers:
+  capped: {type: mock, limits: {tpm: 2000}, models: {m: {}}}
+  gone: {type: openai, base_url: "http://127.0.0.1:1/v1", keys: ["file:/nonexistent/key"], optional: true, models: {g: {}}}
+models:
+  small: {targets: [capped/m]}
+  lost: {targets: [gone/g]}
+`)
+	team := []string{"explain", "-config", "examples/team.yaml", "-skip-secrets"}
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		out  []string
+	}{
+		{"served", append(team, "-model", "auto", "-key", "team-ml", "-tools"), 0,
+			[]string{"route: ml-team-tools", "1. openai/gpt-4o", "2. groq/llama-70b", "eligible"}},
+		{"404 unknown model", append(team, "-model", "gpt-9", "-key", "team-ml"), 1, []string{"404 model_not_found"}},
+		{"403 not on the allow-list", append(team, "-model", "smart", "-key", "web-frontend"), 1, []string{"refused: 403"}},
+		{"403 disabled key", append(team, "-model", "fast", "-key", "intern-2026"), 1, []string{"refused: 403"}},
+		{"no such key", append(team, "-model", "auto", "-key", "nobody"), 1, nil},
+		{"within the caps", []string{"explain", "-config", caps, "-model", "small", "-tokens", "50"}, 0, []string{"eligible"}},
+		{"400 over every cap", []string{"explain", "-config", caps, "-model", "small", "-tokens", "5000"}, 1, []string{"400 request_too_large"}},
+		{"503 no provider", []string{"explain", "-config", caps, "-model", "lost"}, 1, []string{"503 no_provider"}},
+		{"no -model", team, 2, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runs(t, c.args...)
+			if code != c.code {
+				t.Errorf("explain exited %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out, errOut)
+			}
+			for _, want := range c.out {
+				if !strings.Contains(out, want) {
+					t.Errorf("explain output lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
 

@@ -82,8 +82,10 @@ func (c *Config) preset() {
 }
 
 func (c *Config) defaults() {
+	// Loopback by default: a file that names no address must not open
+	// the gateway, auth off, to the network.
 	if c.Listen == "" {
-		c.Listen = ":8080"
+		c.Listen = "127.0.0.1:8080"
 	}
 	if c.MaxBody == 0 {
 		c.MaxBody = 16 << 20
@@ -101,6 +103,13 @@ func (c *Config) defaults() {
 type Auth struct {
 	DefaultRPM int    `yaml:"default_rpm"`
 	Keys       []*Key `yaml:"keys"`
+	// Anonymous allows auth off on an address other machines can reach:
+	// without it such a file is refused, since anyone who reaches the port
+	// could spend the provider keys.
+	Anonymous bool `yaml:"anonymous"`
+	// AnonymousRPM, with auth off, caps each client address at this many
+	// requests per minute; zero is no cap.
+	AnonymousRPM int `yaml:"anonymous_rpm"`
 }
 
 func (a *Auth) defaults() {

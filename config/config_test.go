@@ -177,7 +177,7 @@ func checkDefaults(t *testing.T, cfg *config.Config) {
 		what      string
 		got, want any
 	}{
-		{"Listen", cfg.Listen, ":8080"},
+		{"Listen", cfg.Listen, "127.0.0.1:8080"},
 		{"MaxBody", cfg.MaxBody, config.ByteSize(16 << 20)},
 		{"Auth.DefaultRPM", cfg.Auth.DefaultRPM, 60},
 		{"len(Auth.Keys)", len(cfg.Auth.Keys), 0},

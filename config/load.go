@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +38,9 @@ type Error struct {
 	Path string
 	Line int
 	Msg  string
+
+	// unknownField marks a field the strict decode did not know.
+	unknownField bool
 }
 
 func (e *Error) Error() string {
@@ -101,10 +106,19 @@ func Parse(data []byte, opt Options) (*Config, error) {
 		if !errors.As(err, &te) {
 			return nil, Errors{syntaxError(err, data)}
 		}
+		// An unknown field leaves every known value decoded, so the rest
+		// is validated too and reported with it. A value of the wrong type
+		// is left out, and what refers to it would fail for no real reason:
+		// those errors stop here.
+		decoded := true
 		for _, msg := range te.Errors {
-			p.errs = append(p.errs, p.typeError(msg))
+			e := p.typeError(msg)
+			decoded = decoded && e.unknownField
+			p.errs = append(p.errs, e)
 		}
-		return nil, p.sorted()
+		if !decoded {
+			return nil, p.sorted()
+		}
 	}
 	sum := sha256.Sum256(data)
 	cfg.Checksum = hex.EncodeToString(sum[:])
@@ -198,12 +212,14 @@ func (p *parser) typeError(msg string) *Error {
 	line, _ := strconv.Atoi(m[1])
 	msg = m[2]
 	if f := unknownField.FindStringSubmatch(msg); f != nil {
+		e := &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1]), unknownField: true}
 		for _, k := range p.keys {
 			if k.line == line && k.key == f[1] {
-				return &Error{Path: parent(k.path), Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+				e.Path = parent(k.path)
+				break
 			}
 		}
-		return &Error{Line: line, Msg: fmt.Sprintf("unknown field %q", f[1])}
+		return e
 	}
 	if d := duplicateKey.FindStringSubmatch(msg); d != nil {
 		key, _ := strconv.Unquote(d[1])
@@ -606,6 +622,10 @@ func (p *parser) validateAuth(c *Config) {
 	if c.Auth.DefaultRPM < 0 {
 		p.errorf("auth.default_rpm", "must not be negative, got %d", c.Auth.DefaultRPM)
 	}
+	if c.Auth.AnonymousRPM < 0 {
+		p.errorf("auth.anonymous_rpm", "must not be negative, got %d", c.Auth.AnonymousRPM)
+	}
+	p.validateListen(c)
 	names := map[string]bool{}
 	hashes := map[[32]byte]string{}
 	for i, k := range c.Auth.Keys {
@@ -655,6 +675,40 @@ func (p *parser) validateAuth(c *Config) {
 			}
 		}
 	}
+}
+
+// validateListen refuses auth off on an address other machines can reach,
+// unless the file says auth.anonymous: a gateway without keys spends its
+// provider keys for whoever reaches the port.
+func (p *parser) validateListen(c *Config) {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		p.errorf("listen", "want host:port such as 127.0.0.1:8080, got %q", c.Listen)
+		return
+	}
+	if len(c.Auth.Keys) > 0 {
+		if c.Auth.Anonymous || c.Auth.AnonymousRPM > 0 {
+			c.Warnings = append(c.Warnings, "auth.anonymous and auth.anonymous_rpm are ignored: gateway keys are set, so every request needs one")
+		}
+		return
+	}
+	if c.Auth.Anonymous || loopback(host) {
+		return
+	}
+	p.errorf("listen", "%q is reachable from other machines and auth is off (no auth.keys): "+
+		"anyone who can reach the port can spend the provider keys; add gateway keys under auth.keys, "+
+		"listen on 127.0.0.1, or set auth.anonymous: true to serve without keys on purpose", c.Listen)
+}
+
+// loopback reports whether a listen host accepts connections from this
+// machine only: localhost, 127.0.0.0/8 or ::1. An empty host is every
+// interface.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // knownModel reports whether name is a group, a provider model name or a

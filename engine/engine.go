@@ -35,6 +35,8 @@ type Options struct {
 	// AccessLog receives one JSON line per request, buffered; nil turns
 	// it off.
 	AccessLog io.Writer
+	// Version is the binary's version, reported by /health.
+	Version string
 }
 
 // Engine serves the gateway's HTTP API from the current config snapshot.
@@ -48,10 +50,13 @@ type Engine struct {
 	lists  map[string]fetchedModels
 	log    *slog.Logger
 	access *accessWriter
+	// anon counts auth-off requests per client address across reloads.
+	anon *anonymous
 	// requests counts every API request answered.
 	requests atomic.Int64
 	status   func() config.ReloadStatus
 	started  time.Time
+	version  string
 	// idPrefix and idSeq make request ids unique without a random read
 	// per request.
 	idPrefix [12]byte
@@ -63,6 +68,8 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
 		log:     opt.Logger,
 		status:  opt.Status,
+		anon:    newAnonymous(),
+		version: opt.Version,
 		started: time.Now(),
 		client: &fasthttp.Client{
 			Dial:                     opt.Dial,
@@ -118,6 +125,9 @@ func (e *Engine) Swap(cfg *config.Config) error {
 	}
 	if len(cfg.Auth.Keys) == 0 {
 		e.log.Warn("no gateway keys configured: authentication is off")
+		if cfg.Auth.AnonymousRPM > 0 {
+			s.anon = e.anon
+		}
 	}
 	e.snap.Store(s)
 	return nil
@@ -359,9 +369,12 @@ func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
 }
 
 // authenticate finds the calling gateway key. With no keys configured,
-// every caller is let in as nil.
+// every caller is let in as nil, within auth.anonymous_rpm per address.
 func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiError) {
 	if len(s.keys) == 0 {
+		if s.anon != nil {
+			return nil, s.anon.admit(ctx, int64(s.cfg.Auth.AnonymousRPM))
+		}
 		return nil, nil
 	}
 	tok := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
@@ -443,7 +456,7 @@ func (e *Engine) health(ctx *fasthttp.RequestCtx, s *snapshot) {
 	st := e.reloadStatus(s)
 	b, _ := json.Marshal(healthBody{
 		Status:  "ok",
-		Version: s.cfg.Checksum[:12],
+		Version: e.version,
 		Config:  configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
 		// Reload errors name files and lines; they go to the log, and this
 		// public endpoint gives only their count.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"gateway/config"
 )
 
@@ -27,7 +29,10 @@ type ExplainRequest struct {
 // matches, then every candidate in the order it would be tried, with why
 // each is or is not eligible. It decides with the same code the request
 // path uses, against the engine's live state, and changes none of it.
-func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
+//
+// It returns the status the server would answer: 200 when a candidate
+// would be called (which may still fail), else the error's.
+func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	s := e.snap.Load()
 	now := time.Now()
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
@@ -41,17 +46,17 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 	case req.Key != "":
 		key = s.byName[req.Key]
 		if key == nil {
-			return fmt.Errorf("no gateway key named %q", req.Key)
+			return 0, fmt.Errorf("no gateway key named %q", req.Key)
 		}
 		env.Key = config.KeyEnv{Name: key.cfg.Name, Metadata: key.cfg.Metadata}
 		p("key: %s", key.cfg.Name)
 		if err := key.refusal(now); err != nil {
 			p("refused: %d %s", err.status, err.msg)
-			return nil
+			return err.status, nil
 		}
 		if err := key.modelRefusal(req.Model); err != nil {
 			p("refused: %d %s", err.status, err.msg)
-			return nil
+			return err.status, nil
 		}
 	case len(s.keys) > 0:
 		p("key: none given (the server would answer 401; explaining as if the key were valid)")
@@ -63,7 +68,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 	switch {
 	case g == nil:
 		p("route: none matched and no model is named %q: 404 model_not_found", req.Model)
-		return nil
+		return fasthttp.StatusNotFound, nil
 	case r == nil:
 		p("route: no rule matched; %q names a chain (x-gateway-route: default)", req.Model)
 	default:
@@ -71,7 +76,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 	}
 	if len(g.targets) == 0 {
 		p("candidates: none; every provider of the chain was left out at load: 503 no_provider")
-		return nil
+		return fasthttp.StatusServiceUnavailable, nil
 	}
 	hedge := ""
 	if g.hedge > 0 {
@@ -122,8 +127,9 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) error {
 	if usable == 0 {
 		v := wk.verdict(g.name, wk.now)
 		p("no candidate is eligible now: the server would answer %d %s (%s)", v.status, v.code, v.msg)
+		return v.status, nil
 	}
-	return nil
+	return fasthttp.StatusOK, nil
 }
 
 func capsNote(t *target) string {

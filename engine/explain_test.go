@@ -31,22 +31,27 @@ func explainEngine(t *testing.T) *Engine {
 func TestExplainGolden(t *testing.T) {
 	eng := explainEngine(t)
 	cases := []struct {
-		title string
-		req   ExplainRequest
+		title  string
+		req    ExplainRequest
+		status int // what the server would answer
 	}{
-		{"no rule matches", ExplainRequest{Model: "auto", Key: "web"}},
-		{"long prompt", ExplainRequest{Model: "auto", Key: "web", Tokens: 40000}},
-		{"ml team with tools", ExplainRequest{Model: "fast", Key: "team-ml", Tools: true}},
-		{"bare provider model name", ExplainRequest{Model: "llama-8b", Key: "team-ml"}},
-		{"a request over every token cap", ExplainRequest{Model: "llama-8b", Key: "team-ml", Tokens: 7000}},
-		{"not on the key's allow-list", ExplainRequest{Model: "fast", Key: "web"}},
-		{"unknown model", ExplainRequest{Model: "gpt-9", Key: "team-ml"}},
+		{"no rule matches", ExplainRequest{Model: "auto", Key: "web"}, 200},
+		{"long prompt", ExplainRequest{Model: "auto", Key: "web", Tokens: 40000}, 200},
+		{"ml team with tools", ExplainRequest{Model: "fast", Key: "team-ml", Tools: true}, 200},
+		{"bare provider model name", ExplainRequest{Model: "llama-8b", Key: "team-ml"}, 200},
+		{"a request over every token cap", ExplainRequest{Model: "llama-8b", Key: "team-ml", Tokens: 7000}, 400},
+		{"not on the key's allow-list", ExplainRequest{Model: "fast", Key: "web"}, 403},
+		{"unknown model", ExplainRequest{Model: "gpt-9", Key: "team-ml"}, 404},
 	}
 	var out bytes.Buffer
 	for _, c := range cases {
 		out.WriteString("== " + c.title + "\n")
-		if err := eng.Explain(&out, c.req); err != nil {
+		status, err := eng.Explain(&out, c.req)
+		if err != nil {
 			t.Fatalf("%s: %v", c.title, err)
+		}
+		if status != c.status {
+			t.Errorf("%s: status %d, want %d", c.title, status, c.status)
 		}
 	}
 	if *update {
@@ -75,8 +80,14 @@ func TestExplainSeesLiveState(t *testing.T) {
 	claude := auto.targets[1]
 	claude.state.breaker.failure(now, 1, int64(time.Minute))
 	var out bytes.Buffer
-	if err := eng.Explain(&out, ExplainRequest{Model: "auto", Key: "web"}); err != nil {
+	status, err := eng.Explain(&out, ExplainRequest{Model: "auto", Key: "web"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	// One candidate cools down after a 429: the verdict is 429, not the
+	// breaker's 503.
+	if status != 429 {
+		t.Errorf("status %d, want 429", status)
 	}
 	for _, want := range []string{
 		"groq/llama-70b (key 1 of 2)", "skipped: cooling down after a 429 until",
@@ -94,7 +105,7 @@ func TestExplainSeesLiveState(t *testing.T) {
 }
 
 func TestExplainUnknownKey(t *testing.T) {
-	if err := explainEngine(t).Explain(&bytes.Buffer{}, ExplainRequest{Model: "auto", Key: "nobody"}); err == nil {
+	if _, err := explainEngine(t).Explain(&bytes.Buffer{}, ExplainRequest{Model: "auto", Key: "nobody"}); err == nil {
 		t.Fatal("explain accepted an unknown key name")
 	}
 }
@@ -104,7 +115,7 @@ func TestExplainLeavesRoundRobinTurn(t *testing.T) {
 	fast := eng.snap.Load().groups["fast"]
 	before := fast.state.turn.Load()
 	for range 3 {
-		if err := eng.Explain(&bytes.Buffer{}, ExplainRequest{Model: "fast", Key: "team-ml"}); err != nil {
+		if _, err := eng.Explain(&bytes.Buffer{}, ExplainRequest{Model: "fast", Key: "team-ml"}); err != nil {
 			t.Fatal(err)
 		}
 	}

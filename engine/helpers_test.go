@@ -180,6 +180,9 @@ func (l *fakeLog) String() string {
 	return l.buf.String()
 }
 
+// fakeVersion is the binary version fake gateways report.
+const fakeVersion = "v0.0.0-test"
+
 // fakeGateway is an engine served over an in-memory listener, with a
 // client that speaks real HTTP to it.
 type fakeGateway struct {
@@ -207,7 +210,7 @@ func newFakeGateway(t *testing.T, yaml string, n *fakeNet) *fakeGateway {
 		g.key = fakeEnv["GW_ML"]
 	}
 	logger := slog.New(slog.NewTextHandler(g.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g.eng, err = New(cfg, Options{Logger: logger, Dial: n.dial})
+	g.eng, err = New(cfg, Options{Logger: logger, Dial: n.dial, Version: fakeVersion})
 	if err != nil {
 		t.Fatal(err)
 	}

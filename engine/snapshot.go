@@ -42,6 +42,9 @@ type snapshot struct {
 	stickyTTL   int64
 	cacheTTL    time.Duration
 	access      bool
+	// anon is the engine's per-address count when auth is off and
+	// auth.anonymous_rpm is set; nil otherwise.
+	anon *anonymous
 }
 
 type provider struct {
