@@ -28,24 +28,10 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 	if !ok {
 		return nil, fmt.Errorf("provider %s: protocol %s has no model list", p.Name, p.Protocol)
 	}
-	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	base := p.BaseURL
-	if p.Protocol == "anthropic" || p.Protocol == "cohere" {
-		// Their paths carry the version themselves.
-		base = strings.TrimSuffix(base, "/v1")
-	}
-	req.SetRequestURI(base + where.path)
-	if len(p.Keys) > 0 {
-		SetKey(p.Protocol, &req.Header, p.Keys[0].Reveal())
-	}
-	for k, v := range p.Headers {
-		req.Header.Set(k, v)
-	}
-	if err := client.DoTimeout(req, resp, timeout); err != nil {
-		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, transportFailure(err))
+	if err := listModels(p, 0, client, timeout, resp); err != nil {
+		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, err)
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
 		return nil, fmt.Errorf("provider %s: listing models: upstream answered %d", p.Name, resp.StatusCode())
@@ -61,4 +47,61 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 		}
 	}
 	return ids, nil
+}
+
+// listModels asks the provider's model list with its key at index key
+// (none when it has no keys) into resp.
+func listModels(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration, resp *fasthttp.Response) error {
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	base := p.BaseURL
+	if p.Protocol == "anthropic" || p.Protocol == "cohere" {
+		// Their paths carry the version themselves.
+		base = strings.TrimSuffix(base, "/v1")
+	}
+	req.SetRequestURI(base + modelLists[p.Protocol].path)
+	if key >= 0 && key < len(p.Keys) {
+		SetKey(p.Protocol, &req.Header, p.Keys[key].Reveal())
+	}
+	for k, v := range p.Headers {
+		req.Header.Set(k, v)
+	}
+	if err := client.DoTimeout(req, resp, timeout); err != nil {
+		return transportFailure(err)
+	}
+	return nil
+}
+
+// KeyCheck is what a check of one provider key found.
+type KeyCheck int
+
+// The outcomes of CheckKey.
+const (
+	// KeyUnknown: the check could not tell (no model list for the
+	// protocol, a connection error, a 5xx, a 429).
+	KeyUnknown KeyCheck = iota
+	// KeyWorks: the upstream accepted the key.
+	KeyWorks
+	// KeyRefused: the upstream answered 401 or 403.
+	KeyRefused
+)
+
+// CheckKey asks whether the upstream accepts the provider's key at index
+// key, with a call that spends no tokens: its model list.
+func CheckKey(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration) KeyCheck {
+	if _, ok := modelLists[p.Protocol]; !ok {
+		return KeyUnknown
+	}
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if listModels(p, key, client, timeout, resp) != nil {
+		return KeyUnknown
+	}
+	switch s := resp.StatusCode(); {
+	case s >= 200 && s <= 299:
+		return KeyWorks
+	case classifyStatus(s) == Auth:
+		return KeyRefused
+	}
+	return KeyUnknown
 }

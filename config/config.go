@@ -77,6 +77,8 @@ func (l *Log) defaults() {
 func (c *Config) preset() {
 	c.Failover.MaxAttempts = 5
 	c.CircuitBreaker.Failures = 5
+	// An explicit `auth_recheck: 0s` turns the checks off.
+	c.Failover.AuthRecheck = Duration(30 * time.Second)
 	// An explicit `ttl: 0s` turns sticky sessions off.
 	c.Sticky.TTL = Duration(30 * time.Minute)
 }
@@ -275,6 +277,10 @@ type Failover struct {
 	// AuthCooldown is how long a key the upstream refused (401/403) is
 	// held invalid.
 	AuthCooldown Duration `yaml:"auth_cooldown"`
+	// AuthRecheck is when a key held invalid is first checked again
+	// (with a call that spends no tokens); the wait doubles after each
+	// refusal, and a key that works returns at once. 0s: no checks.
+	AuthRecheck Duration `yaml:"auth_recheck"`
 }
 
 func (f *Failover) defaults() {

@@ -323,6 +323,9 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	c.t.state.use.requests.Add(1)
 	c.t.state.use.errors[f.Class].Add(1)
 	penalize(w.s, c, f, time.Now().UnixNano())
+	if f.Class == adapters.Auth {
+		e.recheck(w.s, c)
+	}
 	if f.Class == adapters.BadRequest {
 		relayBadRequest(ctx, c.t, f)
 		return true

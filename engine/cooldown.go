@@ -28,6 +28,12 @@ func (c *cooldown) active(now int64) (int64, bool) {
 	return u, u > now
 }
 
+// lift ends the cooldown that runs until until, unless a newer one has
+// replaced it since.
+func (c *cooldown) lift(until int64) {
+	c.until.CompareAndSwap(until, 0)
+}
+
 // start begins a cooldown of d from now. A longer running cooldown is kept.
 func (c *cooldown) start(now int64, d time.Duration, reason int32) {
 	end := now + int64(d)

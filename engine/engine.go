@@ -52,6 +52,9 @@ type Engine struct {
 	access *accessWriter
 	// anon counts auth-off requests per client address across reloads.
 	anon *anonymous
+	// bg holds the background checks of refused keys; stop ends them.
+	bg   sync.WaitGroup
+	stop chan struct{}
 	// requests counts every API request answered.
 	requests atomic.Int64
 	status   func() config.ReloadStatus
@@ -69,6 +72,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		log:     opt.Logger,
 		status:  opt.Status,
 		anon:    newAnonymous(),
+		stop:    make(chan struct{}),
 		version: opt.Version,
 		started: time.Now(),
 		client: &fasthttp.Client{
@@ -179,6 +183,8 @@ func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
 
 // Close drops idle upstream connections and stops the cache.
 func (e *Engine) Close() {
+	close(e.stop)
+	e.bg.Wait()
 	if e.access != nil {
 		e.access.close()
 	}

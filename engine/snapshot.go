@@ -37,6 +37,7 @@ type snapshot struct {
 	targetsJSON []byte
 	cooldown    int64 // failover.cooldown, ns
 	authCool    int64 // failover.auth_cooldown, ns
+	authRecheck int64 // failover.auth_recheck, ns
 	breakAfter  int32
 	openFor     int64
 	stickyTTL   int64
@@ -99,6 +100,8 @@ type target struct {
 // across reloads.
 type keyState struct {
 	until cooldown
+	// rechecking is set while a check of a refused key is scheduled.
+	rechecking atomic.Bool
 	// lim counts against the target's caps; nil while it has none.
 	lim *limiter
 }
@@ -165,6 +168,7 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		modelsByKey: map[*config.Key][]byte{},
 		cooldown:    int64(cfg.Failover.Cooldown),
 		authCool:    int64(cfg.Failover.AuthCooldown),
+		authRecheck: int64(cfg.Failover.AuthRecheck),
 		breakAfter:  int32(cfg.CircuitBreaker.Failures),
 		openFor:     int64(cfg.CircuitBreaker.OpenFor),
 		stickyTTL:   int64(cfg.Sticky.TTL),
