@@ -225,7 +225,7 @@ func checkFull(t *testing.T, cfg *config.Config) {
 		{"Auth.DefaultRPM", cfg.Auth.DefaultRPM, 90},
 		{"ProviderOrder", cfg.ProviderOrder, []string{"groq", "openai", "mock"}},
 		{"GroupOrder", cfg.GroupOrder, []string{"auto", "fast"}},
-		{"Failover", cfg.Failover, config.Failover{MaxAttempts: 3, Cooldown: config.Duration(10 * time.Second), AuthCooldown: config.Duration(time.Hour)}},
+		{"Failover", cfg.Failover, config.Failover{MaxAttempts: 3, Cooldown: config.Duration(10 * time.Second), AuthCooldown: config.Duration(time.Hour), AuthRecheck: config.Duration(2 * time.Minute)}},
 		{"CircuitBreaker", cfg.CircuitBreaker, config.CircuitBreaker{Failures: 2, OpenFor: config.Duration(time.Minute)}},
 		{"Sticky.TTL", cfg.Sticky.TTL.D(), time.Hour},
 		{"Cache.MaxBytes", cfg.Cache.MaxBytes, config.ByteSize(1000 * 1000 * 1000)},
