@@ -252,11 +252,12 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	case "/health":
 		e.health(ctx, s)
 	case "/api/stats":
-		if _, err := s.authenticate(ctx); err != nil {
+		key, err := s.authenticate(ctx)
+		if err != nil {
 			err.write(ctx)
 			return
 		}
-		e.stats(ctx, s)
+		e.stats(ctx, s, key)
 	case "/metrics":
 		e.metrics(ctx, s)
 	case "/targets":
