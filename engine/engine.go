@@ -270,17 +270,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 				err.write(ctx)
 				return
 			}
-			if key != nil {
-				now := time.Now().UnixNano()
-				ok, at := key.lim.reserve(now, key.caps, 0)
-				key.rateHeaders(ctx, now)
-				if !ok {
-					keyLimited(ctx, key, now, at)
-					return
-				}
-			}
 			start := time.Now()
-			via := e.proxy(ctx, s)
+			via := e.proxy(ctx, s, key)
 			e.passed(ctx, s, key, via, start)
 			return
 		}
