@@ -118,6 +118,11 @@ func (a *Auth) defaults() {
 	if a.DefaultRPM == 0 {
 		a.DefaultRPM = 60
 	}
+	for _, k := range a.Keys {
+		if k != nil {
+			k.defaults()
+		}
+	}
 }
 
 // Key is one gateway key.
@@ -132,12 +137,25 @@ type Key struct {
 	Expires  time.Time         `yaml:"expires"`
 	Disabled bool              `yaml:"disabled"`
 	Metadata map[string]string `yaml:"metadata"`
+	// Proxy lets the key use the raw passthrough, /proxy/; false refuses
+	// it every request there. Default true.
+	Proxy *bool `yaml:"proxy"`
+	// Admin lets the key see what is not its own: every gateway key's
+	// usage in /api/stats. Default false.
+	Admin bool `yaml:"admin"`
 
 	// Hash is the SHA-256 of the key's value, the only form kept for
 	// comparison.
 	Hash [32]byte `yaml:"-"`
 	// Allowed is Models as a set; nil means every model.
 	Allowed map[string]bool `yaml:"-"`
+}
+
+func (k *Key) defaults() {
+	if k.Proxy == nil {
+		on := true
+		k.Proxy = &on
+	}
 }
 
 // Provider is one upstream account: a wire protocol, an API root and keys.

@@ -270,11 +270,12 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	case "/health":
 		e.health(ctx, s)
 	case "/api/stats":
-		if _, err := s.authenticate(ctx); err != nil {
+		key, err := s.authenticate(ctx)
+		if err != nil {
 			err.write(ctx)
 			return
 		}
-		e.stats(ctx, s)
+		e.stats(ctx, s, key)
 	case "/metrics":
 		e.metrics(ctx, s)
 	case "/targets":
@@ -287,17 +288,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 				err.write(ctx)
 				return
 			}
-			if key != nil {
-				now := time.Now().UnixNano()
-				ok, at := key.lim.reserve(now, key.caps, 0)
-				key.rateHeaders(ctx, now)
-				if !ok {
-					keyLimited(ctx, key, now, at)
-					return
-				}
-			}
 			start := time.Now()
-			via := e.proxy(ctx, s)
+			via := e.proxy(ctx, s, key)
 			e.passed(ctx, s, key, via, start)
 			return
 		}

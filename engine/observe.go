@@ -168,7 +168,14 @@ func (s *snapshot) targetsOf() []*target {
 	return out
 }
 
-func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot) {
+// admin reports whether the caller may see what is not its own, such as
+// other gateway keys' usage. With auth off (nil) every caller may.
+func (gk *gatewayKey) admin() bool { return gk == nil || gk.cfg.Admin }
+
+// stats answers /api/stats for key (nil with auth off). Only an admin key
+// sees other gateway keys' usage; every key sees the providers' and
+// models' figures and states.
+func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	now := time.Now()
 	up := now.Sub(e.started)
 	b := statsBody{
@@ -213,6 +220,9 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot) {
 		b.Providers[t.provider.name] = pb
 	}
 	for name, gk := range s.byName {
+		if gk != key && !key.admin() {
+			continue
+		}
 		u := usageOf(&gk.stats.use, false)
 		u.Errors = codesOf(&gk.stats.codes)
 		delete(u.Errors, "2xx")

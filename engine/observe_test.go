@@ -80,7 +80,7 @@ func obLines(t *testing.T, g *fakeGateway, l *fakeLog) []map[string]any {
 
 // obYAML is the config of the scripted run: two providers, three groups
 // whose chains fail in different ways, a breaker that opens at the first
-// failure, and two gateway keys.
+// failure, and two gateway keys, team-ml an admin.
 func obYAML(rest string) string {
 	models := func(p string) map[string]string {
 		return map[string]string{"m": p + "-m", "f": p + "-f", "x": p + "-x"}
@@ -88,7 +88,7 @@ func obYAML(rest string) string {
 	return fakeYAML([]fakeProv{{name: "p1", models: models("p1")}, {name: "p2", models: models("p2")}}, `auth:
   default_rpm: 100
   keys:
-    - {name: team-ml, key: "${GW_ML}"}
+    - {name: team-ml, key: "${GW_ML}", admin: true}
     - {name: team-web, key: "${GW_WEB}"}
 models:
   ok: {targets: [p1/m, p2/m]}
@@ -184,6 +184,47 @@ func TestStatsNeedsAGatewayKey(t *testing.T) {
 	open := newFakeGateway(t, pxOne(""), n)
 	if r := open.do("GET", "/api/stats", ""); r.status != 200 {
 		t.Errorf("auth off: %d %s", r.status, r.body)
+	}
+}
+
+func TestStatsShowOtherKeysOnlyToAdmins(t *testing.T) {
+	g, _, _ := obScripted(t)
+	tests := []struct {
+		name, key string
+		keys      []string
+	}{
+		{"admin", "GW_ML", []string{"team-ml", "team-web"}},
+		{"not an admin", "GW_WEB", []string{"team-web"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := g.do("GET", "/api/stats", "", "Authorization", "Bearer "+fakeEnv[tt.key])
+			if r.status != 200 {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			var keys []string
+			gjson.GetBytes(r.body, "keys").ForEach(func(k, _ gjson.Result) bool {
+				keys = append(keys, k.Str)
+				return true
+			})
+			slices.Sort(keys)
+			if !slices.Equal(keys, tt.keys) {
+				t.Errorf("keys %q, want %q", keys, tt.keys)
+			}
+			// Every key sees the providers' and models' figures and states.
+			for path, want := range map[string]string{
+				"providers.p1.models.m.requests":     "1",
+				"providers.p1.models.f.breaker":      `"open"`,
+				"providers.p1.models.f.keys.0.state": `"cooling_down"`,
+				"providers.p2.models.f.promptTokens": "5",
+				"routes.default.latency.count":       "3",
+				"totalRequests":                      "5",
+			} {
+				if got := gjson.GetBytes(r.body, path).Raw; got != want {
+					t.Errorf("%s = %s, want %s", path, got, want)
+				}
+			}
+		})
 	}
 }
 

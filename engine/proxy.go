@@ -48,9 +48,18 @@ func newPassTarget(baseURL string) *passTarget {
 
 // proxy forwards any request under /proxy/{provider}/ to that provider's
 // base_url with its key, and relays the answer as it comes. GETs are
-// cached when cache.ttl is set.
+// cached when cache.ttl is set. gk, the gateway key (nil with auth off),
+// is charged the request and the tokens its answer reports.
 // It returns the provider's name, "" when none was reached.
-func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
+func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) string {
+	if gk != nil {
+		// Every answer to a key says where its limit stands.
+		defer func() { gk.rateHeaders(ctx, time.Now().UnixNano()) }()
+		if err := gk.passRefusal(); err != nil {
+			err.write(ctx)
+			return ""
+		}
+	}
 	// The path as sent, not as normalized for dispatch: one that reached
 	// /proxy/ only by normalization ("/v1/../proxy/...") is refused.
 	raw, query := ctx.URI().PathOriginal(), ctx.URI().QueryString()
@@ -77,6 +86,10 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 	if p.pass.last != "" && (bytes.HasPrefix(sub, []byte(p.pass.last)) || string(sub)+"/" == p.pass.last) {
 		sub = sub[min(len(sub), len(p.pass.last)):]
 	}
+	use, ok := passAdmit(ctx, gk, p, sub)
+	if !ok {
+		return ""
+	}
 
 	// Cacheable GETs use the first key, so one entry serves them all; the
 	// cache key names it, so a body fetched with one upstream key is never
@@ -92,6 +105,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 		ckey = cacheKey(p.name, keyIdx, sub, query)
 		if !clientBypasses(&ctx.Request.Header) {
 			if ent, ok := e.cache.get(ckey); ok {
+				use.done()
 				ent.write(ctx)
 				return p.name
 			}
@@ -134,6 +148,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 	resp.StreamBody = !cacheable
 	start := time.Now()
 	if err := e.client.Do(req, resp); err != nil {
+		use.done()
 		fasthttp.ReleaseResponse(resp)
 		e.log.Warn("passthrough failed", "provider", p.name, "err", err)
 		(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_unreachable",
@@ -149,9 +164,15 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 		}
 	})
 	if !cacheable {
-		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key}, -1)
+		if use != nil {
+			use.start(resp.Header.ContentType())
+		}
+		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key, usage: use}, -1)
 		return p.name
 	}
+	// A cacheable GET's answer is served to other keys too: nobody is
+	// charged for it.
+	use.done()
 	defer fasthttp.ReleaseResponse(resp)
 	if len(key) > 0 && bytes.Contains(resp.Body(), key) {
 		// Some upstreams quote the key they were sent in an error.
@@ -217,6 +238,9 @@ var gatewayHeaders = [][]byte{
 type passBody struct {
 	resp *fasthttp.Response
 	key  []byte
+	// usage reads what the client is sent for the usage to charge; nil
+	// with auth off.
+	usage *passUsage
 	// buf holds what was read; out is the part of it ready for the
 	// client, tail the part held back.
 	buf, out, tail []byte
@@ -226,6 +250,14 @@ type passBody struct {
 var strRedacted = []byte("<secret>")
 
 func (b *passBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if b.usage != nil {
+		b.usage.feed(p[:n])
+	}
+	return n, err
+}
+
+func (b *passBody) read(p []byte) (int, error) {
 	if len(b.key) == 0 {
 		return b.resp.BodyStream().Read(p)
 	}
@@ -270,8 +302,10 @@ func keyPrefixAtEnd(data, key []byte) int {
 	return 0
 }
 
-// Close releases the upstream response once the server is done with it.
+// Close releases the upstream response once the server is done with it,
+// and charges the usage the answer reported.
 func (b *passBody) Close() error {
+	b.usage.done()
 	if b.resp != nil {
 		_ = b.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(b.resp)

@@ -63,6 +63,10 @@ type gatewayKey struct {
 	caps  caps
 	lim   *limiter
 	stats *keyStats
+	// upstreams holds, per provider, the provider's names of the models
+	// the key's allow-list reaches there: what the key may name in a
+	// passthrough body. Nil when the key may use every model.
+	upstreams map[string]map[string]bool
 }
 
 type group struct {
@@ -295,6 +299,9 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		ks.lim.init()
 		gk := &gatewayKey{cfg: key, lim: &ks.lim, stats: ks,
 			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)}}
+		if key.Allowed != nil {
+			gk.upstreams = s.passUpstreams(key.Allowed)
+		}
 		s.keys[key.Hash] = gk
 		s.byName[key.Name] = gk
 	}
@@ -315,6 +322,29 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 	}
 	s.targetsJSON, _ = json.Marshal(map[string][]string{"targets": append([]string{}, cfg.ProviderOrder...)})
 	return s, nil
+}
+
+// passUpstreams maps each provider to the upstream names of the targets
+// the names in allowed route to there: a model group's chain, every
+// provider's model of a bare name, a provider/model. A route rule that
+// names a group sends to that same group; a rule with a chain of its own
+// is not counted, since whether it matches depends on a chat request.
+func (s *snapshot) passUpstreams(allowed map[string]bool) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for name := range allowed {
+		g := s.groups[name]
+		if g == nil {
+			continue
+		}
+		for _, t := range g.targets {
+			pn := t.provider.name
+			if out[pn] == nil {
+				out[pn] = map[string]bool{}
+			}
+			out[pn][t.model.Upstream] = true
+		}
+	}
+	return out
 }
 
 type modelEntry struct {
