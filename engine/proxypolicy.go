@@ -10,15 +10,12 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
+
+	"gateway/adapters"
 )
 
 // This file applies a gateway key's policy to the passthrough: its proxy
 // flag, its allow-list of models, and its rate and token caps.
-
-// maxPassDepth bounds how deeply a passthrough body judged for its model
-// may nest before it is validated: gjson's validator recurses, and a
-// deeper body is no request an LLM API takes.
-const maxPassDepth = 128
 
 // passReserve is what a passthrough request reserves of its key's token
 // caps before it is sent: the answer's usage is charged once known, but
@@ -117,64 +114,31 @@ func (gk *gatewayKey) notAllowed(p *provider, model string, allowed map[string]b
 // decoder would match it, is an error: upstreams' parsers differ on which
 // one they take. Only top-level keys are read.
 func passModel(body []byte) (gjson.Result, *apiError) {
-	if !depthWithin(body, maxPassDepth) || !gjson.ValidBytes(body) {
+	if adapters.CheckJSON(body) != nil {
 		return gjson.Result{}, nil
 	}
-	root := gjson.ParseBytes(body)
+	root := gjson.Parse(bytesString(body))
 	if !root.IsObject() {
 		return gjson.Result{}, nil
 	}
 	var model gjson.Result
+	var seen fieldSet
 	var err *apiError
 	root.ForEach(func(k, v gjson.Result) bool {
 		// k.Str is the key unescaped, as every upstream reads it.
-		if !strings.EqualFold(k.Str, "model") {
-			return true
-		}
-		if model.Exists() || k.Str != "model" {
-			err = badRequest("model", "ambiguous_field", "the body names \"model\" more than once or in another case ("+
-				strconv.Quote(k.Str)+"); upstreams read such a body differently, so send model once, in lower case")
+		if err = seen.see(k.Str, passFields[:]); err != nil {
 			return false
 		}
-		model = v
+		if k.Str == "model" {
+			model = v
+		}
 		return true
 	})
 	return model, err
 }
 
-// depthWithin reports whether no array or object in b, read as JSON,
-// nests deeper than limit. It reads b once, without recursion, so a bomb
-// costs the scan and nothing more.
-func depthWithin(b []byte, limit int) bool {
-	depth, inString := 0, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '[', '{':
-			depth++
-			if depth > limit {
-				return false
-			}
-		case ']', '}':
-			depth--
-			if depth < 0 {
-				return false
-			}
-		}
-	}
-	return true
-}
+// passFields are the fields of a passthrough body the gateway decides on.
+var passFields = [...]string{"model"}
 
 // pathModel returns the model a passthrough path names after a models/,
 // tunedModels/ or deployments/ segment (up to a ':' action), as the

@@ -65,7 +65,7 @@ func TestProxyKeyPolicy(t *testing.T) {
 		{"not an object", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `[{"model":"m-up"}]`, 403, "model_not_allowed", "model", ""},
 		{"nested too deep", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", deep, 403, "model_not_allowed", "model", ""},
 		{"model not a string", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"model":["m-up"]}`, 400, "invalid_type", "model", ""},
-		{"duplicate model", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"model":"m-up","model":"gpt-5-expensive"}`, 400, "ambiguous_field", "model", "more than once"},
+		{"duplicate model", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"model":"m-up","model":"gpt-5-expensive"}`, 400, "duplicate_field", "model", "more than once"},
 		{"case variant", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"model":"m-up","MODEL":"gpt-5-expensive"}`, 400, "ambiguous_field", "model", ""},
 		{"case variant alone", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"Model":"m-up"}`, 400, "ambiguous_field", "model", ""},
 		{"escaped case variant", "GW_LIM", "POST", "/proxy/p1/v1/chat/completions", `{"model":"m-up","mode\u004c":"x"}`, 400, "ambiguous_field", "model", ""},
