@@ -386,8 +386,8 @@ func (r *settlement) settle(u adapters.Usage) {
 	if r.c.t != nil {
 		r.c.t.state.use.tokens(u)
 	}
-	if r.c.ks != nil && r.c.ks.lim != nil {
-		r.c.ks.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
+	if r.c.lim != nil {
+		r.c.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
 	}
 	if r.key != nil {
 		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)

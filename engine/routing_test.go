@@ -209,7 +209,7 @@ func TestRoutingSettlesTokensAfterUsage(t *testing.T) {
 			up := n.upstream("p1.test", rtUsageUpstream(&mu, &usage))
 			g := newFakeGateway(t, rtYAML([]fakeProv{{name: "p1", streamUsage: true}},
 				map[string]string{"p1": "limits: {tpm: " + strconv.Itoa(tpm) + "}"}, "models:\n  auto: {targets: [p1/m]}\n"), n)
-			lim := rtKey(t, g, "auto", "p1/m").lim
+			lim := rtKey(t, g, "auto", "p1/m").lim.Load()
 			tokens := func() int64 { _, tk := rtUsed(lim); return tk }
 
 			const runs = 10
@@ -294,7 +294,7 @@ func TestRoutingStreamUsageChunk(t *testing.T) {
 				t.Errorf("upstream got\n%s\nwant the client's body with only model patched\n%s", sent, want)
 			}
 			if tt.inject || tt.seen {
-				lim := rtKey(t, g, "auto", "p1/m").lim
+				lim := rtKey(t, g, "auto", "p1/m").lim.Load()
 				rtEventually(t, "the stream to settle at 7 tokens", func() bool { _, tk := rtUsed(lim); return tk == 7 })
 			}
 		})

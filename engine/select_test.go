@@ -28,7 +28,7 @@ func rtChain(strategy string, n, keys int, c caps, weights ...int) *group {
 		for range max(keys, 1) {
 			ks := &keyState{}
 			if !c.none() {
-				ks.lim = newLimiter()
+				ks.lim.Store(newLimiter())
 			}
 			tg.keys = append(tg.keys, ks)
 		}
@@ -250,7 +250,7 @@ func TestWalkerSkips(t *testing.T) {
 	// p3: cooling after a 5xx; p4: usable.
 	ts[0].state.breaker.failure(now, 1, int64(50*time.Second))
 	ts[1].keys[0].until.start(now, 20*time.Second, coolRate)
-	ts[2].keys[0].lim.reserve(now-int64(30*time.Second), ts[2].caps, 0)
+	ts[2].keys[0].lim.Load().reserve(now-int64(30*time.Second), ts[2].caps, 0)
 	ts[3].keys[0].until.start(now, 40*time.Second, coolFailure)
 
 	w, cs := rtWalk(g, now, false)
@@ -328,7 +328,7 @@ func TestWalkerReservesAndRefunds(t *testing.T) {
 	// refund settles at the wall clock's now, so the walk does too.
 	now := time.Now().UnixNano()
 	g := rtChain("priority", 1, 1, caps{rpm: 2, tpm: 250})
-	lim := g.targets[0].keys[0].lim
+	lim := g.targets[0].keys[0].lim.Load()
 	used := func() (int64, int64) {
 		lim.mu.Lock()
 		defer lim.mu.Unlock()

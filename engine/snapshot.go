@@ -96,8 +96,11 @@ type target struct {
 // across reloads.
 type keyState struct {
 	until cooldown
-	// lim counts against the target's caps; nil while it has none.
-	lim *limiter
+	// lim counts against the target's caps; nil until a snapshot gives
+	// it some. A build sets it while requests of the snapshot before read
+	// it, hence atomic; once set it stays, so caps that come and go across
+	// reloads keep their counts.
+	lim atomic.Pointer[limiter]
 }
 
 // targetState is what the engine remembers of one (provider, model).
@@ -219,11 +222,8 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		}
 		for _, n := range names {
 			ks := reuse(st.keys, k.keys, n)
-			if !tg.caps.none() && ks.lim == nil {
-				// Set before the snapshot is published; older snapshots
-				// had no caps here and never read it.
-				ks.lim = new(limiter)
-				ks.lim.init()
+			if !tg.caps.none() && ks.lim.Load() == nil {
+				ks.lim.Store(newLimiter())
 			}
 			tg.keys = append(tg.keys, ks)
 		}
