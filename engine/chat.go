@@ -70,15 +70,17 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	if err := scanChat(body, &x.req); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.
-			key.rateHeaders(ctx, time.Now().UnixNano())
+			key.rateHeaders(ctx, nanotime())
 		}
 		err.write(ctx)
 		return
 	}
-	now := start.UnixNano()
+	now := nanotime()
 	// Tokens the key is charged up front: the prompt and what the request
-	// allows itself; settled against the real usage after.
+	// allows itself; settled against the real usage after, in the bucket
+	// they went into (keyAt).
 	keyTokens := int64(x.req.tokens + x.req.maxTokens)
+	keyAt := now
 	if key != nil {
 		if err := key.modelRefusal(x.req.model); err != nil {
 			key.rateHeaders(ctx, now)
@@ -91,6 +93,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			keyLimited(ctx, key, now, at)
 			return
 		}
+		keyAt = at
 	}
 	g, r := s.route(ctx, key, x)
 	x.route, x.routeName = s.defaultRoute, "default"
@@ -98,14 +101,14 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		x.route, x.routeName = r.stats, r.cfg.Name
 	}
 	if g == nil {
-		e.refundKey(key, now, keyTokens)
+		e.refundKey(key, keyAt, keyTokens)
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model",
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
 	ctx.Response.Header.SetCanonical(hdrRoute, []byte(x.routeName))
 	if len(g.targets) == 0 {
-		e.refundKey(key, now, keyTokens)
+		e.refundKey(key, keyAt, keyTokens)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",
 			msg: "no provider serves model " + strconv.Quote(x.req.model) + ": every provider in its chain was left out at load"}).write(ctx)
 		return
@@ -125,9 +128,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			}
 		}
 	}
-	w := &walker{s: s, order: g.order(x.order[:0], sticky), now: now, prompt: int64(x.req.tokens),
+	w := &walker{s: s, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
 		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
-	res := settlement{key: key, keyTokens: keyTokens, at: now}
+	res := settlement{key: key, keyTokens: keyTokens, at: keyAt}
 	if g.hedge > 0 && len(g.targets) > 1 {
 		e.hedged(ctx, s, g, x, w, res, session)
 		return
@@ -167,7 +170,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			return
 		}
 	}
-	e.refundKey(key, now, keyTokens)
+	e.refundKey(key, keyAt, keyTokens)
 	e.exhausted(ctx, g, x, w)
 }
 
@@ -305,7 +308,7 @@ func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted tim
 	if fallbacks > 0 {
 		u.fallbacks.Add(1)
 	}
-	now := time.Now().UnixNano()
+	now := nanotime()
 	if exhausted > 0 {
 		c.ks.until.start(now, exhausted, coolRate)
 	}
@@ -320,7 +323,7 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	refund(c)
 	c.t.state.use.requests.Add(1)
 	c.t.state.use.errors[f.Class].Add(1)
-	penalize(w.s, c, f, time.Now().UnixNano())
+	penalize(w.s, c, f, nanotime())
 	if f.Class == adapters.BadRequest {
 		relayBadRequest(ctx, c.t, f)
 		return true
@@ -381,7 +384,7 @@ func (r *settlement) settle(u adapters.Usage) {
 	if !u.Known {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := nanotime()
 	used := int64(u.Prompt + u.Completion)
 	if r.c.t != nil {
 		r.c.t.state.use.tokens(u)
@@ -397,7 +400,7 @@ func (r *settlement) settle(u adapters.Usage) {
 
 func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
 	if key != nil {
-		key.lim.settle(key.caps, at, time.Now().UnixNano(), -tokens)
+		key.lim.settle(key.caps, at, nanotime(), -tokens)
 	}
 }
 
@@ -437,7 +440,7 @@ func relayBadRequest(ctx *fasthttp.RequestCtx, t *target, f *adapters.Failure) {
 
 // exhausted answers when no candidate succeeded.
 func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *walker) {
-	now := time.Now().UnixNano()
+	now := nanotime()
 	retryIn := func(until int64) int {
 		return max(1, int((until-now+int64(time.Second)-1)/int64(time.Second)))
 	}

@@ -270,7 +270,7 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 				return
 			}
 			if key != nil {
-				now := time.Now().UnixNano()
+				now := nanotime()
 				ok, at := key.lim.reserve(now, key.caps, 0)
 				key.rateHeaders(ctx, now)
 				if !ok {

@@ -180,9 +180,9 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot) {
 			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&t.provider.stats.codes)}
 		}
 		u := usageOf(&t.state.use, true)
-		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, now.UnixNano()), TTFB: latencyOf(&t.state.use.ttfb)}
+		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, nanotime()), TTFB: latencyOf(&t.state.use.ttfb)}
 		for i, ks := range t.keys {
-			k := keyStateOf(ks, now.UnixNano())
+			k := keyStateOf(ks, nanotime())
 			k.Index = i + 1
 			m.Keys = append(m.Keys, k)
 		}
@@ -290,7 +290,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		fmt.Fprintf(&b, "gateway_tokens_total{provider=%q,model=%q,kind=\"completion\"} %d\n", t.provider.name, t.model.Name, t.state.use.completion.Load())
 	}
 	family("gateway_circuit_breaker_state", "gauge", "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.")
-	now := time.Now().UnixNano()
+	now := nanotime()
 	for _, t := range targets {
 		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[breakerName(&t.state.breaker, now)]
 		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)

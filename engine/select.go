@@ -112,9 +112,12 @@ type candidate struct {
 // remembering why) those that cannot be used now. The request path
 // reserves as it goes; explain only looks.
 type walker struct {
-	s       *snapshot
-	order   []*target
-	now     int64
+	s     *snapshot
+	order []*target
+	// clock is read as the walk moves to each candidate, so a candidate
+	// tried after a slow attempt is checked and reserved at its own time.
+	clock   func() int64
+	now     int64 // the time of the candidate in hand
 	prompt  int64 // estimated prompt tokens
 	maxOut  int64 // the request's max_tokens, 0 if unset
 	reserve bool
@@ -183,6 +186,7 @@ func (w *walker) note(r skipReason, until int64) {
 // the breaker's probe when w.reserve is set.
 func (w *walker) next() (candidate, bool) {
 	for w.ti < len(w.order) {
+		w.now = w.clock()
 		t := w.order[w.ti]
 		n := len(t.keys)
 		if w.ki == 0 {
@@ -214,10 +218,12 @@ func (w *walker) next() (candidate, bool) {
 			return c, true
 		}
 		if c.lim != nil {
-			if ok, at := c.lim.reserve(w.now, t.caps, c.tokens); !ok {
+			ok, at := c.lim.reserve(w.now, t.caps, c.tokens)
+			if !ok {
 				w.note(skipCapped, at) // taken by a concurrent request since inspect
 				continue
 			}
+			c.at = at // where the tokens went, for their settlement
 		}
 		if ok, until := t.state.breaker.allow(w.now); !ok {
 			// Another request holds the half-open probe; nothing was
@@ -238,7 +244,7 @@ func (w *walker) next() (candidate, bool) {
 // request itself still counts, as the upstream may have counted it.
 func refund(c candidate) {
 	if c.lim != nil {
-		c.lim.settle(c.t.caps, c.at, time.Now().UnixNano(), -c.tokens)
+		c.lim.settle(c.t.caps, c.at, nanotime(), -c.tokens)
 	}
 }
 
