@@ -82,7 +82,7 @@ func (a *anonymous) reserve(addr netip.Addr, now, rpm int64) (bool, int64) {
 // admit counts the request against its client address's cap, or answers
 // 429 when the address is over it.
 func (a *anonymous) admit(ctx *fasthttp.RequestCtx, rpm int64) *apiError {
-	now := time.Now().UnixNano()
+	now := nanotime()
 	ok, at := a.reserve(clientAddr(ctx.RemoteIP()), now, rpm)
 	if ok {
 		return nil

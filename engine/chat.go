@@ -71,15 +71,17 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	if err := scanChat(body, &x.req); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.
-			key.rateHeaders(ctx, time.Now().UnixNano())
+			key.rateHeaders(ctx, nanotime())
 		}
 		err.write(ctx)
 		return
 	}
-	now := start.UnixNano()
+	now := nanotime()
 	// Tokens the key is charged up front: the prompt and what the request
-	// allows itself; settled against the real usage after.
+	// allows itself, the completion bounded as reservation says; settled
+	// against the real usage after, in the bucket they went into (keyAt).
 	var keyTokens int64
+	keyAt := now
 	if key != nil {
 		keyTokens = reservation(int64(x.req.tokens), int64(x.req.maxTokens), config.DefaultReserveMaxTokens, key.caps)
 		if err := key.modelRefusal(x.req.model); err != nil {
@@ -93,6 +95,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			keyLimited(ctx, key, now, at)
 			return
 		}
+		keyAt = at
 	}
 	g, r := s.route(ctx, key, x)
 	x.route, x.routeName = s.defaultRoute, "default"
@@ -100,14 +103,14 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		x.route, x.routeName = r.stats, r.cfg.Name
 	}
 	if g == nil {
-		e.refundKey(key, now, keyTokens)
+		e.refundKey(key, keyAt, keyTokens)
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model",
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
 	ctx.Response.Header.SetCanonical(hdrRoute, []byte(x.routeName))
 	if len(g.targets) == 0 {
-		e.refundKey(key, now, keyTokens)
+		e.refundKey(key, keyAt, keyTokens)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",
 			msg: "no provider serves model " + strconv.Quote(x.req.model) + ": every provider in its chain was left out at load"}).write(ctx)
 		return
@@ -127,9 +130,9 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			}
 		}
 	}
-	w := &walker{s: s, order: g.order(x.order[:0], sticky), now: now, prompt: int64(x.req.tokens),
+	w := &walker{s: s, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
 		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
-	res := settlement{key: key, keyTokens: keyTokens, at: now}
+	res := settlement{key: key, keyTokens: keyTokens, at: keyAt}
 	if g.hedge > 0 && len(g.targets) > 1 {
 		e.hedged(ctx, s, g, x, w, res, session)
 		return
@@ -169,7 +172,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			return
 		}
 	}
-	e.refundKey(key, now, keyTokens)
+	e.refundKey(key, keyAt, keyTokens)
 	e.exhausted(ctx, g, x, w)
 }
 
@@ -307,7 +310,7 @@ func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted tim
 	if fallbacks > 0 {
 		u.fallbacks.Add(1)
 	}
-	now := time.Now().UnixNano()
+	now := nanotime()
 	if exhausted > 0 {
 		c.ks.until.start(now, exhausted, coolRate)
 	}
@@ -322,7 +325,7 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	refund(c)
 	c.t.state.use.requests.Add(1)
 	c.t.state.use.errors[f.Class].Add(1)
-	penalize(w.s, c, f, time.Now().UnixNano())
+	penalize(w.s, c, f, nanotime())
 	if f.Class == adapters.Auth {
 		e.recheck(w.s, c)
 	}
@@ -387,13 +390,13 @@ func (r *settlement) settle(u adapters.Usage) {
 		return
 	}
 	u = u.Bounded()
-	now := time.Now().UnixNano()
+	now := nanotime()
 	used := int64(u.Prompt + u.Completion)
 	if r.c.t != nil {
 		r.c.t.state.use.tokens(u)
 	}
-	if r.c.ks != nil && r.c.ks.lim != nil {
-		r.c.ks.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
+	if r.c.lim != nil {
+		r.c.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
 	}
 	if r.key != nil {
 		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)
@@ -403,7 +406,7 @@ func (r *settlement) settle(u adapters.Usage) {
 
 func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
 	if key != nil {
-		key.lim.settle(key.caps, at, time.Now().UnixNano(), -tokens)
+		key.lim.settle(key.caps, at, nanotime(), -tokens)
 	}
 }
 
@@ -443,7 +446,7 @@ func relayBadRequest(ctx *fasthttp.RequestCtx, t *target, f *adapters.Failure) {
 
 // exhausted answers when no candidate succeeded.
 func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *walker) {
-	now := time.Now().UnixNano()
+	now := nanotime()
 	retryIn := func(until int64) int {
 		return max(1, int((until-now+int64(time.Second)-1)/int64(time.Second)))
 	}
@@ -585,7 +588,7 @@ func (r *relay) interrupted(f *adapters.Failure) {
 	u := &c.t.state.use
 	u.successes.Add(-1)
 	u.errors[f.Class].Add(1)
-	penalize(r.s, c, f, time.Now().UnixNano())
+	penalize(r.s, c, f, nanotime())
 	if r.res.key != nil {
 		r.res.key.stats.use.successes.Add(-1)
 	}

@@ -87,7 +87,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	peek := *g
 	peek.state = &groupState{}
 	peek.state.turn.Store(g.state.turn.Load())
-	wk := &walker{s: s, order: peek.order(nil, nil), now: now.UnixNano(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
+	wk := &walker{s: s, order: peek.order(nil, nil), clock: nanotime, now: nanotime(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
 	p("candidates, in the order they would be tried:")
 	n, usable := 0, 0
 	for _, t := range wk.order {

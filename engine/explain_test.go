@@ -74,7 +74,7 @@ func TestExplainSeesLiveState(t *testing.T) {
 	eng := explainEngine(t)
 	s := eng.snap.Load()
 	auto := s.groups["auto"]
-	now := time.Now().UnixNano()
+	now := nanotime()
 	auto.targets[0].keys[0].until.start(now, time.Minute, coolRate)
 	auto.targets[0].keys[1].until.start(now, time.Minute, coolAuth)
 	claude := auto.targets[1]

@@ -103,7 +103,7 @@ func (e *Engine) discard(s *snapshot, results <-chan *hedgeResult, n int) {
 		if r.err != nil {
 			f := asFailure(r.err)
 			refund(r.c)
-			penalize(s, r.c, f, time.Now().UnixNano())
+			penalize(s, r.c, f, nanotime())
 			e.log.Warn("hedged attempt failed after another answered", "via", r.c.t.name, "key", r.c.slot,
 				"class", f.Class.String(), "status", f.Status, "err", f.Msg)
 			continue

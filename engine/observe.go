@@ -132,8 +132,8 @@ func breakerName(b *breaker, now int64) string {
 func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
 	until, on := ks.until.active(now)
 	if !on {
-		if ks.lim != nil && !t.caps.none() {
-			if ok, at := ks.lim.check(now, t.caps, 1); !ok {
+		if lim := ks.lim.Load(); lim != nil && !t.caps.none() {
+			if ok, at := lim.check(now, t.caps, 1); !ok {
 				js := keyStateJS{State: "rate_limited"}
 				if at > now {
 					free := time.Unix(0, at).UTC()
@@ -199,9 +199,9 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&t.provider.stats.codes)}
 		}
 		u := usageOf(&t.state.use, true)
-		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, now.UnixNano()), TTFB: latencyOf(&t.state.use.ttfb)}
+		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, nanotime()), TTFB: latencyOf(&t.state.use.ttfb)}
 		for i, ks := range t.keys {
-			k := keyStateOf(t, ks, now.UnixNano())
+			k := keyStateOf(t, ks, nanotime())
 			k.Index = i + 1
 			m.Keys = append(m.Keys, k)
 		}
@@ -312,7 +312,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		fmt.Fprintf(&b, "gateway_tokens_total{provider=%q,model=%q,kind=\"completion\"} %d\n", t.provider.name, t.model.Name, t.state.use.completion.Load())
 	}
 	family("gateway_circuit_breaker_state", "gauge", "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.")
-	now := time.Now().UnixNano()
+	now := nanotime()
 	for _, t := range targets {
 		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[breakerName(&t.state.breaker, now)]
 		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)

@@ -54,7 +54,7 @@ func newPassTarget(baseURL string) *passTarget {
 func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) string {
 	if gk != nil {
 		// Every answer to a key says where its limit stands.
-		defer func() { gk.rateHeaders(ctx, time.Now().UnixNano()) }()
+		defer func() { gk.rateHeaders(ctx, nanotime()) }()
 		if err := gk.passRefusal(); err != nil {
 			err.write(ctx)
 			return ""

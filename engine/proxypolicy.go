@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
@@ -35,7 +34,7 @@ func passAdmit(ctx *fasthttp.RequestCtx, key *gatewayKey, p *provider, sub []byt
 		err.write(ctx)
 		return nil, false
 	}
-	now := time.Now().UnixNano()
+	now := nanotime()
 	ok, at := key.lim.reserve(now, key.caps, passReserve)
 	if !ok {
 		keyLimited(ctx, key, now, at)

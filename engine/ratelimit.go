@@ -24,6 +24,8 @@ func (c caps) none() bool { return c == caps{} }
 type limiter struct {
 	mu                 sync.Mutex
 	rpm, rpd, tpm, tpd window
+	// latest is the newest time a call has brought.
+	latest int64
 }
 
 func newLimiter() *limiter {
@@ -44,6 +46,19 @@ func (l *limiter) init() {
 // never is returned by reserve for a request that can never fit a cap.
 const never = -1
 
+// clamp returns now, or the newest time a call has brought when that is
+// later. Time never goes back for a limiter: a request that read the
+// clock and then waited (on a slow attempt, or for the lock) counts as
+// of the newest time, so it sees every bucket counted since and never
+// resets a slot that a newer bucket holds. The caller holds mu.
+func (l *limiter) clamp(now int64) int64 {
+	if now < l.latest {
+		return l.latest
+	}
+	l.latest = now
+	return now
+}
+
 // check reports, without taking anything, whether one request of tokens
 // fits every cap now, and if not the earliest time it would (never when
 // tokens alone exceed a cap).
@@ -53,7 +68,7 @@ func (l *limiter) check(now int64, c caps, tokens int64) (bool, int64) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.fits(now, c, tokens)
+	return l.fits(l.clamp(now), c, tokens)
 }
 
 func (l *limiter) fits(now int64, c caps, tokens int64) (bool, int64) {
@@ -76,13 +91,15 @@ func (l *limiter) fits(now int64, c caps, tokens int64) (bool, int64) {
 }
 
 // reserve takes one request and tokens if every cap allows them, and
-// otherwise returns what check does.
+// returns the time they were counted at, which settle and cancel need;
+// otherwise it returns what check does.
 func (l *limiter) reserve(now int64, c caps, tokens int64) (bool, int64) {
 	if c.none() {
 		return true, now
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now = l.clamp(now)
 	if ok, at := l.fits(now, c, tokens); !ok {
 		return false, at
 	}
@@ -101,14 +118,15 @@ func (l *limiter) reserve(now int64, c caps, tokens int64) (bool, int64) {
 	return true, now
 }
 
-// settle corrects a reservation made at `at` by delta tokens (the real
-// usage minus the estimate).
+// settle corrects a reservation counted at `at` (as reserve returned it)
+// by delta tokens (the real usage minus the estimate).
 func (l *limiter) settle(c caps, at, now, delta int64) {
 	if delta == 0 || (c.tpm == 0 && c.tpd == 0) {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now = l.clamp(now)
 	if c.tpm > 0 {
 		l.tpm.addAt(at, now, delta)
 	}
@@ -138,6 +156,7 @@ func (l *limiter) cancel(c caps, at, tokens int64) {
 func (l *limiter) requests(now int64, rpm int64) (remaining int64, reset int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now = l.clamp(now)
 	used := l.rpm.used(now)
 	remaining = max(0, rpm-used)
 	reset = l.rpm.freeAt(now, rpm-used+1, rpm)

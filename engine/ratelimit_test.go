@@ -210,3 +210,56 @@ func TestLimiterCancelGivesBackAWholeReservation(t *testing.T) {
 		t.Fatal("a cancelled reservation still counts")
 	}
 }
+
+// TestLimiterTimeNeverGoesBack: a call that brings an older time than the
+// limiter has already seen (a request that read the clock, then waited on
+// a slow attempt) counts at the newest time: it sees the newer buckets,
+// never resets a slot a newer bucket lives in, and its tokens settle in
+// the bucket they went into.
+func TestLimiterTimeNeverGoesBack(t *testing.T) {
+	sec := int64(time.Second)
+	tests := []struct {
+		name      string
+		first     int64 // offset of the reservation made first, s
+		late      int64 // the older offset a later call brings, s
+		lateFits  bool  // whether the late call fits the caps
+		c         caps
+		wantAfter int64 // tokens counted a second after first
+	}{
+		{"a bucket behind, over rpm", 61, 60, false, caps{rpm: 1}, 0},
+		{"a window behind, over rpm", 61, 0, false, caps{rpm: 1}, 0},
+		{"a window behind, under tpm", 61, 0, true, caps{tpm: 1000}, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLimiter()
+			if ok, _ := l.reserve(t0+tc.first*sec, tc.c, 100); !ok {
+				t.Fatal("first reservation refused")
+			}
+			if ok, _ := l.check(t0+tc.late*sec, tc.c, 100); ok != tc.lateFits {
+				t.Errorf("check at %ds = %v, want %v", tc.late, ok, tc.lateFits)
+			}
+			ok, at := l.reserve(t0+tc.late*sec, tc.c, 100)
+			if ok != tc.lateFits {
+				t.Fatalf("reserve at %ds = %v, want %v", tc.late, ok, tc.lateFits)
+			}
+			after := t0 + (tc.first+1)*sec
+			if ok {
+				// Half the tokens come back; they must leave the bucket
+				// the reservation went into, not one the window lost.
+				l.settle(tc.c, at, after, -50)
+				l.mu.Lock()
+				got := l.tpm.used(after)
+				l.mu.Unlock()
+				if got != tc.wantAfter-50 {
+					t.Errorf("tokens counted after settling %d, want %d", got, tc.wantAfter-50)
+				}
+				return
+			}
+			// The first reservation still holds its slot.
+			if ok, _ := l.reserve(after, tc.c, 100); ok {
+				t.Errorf("a reservation at %ds fits: the late call wiped the one at %ds", tc.first+1, tc.first)
+			}
+		})
+	}
+}

@@ -32,7 +32,7 @@ func (e *Engine) recheck(s *snapshot, c candidate) {
 				return
 			case <-t.C:
 			}
-			until, on := c.ks.until.active(time.Now().UnixNano())
+			until, on := c.ks.until.active(nanotime())
 			if !on || c.ks.until.reason.Load() != coolAuth {
 				return
 			}
@@ -44,7 +44,7 @@ func (e *Engine) recheck(s *snapshot, c candidate) {
 			case adapters.KeyRefused:
 				wait *= 2
 			}
-			t.Reset(min(wait, time.Until(time.Unix(0, until))))
+			t.Reset(min(wait, time.Duration(until-nanotime())))
 		}
 	}()
 }

@@ -416,3 +416,88 @@ func readEvent(r *bufio.Reader) (string, error) {
 		}
 	}
 }
+
+// TestSwapLimitsUnderLoad: requests keep flowing while reloads turn a
+// target's caps on and off. Each round's key is new, so its state starts
+// without caps and the next reload gives it some while requests of the
+// round before still read it: under -race, any unsynchronised write of a
+// key state the live snapshot reads is reported.
+func TestSwapLimitsUnderLoad(t *testing.T) {
+	const (
+		rounds  = 30
+		clients = 4
+	)
+	config := func(round int, limits string) *config.Config {
+		t.Helper()
+		yaml := fmt.Sprintf(`providers:
+  mock:
+    type: mock
+    keys: ["${ROUND_KEY}"]
+%s    models:
+      m: {}
+models:
+  auto:
+    targets: [mock/m]
+`, limits)
+		key := fmt.Sprintf("k-round-%d", round)
+		cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(string) (string, bool) { return key, true }})
+		if err != nil {
+			t.Fatalf("parsing test config: %v\n%s", err, yaml)
+		}
+		return cfg
+	}
+	eng, err := engine.New(config(0, ""), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := swapGateway(t, eng)
+
+	var (
+		stop     atomic.Bool
+		served   atomic.Int64
+		wg       sync.WaitGroup
+		failMu   sync.Mutex
+		failures []string
+	)
+	fail := func(s string) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		if len(failures) < 10 {
+			failures = append(failures, s)
+		}
+	}
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				r, err := swapChat(c, false)
+				if err != nil {
+					fail(err.Error())
+					return
+				}
+				if msg := r.check(false, "mock/m"); msg != "" {
+					fail(msg)
+					return
+				}
+				served.Add(1)
+			}
+		}()
+	}
+	// The reloads never wait on the clients: a wait would order the
+	// clients' reads before the next build's writes and hide a race.
+	for round := range rounds {
+		for _, limits := range []string{"", "    limits: {rpm: 1000000, tpm: 100000000}\n"} {
+			if err := eng.Swap(config(round, limits)); err != nil {
+				t.Fatalf("swap in round %d: %v", round, err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	t.Logf("%d swaps, %d requests served", 2*rounds, served.Load())
+}

@@ -94,7 +94,7 @@ func rtKey(t *testing.T, g *fakeGateway, group, via string) *keyState {
 
 // rtUsed returns what a limiter counts in its minute windows now.
 func rtUsed(l *limiter) (requests, tokens int64) {
-	now := time.Now().UnixNano()
+	now := nanotime()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.rpm.used(now), l.tpm.used(now)
@@ -118,17 +118,20 @@ func rtEventually(t *testing.T, what string, cond func() bool) {
 func rtCooling(t *testing.T, ks *keyState, reason int32, d time.Duration, before, after time.Time) {
 	t.Helper()
 	until := ks.until.until.Load()
-	lo, hi := before.UnixNano()+int64(d), after.UnixNano()+int64(d)
+	lo, hi := rtNano(before)+int64(d), rtNano(after)+int64(d)
 	if until < lo || until > hi {
-		t.Errorf("cooling until now%+v, want now+%v", time.Duration(until-after.UnixNano()), d)
+		t.Errorf("cooling until now%+v, want now+%v", time.Duration(until-rtNano(after)), d)
 	}
 	if got := ks.until.reason.Load(); got != reason {
 		t.Errorf("cooldown reason %d, want %d", got, reason)
 	}
 }
 
+// rtNano is t on the engine's clock.
+func rtNano(t time.Time) int64 { return clockBase.UnixNano() + int64(t.Sub(clockBase)) }
+
 // rtUncool ends a key's cooldown, as time passing would.
-func rtUncool(ks *keyState) { ks.until.until.Store(time.Now().UnixNano() - 1) }
+func rtUncool(ks *keyState) { ks.until.until.Store(nanotime() - 1) }
 
 // rtCompletion is a chat.completion reporting the given usage.
 func rtCompletion(content string, prompt, completion int) string {
@@ -209,7 +212,7 @@ func TestRoutingSettlesTokensAfterUsage(t *testing.T) {
 			up := n.upstream("p1.test", rtUsageUpstream(&mu, &usage))
 			g := newFakeGateway(t, rtYAML([]fakeProv{{name: "p1", streamUsage: true}},
 				map[string]string{"p1": "limits: {tpm: " + strconv.Itoa(tpm) + "}"}, "models:\n  auto: {targets: [p1/m]}\n"), n)
-			lim := rtKey(t, g, "auto", "p1/m").lim
+			lim := rtKey(t, g, "auto", "p1/m").lim.Load()
 			tokens := func() int64 { _, tk := rtUsed(lim); return tk }
 
 			const runs = 10
@@ -294,7 +297,7 @@ func TestRoutingStreamUsageChunk(t *testing.T) {
 				t.Errorf("upstream got\n%s\nwant the client's body with only model patched\n%s", sent, want)
 			}
 			if tt.inject || tt.seen {
-				lim := rtKey(t, g, "auto", "p1/m").lim
+				lim := rtKey(t, g, "auto", "p1/m").lim.Load()
 				rtEventually(t, "the stream to settle at 7 tokens", func() bool { _, tk := rtUsed(lim); return tk == 7 })
 			}
 		})
@@ -347,7 +350,7 @@ func TestRoutingSkipsKeyTheUpstreamSaysIsSpent(t *testing.T) {
 					if r.get("X-Routed-Via") != "p1/m" || p1.hits() != 2 || p2.hits() != 0 {
 						t.Errorf("via %q, hits %d %d: a key with requests left was skipped", r.get("X-Routed-Via"), p1.hits(), p2.hits())
 					}
-					if _, on := ks.until.active(time.Now().UnixNano()); on {
+					if _, on := ks.until.active(nanotime()); on {
 						t.Error("a key with requests left is cooling down")
 					}
 					return
@@ -456,7 +459,7 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	}
 
 	// open_for has passed: one probe goes through, the rest wait for it.
-	br.openUntil.Store(time.Now().UnixNano() - 1)
+	br.openUntil.Store(nanotime() - 1)
 	probing := make(chan struct{}, 1)
 	verdict := make(chan struct{})
 	up.set(func(ctx *fasthttp.RequestCtx, hit int) {
@@ -509,11 +512,11 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	for range 2 {
 		g.chat(fakeAsk)
 	}
-	br.openUntil.Store(time.Now().UnixNano() - 1)
+	br.openUntil.Store(nanotime() - 1)
 	before := time.Now()
 	fakeCheckError(t, g.chat(fakeAsk), 500, "server_error", "all_candidates_failed", "")
-	if br.state.Load() != breakerOpen || br.openUntil.Load() < before.UnixNano()+int64(29*time.Second) {
-		t.Fatalf("after a failed probe: state %d, open for %v", br.state.Load(), time.Duration(br.openUntil.Load()-time.Now().UnixNano()))
+	if br.state.Load() != breakerOpen || br.openUntil.Load() < rtNano(before)+int64(29*time.Second) {
+		t.Fatalf("after a failed probe: state %d, open for %v", br.state.Load(), time.Duration(br.openUntil.Load()-nanotime()))
 	}
 	hits := up.hits()
 	fakeCheckError(t, g.chat(fakeAsk), 503, "server_error", "circuit_open", "")
@@ -923,7 +926,7 @@ func TestRoutingHedgeLoserFailureCounts(t *testing.T) {
 	br := &tg.state.breaker
 	// The breaker was open and open_for is over: the next call is its
 	// probe.
-	br.openUntil.Store(time.Now().UnixNano() - 1)
+	br.openUntil.Store(nanotime() - 1)
 	br.state.Store(breakerOpen)
 	if r := g.chat(fakeAsk); r.status != 200 || r.get("X-Routed-Via") != "p2/m" {
 		t.Fatalf("status %d via %q", r.status, r.get("X-Routed-Via"))
@@ -933,12 +936,12 @@ func TestRoutingHedgeLoserFailureCounts(t *testing.T) {
 	}
 	close(gate)
 	rtEventually(t, "the failed probe to reopen the breaker", func() bool { return br.state.Load() == breakerOpen })
-	if until := br.openUntil.Load(); until < time.Now().UnixNano()+int64(20*time.Second) {
-		t.Errorf("reopened for only %v", time.Duration(until-time.Now().UnixNano()))
+	if until := br.openUntil.Load(); until < nanotime()+int64(20*time.Second) {
+		t.Errorf("reopened for only %v", time.Duration(until-nanotime()))
 	}
 	ks := tg.keys[0]
 	rtEventually(t, "the failed key to cool down", func() bool {
-		_, on := ks.until.active(time.Now().UnixNano())
+		_, on := ks.until.active(nanotime())
 		return on
 	})
 	if ks.until.reason.Load() != coolFailure {

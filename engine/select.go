@@ -102,17 +102,22 @@ type candidate struct {
 	// indexes t.keys.
 	key, slot int
 	ks        *keyState
-	tokens    int64 // reserved against the target's caps
-	at        int64 // when reserved
+	// lim is the key state's limiter, nil when the target has no caps.
+	lim    *limiter
+	tokens int64 // reserved against the target's caps
+	at     int64 // when reserved
 }
 
 // walker yields the candidates of one request in order, skipping (and
 // remembering why) those that cannot be used now. The request path
 // reserves as it goes; explain only looks.
 type walker struct {
-	s       *snapshot
-	order   []*target
-	now     int64
+	s     *snapshot
+	order []*target
+	// clock is read as the walk moves to each candidate, so a candidate
+	// tried after a slow attempt is checked and reserved at its own time.
+	clock   func() int64
+	now     int64 // the time of the candidate in hand
 	prompt  int64 // estimated prompt tokens
 	maxOut  int64 // the request's max_tokens, 0 if unset
 	reserve bool
@@ -161,8 +166,8 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 		}
 		return skipCooling, until
 	}
-	if ks.lim != nil && !t.caps.none() {
-		if ok, at := ks.lim.check(w.now, t.caps, w.tokensFor(t)); !ok {
+	if lim := t.limiter(slot); lim != nil {
+		if ok, at := lim.check(w.now, t.caps, w.tokensFor(t)); !ok {
 			if at == never {
 				return skipTooLarge, 0
 			}
@@ -197,6 +202,7 @@ func (w *walker) note(r skipReason, until int64) {
 // the breaker's probe when w.reserve is set.
 func (w *walker) next() (candidate, bool) {
 	for w.ti < len(w.order) {
+		w.now = w.clock()
 		t := w.order[w.ti]
 		n := len(t.keys)
 		if w.ki == 0 {
@@ -220,24 +226,26 @@ func (w *walker) next() (candidate, bool) {
 			w.note(r, until)
 			continue
 		}
-		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot], tokens: w.tokensFor(t), at: w.now}
+		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot], lim: t.limiter(slot), tokens: w.tokensFor(t), at: w.now}
 		if len(t.provider.cfg.Keys) == 0 {
 			c.key = -1
 		}
 		if !w.reserve {
 			return c, true
 		}
-		if c.ks.lim != nil && !t.caps.none() {
-			if ok, at := c.ks.lim.reserve(w.now, t.caps, c.tokens); !ok {
+		if c.lim != nil {
+			ok, at := c.lim.reserve(w.now, t.caps, c.tokens)
+			if !ok {
 				w.note(skipCapped, at) // taken by a concurrent request since inspect
 				continue
 			}
+			c.at = at // where the tokens went, for their settlement
 		}
 		if ok, until := t.state.breaker.allow(w.now); !ok {
 			// Another request holds the half-open probe; nothing was
 			// sent, so the reservation goes back whole.
-			if c.ks.lim != nil && !t.caps.none() {
-				c.ks.lim.cancel(t.caps, c.at, c.tokens)
+			if c.lim != nil {
+				c.lim.cancel(t.caps, c.at, c.tokens)
 			}
 			w.note(skipBreaker, until)
 			w.ti, w.ki = w.ti+1, 0
@@ -251,7 +259,15 @@ func (w *walker) next() (candidate, bool) {
 // refund gives back the tokens of a candidate that produced none; the
 // request itself still counts, as the upstream may have counted it.
 func refund(c candidate) {
-	if c.ks.lim != nil && !c.t.caps.none() {
-		c.ks.lim.settle(c.t.caps, c.at, time.Now().UnixNano(), -c.tokens)
+	if c.lim != nil {
+		c.lim.settle(c.t.caps, c.at, nanotime(), -c.tokens)
 	}
+}
+
+// limiter returns the limiter of the key in slot, nil when t has no caps.
+func (t *target) limiter(slot int) *limiter {
+	if t.caps.none() {
+		return nil
+	}
+	return t.keys[slot].lim.Load()
 }

@@ -28,7 +28,7 @@ func rtChain(strategy string, n, keys int, c caps, weights ...int) *group {
 		for range max(keys, 1) {
 			ks := &keyState{}
 			if !c.none() {
-				ks.lim = newLimiter()
+				ks.lim.Store(newLimiter())
 			}
 			tg.keys = append(tg.keys, ks)
 		}
@@ -231,7 +231,8 @@ func TestObserveMovingAverage(t *testing.T) {
 // rtWalk walks g's declared order at now, reserving when reserve is set,
 // and returns the candidates in the order yielded.
 func rtWalk(g *group, now int64, reserve bool) (*walker, []candidate) {
-	w := &walker{s: &snapshot{}, order: g.order(nil, nil), now: now, prompt: 10, reserve: reserve, allBreaker: true}
+	w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 10,
+		reserve: reserve, allBreaker: true}
 	var cs []candidate
 	for {
 		c, ok := w.next()
@@ -250,7 +251,7 @@ func TestWalkerSkips(t *testing.T) {
 	// p3: cooling after a 5xx; p4: usable.
 	ts[0].state.breaker.failure(now, 1, int64(50*time.Second))
 	ts[1].keys[0].until.start(now, 20*time.Second, coolRate)
-	ts[2].keys[0].lim.reserve(now-int64(30*time.Second), ts[2].caps, 0)
+	ts[2].keys[0].lim.Load().reserve(now-int64(30*time.Second), ts[2].caps, 0)
 	ts[3].keys[0].until.start(now, 40*time.Second, coolFailure)
 
 	w, cs := rtWalk(g, now, false)
@@ -280,7 +281,7 @@ func TestWalkerSkips(t *testing.T) {
 		// Only a prompt the cap cannot hold is too large; a completion
 		// that would overflow it is reserved up to the cap.
 		g := rtChain("priority", 1, 1, caps{tpm: 50})
-		w := &walker{s: &snapshot{}, order: g.order(nil, nil), now: now, prompt: 60, reserve: true}
+		w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 60, reserve: true}
 		if _, ok := w.next(); ok || !w.tooLarge || w.otherSkip || w.capSkip || w.earliest != 0 {
 			t.Errorf("walker %+v", w)
 		}
@@ -290,7 +291,8 @@ func TestWalkerSkips(t *testing.T) {
 	})
 	t.Run("max_tokens replaces the default reservation", func(t *testing.T) {
 		g := rtChain("priority", 1, 1, caps{tpm: 50})
-		w := &walker{s: &snapshot{}, order: g.order(nil, nil), now: now, prompt: 10, maxOut: 30, reserve: true}
+		w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 10,
+			maxOut: 30, reserve: true}
 		if c, ok := w.next(); !ok || c.tokens != 40 {
 			t.Errorf("candidate %+v ok %v, want 40 tokens", c, ok)
 		}
@@ -330,10 +332,10 @@ func TestWalkerKeys(t *testing.T) {
 }
 
 func TestWalkerReservesAndRefunds(t *testing.T) {
-	// refund settles at the wall clock's now, so the walk does too.
-	now := time.Now().UnixNano()
+	// refund settles at the engine's now, so the walk does too.
+	now := nanotime()
 	g := rtChain("priority", 1, 1, caps{rpm: 2, tpm: 250})
-	lim := g.targets[0].keys[0].lim
+	lim := g.targets[0].keys[0].lim.Load()
 	used := func() (int64, int64) {
 		lim.mu.Lock()
 		defer lim.mu.Unlock()
@@ -385,5 +387,36 @@ func TestWalkerTakesOneProbe(t *testing.T) {
 	w, cs := rtWalk(g, now, true)
 	if len(cs) != 1 || cs[0].t != g.targets[1] || w.skipped != 1 {
 		t.Errorf("while probing: candidates %v, want only p1", len(cs))
+	}
+}
+
+// TestWalkerClocksEachCandidate: the attempt on the first candidate
+// outlasts a bucket (here, a whole minute); the walk then checks and
+// reserves the next candidate at its own time, not the request's start.
+func TestWalkerClocksEachCandidate(t *testing.T) {
+	sec := int64(time.Second)
+	now := t0
+	g := rtChain("priority", 2, 1, caps{rpm: 1})
+	p1 := g.targets[1]
+	// p1 cools down until 30 s: skipped at the start, usable by the time
+	// the attempt on p0 gives up.
+	p1.keys[0].until.start(t0, 30*time.Second, coolFailure)
+	w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 10,
+		reserve: true, allBreaker: true}
+	if c, ok := w.next(); !ok || c.t != g.targets[0] || c.at != t0 {
+		t.Fatalf("first candidate %+v (ok %v), want p0 reserved at 0 s", c, ok)
+	}
+	now = t0 + 61*sec
+	c, ok := w.next()
+	if !ok || c.t != p1 {
+		t.Fatalf("after a 61 s attempt: candidate %+v (ok %v), want p1, whose cooldown ended at 30 s", c, ok)
+	}
+	if c.at != now {
+		t.Errorf("p1 reserved at %v, want at 61 s", time.Duration(c.at-t0))
+	}
+	// p1's request went at 61 s and counts until 122 s: a request at 62 s
+	// must not find it free, as it would had it counted at 0 s.
+	if ok, at := p1.limiter(0).check(t0+62*sec, p1.caps, 10); ok || at != t0+122*sec {
+		t.Errorf("p1 at 62 s: free %v, frees at %v; want busy until 122 s", ok, time.Duration(at-t0))
 	}
 }

@@ -106,8 +106,11 @@ type keyState struct {
 	until cooldown
 	// rechecking is set while a check of a refused key is scheduled.
 	rechecking atomic.Bool
-	// lim counts against the target's caps; nil while it has none.
-	lim *limiter
+	// lim counts against the target's caps; nil until a snapshot gives
+	// it some. A build sets it while requests of the snapshot before read
+	// it, hence atomic; once set it stays, so caps that come and go across
+	// reloads keep their counts.
+	lim atomic.Pointer[limiter]
 }
 
 // targetState is what the engine remembers of one (provider, model).
@@ -230,11 +233,8 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		}
 		for _, n := range names {
 			ks := reuse(st.keys, k.keys, n)
-			if !tg.caps.none() && ks.lim == nil {
-				// Set before the snapshot is published; older snapshots
-				// had no caps here and never read it.
-				ks.lim = new(limiter)
-				ks.lim.init()
+			if !tg.caps.none() && ks.lim.Load() == nil {
+				ks.lim.Store(newLimiter())
 			}
 			tg.keys = append(tg.keys, ks)
 		}

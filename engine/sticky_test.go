@@ -240,10 +240,10 @@ func TestStickyTTL(t *testing.T) {
 			t.Fatalf("%d sessions recorded, want 1", len(st.m))
 		}
 		for id, e := range st.m {
-			if d := time.Duration(e.until - time.Now().UnixNano()); d < 59*time.Minute || d > time.Hour {
+			if d := time.Duration(e.until - nanotime()); d < 59*time.Minute || d > time.Hour {
 				t.Errorf("session kept for %v, want the 1h ttl", d)
 			}
-			e.until = time.Now().UnixNano() - 1
+			e.until = nanotime() - 1
 			st.m[id] = e
 		}
 		st.mu.Unlock()
