@@ -45,6 +45,9 @@ type Config struct {
 	LoadedAt time.Time `yaml:"-"`
 	// Warnings are things worth logging that did not stop the load.
 	Warnings []string `yaml:"-"`
+
+	// resolved is what the key references came to, for the Reloader.
+	resolved resolved
 }
 
 // Log says how the gateway logs. Level applies on reload; format needs a

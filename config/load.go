@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"net"
 	"net/netip"
 	"net/url"
@@ -80,10 +81,27 @@ func Load(path string, opt Options) (*Config, error) {
 // Parse decodes, validates and compiles a config. On failure the error is
 // an Errors listing every problem found.
 func Parse(data []byte, opt Options) (*Config, error) {
+	cfg, _, err := parse(data, opt)
+	return cfg, err
+}
+
+// parse is Parse that also says what the key references resolved to,
+// which a reload needs of a rejected file too.
+func parse(data []byte, opt Options) (*Config, resolved, error) {
 	if opt.LookupEnv == nil {
 		opt.LookupEnv = os.LookupEnv
 	}
-	p := &parser{opt: &opt, lines: map[string]int{}, dropped: map[string]*Provider{}}
+	p := &parser{opt: &opt, lines: map[string]int{}, dropped: map[string]*Provider{}, secrets: sha256.New()}
+	cfg, err := p.parse(data)
+	p.secrets.Sum(p.resolved.digest[:0])
+	if err != nil {
+		return nil, p.resolved, err
+	}
+	cfg.resolved = p.resolved
+	return cfg, p.resolved, nil
+}
+
+func (p *parser) parse(data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, Errors{syntaxError(err, data)}
@@ -140,6 +158,9 @@ type parser struct {
 	errs  Errors
 	// dropped holds the optional providers left out for unset keys.
 	dropped map[string]*Provider
+	// secrets hashes the key references as they resolve, into resolved.
+	secrets  hash.Hash
+	resolved resolved
 }
 
 type keyAt struct {
@@ -420,7 +441,7 @@ func (p *parser) validateProviders(c *Config) {
 		for i := range pv.Keys {
 			kp := fmt.Sprintf("%s.keys[%d]", path, i)
 			k := pv.Keys[i]
-			if err := k.resolve(p.opt, false); err != nil {
+			if err := p.resolve(&k, false); err != nil {
 				if pv.Optional && errors.Is(err, errUnset) {
 					unset++
 					c.Warnings = append(c.Warnings, fmt.Sprintf("%s: skipped because %s (the provider is optional)", kp, refProblem(err)))
@@ -652,7 +673,7 @@ func (p *parser) validateAuth(c *Config) {
 		if k.RPM == 0 {
 			k.RPM = c.Auth.DefaultRPM
 		}
-		if err := k.Key.resolve(p.opt, true); err != nil {
+		if err := p.resolve(&k.Key, true); err != nil {
 			p.errorf(path+".key", "%s", refProblem(err))
 		} else if !p.opt.SkipSecrets || k.Key.hash != nil {
 			if k.Key.hash != nil {

@@ -380,7 +380,7 @@ func TestReloadRemembersBadChecksum(t *testing.T) {
 	g := newReloadRig(t, reloadYAML("v1"), 20*time.Millisecond)
 
 	g.writeAtomic(reloadBadSemantic)
-	g.r.reload()
+	g.r.reload(false)
 	first := g.r.status.Load()
 	if first.OK || len(first.Errors) != 1 {
 		t.Fatalf("status after a bad file = %+v, want one error", *first)
@@ -391,8 +391,8 @@ func TestReloadRemembersBadChecksum(t *testing.T) {
 
 	// The same bytes again, as a new file: neither logged nor reported.
 	g.writeAtomic(reloadBadSemantic)
-	g.r.reload()
-	g.r.reload()
+	g.r.reload(false)
+	g.r.reload(false)
 	if n := g.log.count("config rejected"); n != 1 {
 		t.Errorf("the same bad file logged %d times, want once", n)
 	}
@@ -401,14 +401,14 @@ func TestReloadRemembersBadChecksum(t *testing.T) {
 	}
 
 	g.writeAtomic(reloadYAML("v2"))
-	g.r.reload()
+	g.r.reload(false)
 	if got := strings.Join(g.models(), " "); got != "mock/v2" {
 		t.Fatalf("applies = %q, want mock/v2", got)
 	}
 
 	// After a good config, the old bad bytes are news again.
 	g.writeAtomic(reloadBadSemantic)
-	g.r.reload()
+	g.r.reload(false)
 	if n := g.log.count("config rejected"); n != 2 {
 		t.Errorf("a bad file after a good one logged %d rejections in all, want 2", n)
 	}
@@ -424,12 +424,12 @@ func TestReloadRevertClearsError(t *testing.T) {
 	g := newReloadRig(t, v1, 20*time.Millisecond)
 
 	g.writeAtomic(reloadBadYAML)
-	g.r.reload()
+	g.r.reload(false)
 	if g.r.Status().OK {
 		t.Fatal("a bad file left the status OK")
 	}
 	g.writeAtomic(v1)
-	g.r.reload()
+	g.r.reload(false)
 	if st := g.r.Status(); !st.OK || len(st.Errors) != 0 || st.Checksum != reloadSum(v1) {
 		t.Errorf("status after reverting to the serving config = %+v, want OK", st)
 	}
@@ -441,19 +441,19 @@ func TestReloadRevertClearsError(t *testing.T) {
 	if err := os.Remove(g.path); err != nil {
 		t.Fatal(err)
 	}
-	g.r.reload()
+	g.r.reload(false)
 	if st := g.r.Status(); st.OK || len(st.Errors) != 1 || !strings.Contains(st.Errors[0], "reading config") {
 		t.Errorf("status with the file gone = %+v, want a read error", st)
 	}
 	g.writeAtomic(v1)
-	g.r.reload()
+	g.r.reload(false)
 	if st := g.r.Status(); !st.OK {
 		t.Errorf("status after the file came back = %+v, want OK", st)
 	}
 
 	// Reverting means the bad bytes are reported again if they return.
 	g.writeAtomic(reloadBadYAML)
-	g.r.reload()
+	g.r.reload(false)
 	if n := g.log.count("config rejected"); n != 3 {
 		t.Errorf("logged %d rejections, want 3 (bad, missing, bad again)", n)
 	}
@@ -468,14 +468,14 @@ func TestReloadSkipsIdenticalBytes(t *testing.T) {
 		if err := os.WriteFile(g.path, []byte(v1), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		g.r.reload()
+		g.r.reload(false)
 		g.writeAtomic(v1)
-		g.r.reload()
+		g.r.reload(false)
 		later := time.Now().Add(time.Hour)
 		if err := os.Chtimes(g.path, later, later); err != nil {
 			t.Fatal(err)
 		}
-		g.r.reload()
+		g.r.reload(false)
 		if n := g.callCount(); n != 0 {
 			t.Errorf("apply called %d times for unchanged bytes", n)
 		}
@@ -647,5 +647,200 @@ func TestReloadNoGoroutineLeak(t *testing.T) {
 				runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// reloadSecretYAML serves `auto` by mock/m, whose key is the file at ref;
+// optRef, when set, adds an optional provider `backup` keyed by that file.
+func reloadSecretYAML(ref, optRef string) string {
+	y := fmt.Sprintf(`providers:
+  mock:
+    type: mock
+    keys: ["file:%s"]
+    models:
+      m: {}
+`, ref)
+	if optRef != "" {
+		y += fmt.Sprintf(`  backup:
+    type: mock
+    optional: true
+    keys: ["file:%s"]
+    models:
+      b: {}
+`, optRef)
+	}
+	return y + `models:
+  auto:
+    targets: [mock/m]
+`
+}
+
+// reloadWriteFile writes content to path, creating it or rewriting it in
+// place.
+func reloadWriteFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// lastKey returns the first key of provider in the last accepted config,
+// "" when there is none or the provider was left out.
+func (g *reloadRig) lastKey(provider string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.good) == 0 {
+		return ""
+	}
+	p := g.good[len(g.good)-1].Providers[provider]
+	if p == nil || len(p.Keys) == 0 {
+		return ""
+	}
+	return p.Keys[0].Reveal()
+}
+
+// waitKey waits until the last accepted config holds key as provider's
+// first key.
+func (g *reloadRig) waitKey(provider, key string) {
+	g.t.Helper()
+	reloadEventually(g.t, reloadWait, provider+"'s key to be "+key, func() bool { return g.lastKey(provider) == key })
+}
+
+// TestReloadTriggerRereadsSecrets: the key file is a symlink into a
+// directory no watch covers, and its target is rewritten in place. The
+// config's bytes are the same; Trigger (SIGHUP) must still read the key
+// again and apply it.
+func TestReloadTriggerRereadsSecrets(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	target := filepath.Join(other, "key")
+	reloadWriteFile(t, target, "sk-rotate-SECRET-one")
+	if err := os.Symlink(target, filepath.Join(dir, "key")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "gateway.yaml")
+	reloadWriteFile(t, path, reloadSecretYAML("key", ""))
+	g := newReloadRigAt(t, path, 20*time.Millisecond)
+	g.start()
+	serving := g.r.Status().Checksum
+
+	for _, key := range []string{"sk-rotate-SECRET-two", "sk-rotate-SECRET-three"} {
+		reloadWriteFile(t, target, key)
+		g.r.Trigger()
+		g.waitKey("mock", key)
+	}
+	g.stop()
+	if st := g.r.Status(); !st.OK || st.Checksum != serving {
+		t.Errorf("status = %+v, want OK on the same file", st)
+	}
+	if n := g.callCount(); n != 2 {
+		t.Errorf("apply called %d times, want once per rotation", n)
+	}
+	if strings.Contains(g.log.String(), "SECRET") {
+		t.Errorf("the log shows a key:\n%s", g.log)
+	}
+}
+
+// TestReloadSecretFileAppears: a key file mounted after the config was
+// read is noticed without SIGHUP, because the directories of key files
+// are watched like the config's, including one that does not exist yet.
+func TestReloadSecretFileAppears(t *testing.T) {
+	tests := []struct {
+		name string
+		// first is the config written once the rig runs; keyDir holds
+		// the key file, which appears last.
+		first, keyDir string
+		provider      string
+		// rejected says the first config is refused until the key
+		// appears (else an optional provider is left out of it).
+		rejected bool
+	}{
+		{"a rejected config is taken", reloadSecretYAML("secrets/new.key", ""), "secrets", "mock", true},
+		{"an optional provider joins", reloadSecretYAML("present.key", "secrets/new.key"), "secrets", "backup", false},
+		{"an optional provider joins once its directory is mounted", reloadSecretYAML("present.key", "later/new.key"), "later", "backup", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.keyDir == "secrets" {
+				if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			reloadWriteFile(t, filepath.Join(dir, "present.key"), "sk-present-SECRET")
+			path := filepath.Join(dir, "gateway.yaml")
+			reloadWriteFile(t, path, reloadYAML("v1"))
+			g := newReloadRigAt(t, path, 20*time.Millisecond)
+			g.start()
+
+			g.writeAtomic(tc.first)
+			if tc.rejected {
+				reloadEventually(t, reloadWait, "the config rejected for its missing key", func() bool {
+					st := g.r.Status()
+					return !st.OK && len(st.Errors) == 1 && strings.Contains(st.Errors[0], "does not exist")
+				})
+			} else {
+				reloadEventually(t, reloadWait, "the config applied without "+tc.provider, func() bool {
+					return g.lastKey("mock") == "sk-present-SECRET"
+				})
+				if got := g.lastKey(tc.provider); got != "" {
+					t.Fatalf("%s has key %q before its file exists", tc.provider, got)
+				}
+			}
+			if err := os.MkdirAll(filepath.Join(dir, tc.keyDir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			reloadWriteFile(t, filepath.Join(dir, tc.keyDir, "new.key"), "sk-new-SECRET")
+			g.waitKey(tc.provider, "sk-new-SECRET")
+			reloadEventually(t, reloadWait, "status OK", func() bool { return g.r.Status().OK })
+		})
+	}
+}
+
+// TestReloadSecretKubernetesSwap mounts the key the way the kubelet does
+// a Secret: key -> ..data/key, ..data -> ..<timestamp>; a rotation swaps
+// ..data, and the gateway takes the new key without SIGHUP.
+func TestReloadSecretKubernetesSwap(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	version := func(ts, key string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(secrets, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		reloadWriteFile(t, filepath.Join(secrets, ts, "key"), key)
+	}
+	version("..2026_a", "sk-k8s-SECRET-a")
+	if err := os.Symlink("..2026_a", filepath.Join(secrets, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "key"), filepath.Join(secrets, "key")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "gateway.yaml")
+	reloadWriteFile(t, path, reloadSecretYAML("secrets/key", ""))
+	g := newReloadRigAt(t, path, 20*time.Millisecond)
+	g.start()
+
+	swap := func(old, ts, key string) {
+		t.Helper()
+		version(ts, key)
+		tmp := filepath.Join(secrets, "..data_tmp")
+		if err := os.Symlink(ts, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(secrets, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(secrets, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swap("..2026_a", "..2026_b", "sk-k8s-SECRET-b")
+	g.waitKey("mock", "sk-k8s-SECRET-b")
+	swap("..2026_b", "..2026_c", "sk-k8s-SECRET-c")
+	g.waitKey("mock", "sk-k8s-SECRET-c")
+	g.stop()
+	if n := g.callCount(); n != 2 {
+		t.Errorf("apply called %d times, want once per swap", n)
 	}
 }

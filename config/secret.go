@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -81,15 +83,12 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 		}
 		s.value = &v
 	case strings.HasPrefix(ref, "file:"):
-		path := strings.TrimPrefix(ref, "file:")
+		path := s.file(opt.Dir)
 		if path == "" {
 			return errors.New("file: reference has no path")
 		}
 		if opt.SkipSecrets {
 			return nil
-		}
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(opt.Dir, path)
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -118,4 +117,48 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 		return errors.New("key must be a reference: ${ENV_VAR} or file:/path; a literal key does not belong in the file")
 	}
 	return nil
+}
+
+// file returns the path a `file:` reference reads, relative ones taken
+// from dir; "" for the other forms.
+func (s *Secret) file(dir string) string {
+	path, ok := strings.CutPrefix(strings.TrimSpace(s.ref), "file:")
+	if !ok || path == "" {
+		return ""
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	return path
+}
+
+// resolved is what a config's key references came to when it was read.
+type resolved struct {
+	// digest covers every reference and what it resolved to (the value,
+	// or why there was none), so that a reload tells a rotated key from
+	// an unchanged one without keeping values; it is compared, never
+	// shown.
+	digest [sha256.Size]byte
+	// files are the paths of the `file:` references, read or not: their
+	// directories are watched.
+	files []string
+}
+
+// resolve resolves s and records it in the parse's resolved.
+func (p *parser) resolve(s *Secret, allowHash bool) error {
+	err := s.resolve(p.opt, allowHash)
+	if f := s.file(p.opt.Dir); f != "" {
+		p.resolved.files = append(p.resolved.files, f)
+	}
+	got := "=" + s.Reveal()
+	if err != nil {
+		got = "!" + err.Error()
+	}
+	// Length-prefixed, so no two lists of references hash alike.
+	var n [binary.MaxVarintLen64]byte
+	for _, b := range [...]string{s.ref, got} {
+		p.secrets.Write(binary.AppendUvarint(n[:0], uint64(len(b))))
+		p.secrets.Write([]byte(b))
+	}
+	return err
 }

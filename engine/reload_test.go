@@ -6,7 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -500,4 +503,126 @@ models:
 		t.Error(f)
 	}
 	t.Logf("%d swaps, %d requests served", 2*rounds, served.Load())
+}
+
+// TestReloadRotatedKey: a key file is rewritten and SIGHUP sent, with the
+// config's bytes unchanged. The next request uses the new key, which
+// starts fresh though the old one was held invalid, while the other key,
+// unchanged, keeps its cooldown.
+func TestReloadRotatedKey(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hits = map[string]int{}
+	)
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		auth := string(ctx.Request.Header.Peek("Authorization"))
+		mu.Lock()
+		hits[auth]++
+		mu.Unlock()
+		ctx.SetContentType("application/json")
+		switch auth {
+		case "Bearer sk-a-new-SECRET":
+			ctx.SetBodyString(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m",` +
+				`"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`)
+		case "Bearer sk-b-SECRET":
+			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+			ctx.SetBodyString(`{"error":{"message":"down","type":"server_error"}}`)
+		default:
+			ctx.SetStatusCode(fasthttp.StatusUnauthorized)
+			ctx.SetBodyString(`{"error":{"message":"invalid api key","type":"invalid_request_error","code":"invalid_api_key"}}`)
+		}
+	}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	hitsOf := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return hits["Bearer "+key]
+	}
+
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.key", "sk-a-old-SECRET")
+	write("b.key", "sk-b-SECRET")
+	write("gateway.yaml", `providers:
+  up:
+    type: openai
+    base_url: http://upstream.test/v1
+    keys: ["file:a.key", "file:b.key"]
+    models:
+      m: {}
+models:
+  auto:
+    targets: [up/m]
+failover: {cooldown: 1h, auth_cooldown: 1h}
+`)
+	path := filepath.Join(dir, "gateway.yaml")
+	cfg, err := config.Load(path, config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(cfg, engine.Options{Dial: func(string) (net.Conn, error) { return ln.Dial() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := swapGateway(t, eng)
+	var applied atomic.Int32
+	r := config.NewReloader(path, config.Options{}, cfg, func(c *config.Config) error {
+		if err := eng.Swap(c); err != nil {
+			return err
+		}
+		applied.Add(1)
+		return nil
+	}, slog.New(slog.DiscardHandler))
+	r.SetDebounce(20 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+	})
+
+	// Both keys fail: a is held invalid, b cools down.
+	if res, err := swapChat(c, false); err != nil || res.status == fasthttp.StatusOK {
+		t.Fatalf("first request: %+v, %v; want a failure", res, err)
+	}
+	if hitsOf("sk-a-old-SECRET") != 1 || hitsOf("sk-b-SECRET") != 1 {
+		t.Fatalf("first request tried a %d times and b %d times, want once each", hitsOf("sk-a-old-SECRET"), hitsOf("sk-b-SECRET"))
+	}
+
+	write("a.key", "sk-a-new-SECRET")
+	r.Trigger()
+	deadline := time.Now().Add(swapWait)
+	for applied.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotated key was never applied; last reload %+v", r.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := range 3 {
+		res, err := swapChat(c, false)
+		if err != nil || res.status != fasthttp.StatusOK {
+			t.Fatalf("request %d after the rotation: %+v, %v; want the new key to answer", i, res, err)
+		}
+	}
+	if n := hitsOf("sk-a-new-SECRET"); n != 3 {
+		t.Errorf("the new key answered %d requests, want 3", n)
+	}
+	if n := hitsOf("sk-b-SECRET"); n != 1 {
+		t.Errorf("b was tried %d times in all: its cooldown did not survive the reload", n)
+	}
 }
