@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -107,10 +108,17 @@ const (
 	// ContextTooLong means this model cannot take the prompt; another
 	// candidate may, so it is tried without cooling this key down.
 	ContextTooLong
+	// Unsupported is a refusal that belongs to the target, not the
+	// request: a model the provider no longer or never served, a
+	// parameter this provider does not take, a request its protocol
+	// cannot express. Another candidate may serve it, so it is tried
+	// without cooling this key down; only when every candidate says so
+	// does the client get the 400.
+	Unsupported
 )
 
 func (c Class) String() string {
-	return [...]string{"retryable", "rate_limited", "auth", "bad_request", "context_too_long"}[c]
+	return [...]string{"retryable", "rate_limited", "auth", "bad_request", "context_too_long", "unsupported"}[c]
 }
 
 // Failure is a failed attempt, classified.
@@ -198,6 +206,41 @@ func transportFailure(err error) *Failure {
 		return &Failure{Class: Retryable, Msg: "upstream response too large"}
 	}
 	return &Failure{Class: Retryable, Msg: "upstream connection failed: " + err.Error()}
+}
+
+// untranslatable is a request this protocol cannot express (a part type,
+// a role, a tool it has no form for), found before anything is sent.
+// Another protocol may take it as it is.
+func untranslatable(format string, args ...any) *Failure {
+	msg := fmt.Sprintf(format, args...)
+	return &Failure{Class: Unsupported, Status: fasthttp.StatusBadRequest, Msg: msg,
+		Body: errorBody(msg, "invalid_request_error", fasthttp.StatusBadRequest)}
+}
+
+// targetCodes are the error codes of a 4xx that is about the target,
+// not the request, as OpenAI, Groq, OpenRouter and compatible servers
+// send them.
+var targetCodes = map[string]bool{
+	"model_decommissioned": true, "model_not_found": true, "unsupported_parameter": true,
+	"unsupported_value": true, "model_not_available": true,
+}
+
+// targetPhrases find the same in an error message without a code.
+var targetPhrases = []string{"decommissioned", "does not exist", "not supported", "unsupported", "no longer available", "not a valid model"}
+
+// aboutTarget reports whether a 400's code or message says the target,
+// not the request, is at fault.
+func aboutTarget(code, msg string) bool {
+	if targetCodes[code] {
+		return true
+	}
+	lower := strings.ToLower(msg)
+	for _, p := range targetPhrases {
+		if strings.Contains(lower, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxRetryAfterSeconds is the largest wait a time.Duration holds.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -174,14 +173,6 @@ type (
 // parameters: Anthropic requires one.
 var anthropicObjectSchema = json.RawMessage(`{"type":"object"}`)
 
-// anthropicBadRequest is a request the gateway cannot translate: the
-// client's to fix, so it is relayed, not retried elsewhere.
-func anthropicBadRequest(format string, args ...any) *Failure {
-	msg := fmt.Sprintf(format, args...)
-	return &Failure{Class: BadRequest, Status: fasthttp.StatusBadRequest, Msg: msg,
-		Body: errorBody(msg, "invalid_request_error", fasthttp.StatusBadRequest)}
-}
-
 // anthropicRequestOf translates the client's OpenAI request into a
 // Messages request body.
 func anthropicRequestOf(c *Call, defaultMax int) ([]byte, *Failure) {
@@ -191,7 +182,7 @@ func anthropicRequestOf(c *Call, defaultMax int) ([]byte, *Failure) {
 	}
 	b, err := json.Marshal(req)
 	if err != nil {
-		return nil, anthropicBadRequest("encoding the anthropic request: %v", err)
+		return nil, untranslatable("encoding the anthropic request: %v", err)
 	}
 	return b, nil
 }
@@ -199,7 +190,7 @@ func anthropicRequestOf(c *Call, defaultMax int) ([]byte, *Failure) {
 func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 	var in ChatRequest
 	if err := json.Unmarshal(c.Body, &in); err != nil {
-		return nil, anthropicBadRequest("reading the request to translate it for anthropic: %v", err)
+		return nil, untranslatable("reading the request to translate it for anthropic: %v", err)
 	}
 	out := &anthropicRequest{
 		Model:         c.Upstream,
@@ -219,7 +210,7 @@ func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 			// Anthropic takes the instructions once, at the top.
 			for j, p := range m.Content.Parts {
 				if p.Type != "text" {
-					return nil, anthropicBadRequest("messages[%d].content[%d]: a %s message may hold only text, not %q", i, j, m.Role, p.Type)
+					return nil, untranslatable("messages[%d].content[%d]: a %s message may hold only text, not %q", i, j, m.Role, p.Type)
 				}
 			}
 			if s := m.Content.String(); s != "" {
@@ -234,11 +225,11 @@ func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 			blocks, f = anthropicParts(i, m.Content, false)
 			for j, tc := range m.ToolCalls {
 				if tc.Type != "" && tc.Type != "function" {
-					return nil, anthropicBadRequest("messages[%d].tool_calls[%d]: type %q is not supported by anthropic", i, j, tc.Type)
+					return nil, untranslatable("messages[%d].tool_calls[%d]: type %q is not supported by anthropic", i, j, tc.Type)
 				}
 				input, err := anthropicInput(tc.Function.Arguments)
 				if err != nil {
-					return nil, anthropicBadRequest("messages[%d].tool_calls[%d].function.arguments: %v", i, j, err)
+					return nil, untranslatable("messages[%d].tool_calls[%d].function.arguments: %v", i, j, err)
 				}
 				blocks = append(blocks, anthropicBlock{Type: "tool_use", ID: tc.ID, Name: tc.Function.Name, Input: input})
 			}
@@ -247,7 +238,7 @@ func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 			role = "user"
 			blocks = []anthropicBlock{{Type: "tool_result", ToolUseID: m.ToolCallID, Content: m.Content.String()}}
 		default:
-			return nil, anthropicBadRequest("messages[%d].role: %q is not supported by anthropic", i, m.Role)
+			return nil, untranslatable("messages[%d].role: %q is not supported by anthropic", i, m.Role)
 		}
 		if f != nil {
 			return nil, f
@@ -269,7 +260,7 @@ func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 	}
 	for i, t := range in.Tools {
 		if t.Type != "" && t.Type != "function" {
-			return nil, anthropicBadRequest("tools[%d].type: %q is not supported by anthropic", i, t.Type)
+			return nil, untranslatable("tools[%d].type: %q is not supported by anthropic", i, t.Type)
 		}
 		schema := t.Function.Parameters
 		if len(bytes.TrimSpace(schema)) == 0 || bytes.Equal(bytes.TrimSpace(schema), []byte("null")) {
@@ -287,7 +278,7 @@ func anthropicTranslate(c *Call, defaultMax int) (*anthropicRequest, *Failure) {
 		case "function":
 			out.ToolChoice = &anthropicToolChoice{Type: "tool", Name: name}
 		default:
-			return nil, anthropicBadRequest(`tool_choice: want "auto", "none", "required" or {"type":"function","function":{"name":...}}, got %s`, raw)
+			return nil, untranslatable(`tool_choice: want "auto", "none", "required" or {"type":"function","function":{"name":...}}, got %s`, raw)
 		}
 	}
 	if p := gjson.GetBytes(c.Body, "parallel_tool_calls"); p.Type == gjson.False && len(out.Tools) > 0 {
@@ -322,15 +313,15 @@ func anthropicParts(i int, c Content, images bool) ([]anthropicBlock, *Failure) 
 			}
 		case p.Type == "image_url" && images:
 			if p.ImageURL == nil || p.ImageURL.URL == "" {
-				return nil, anthropicBadRequest("messages[%d].content[%d].image_url.url: missing", i, j)
+				return nil, untranslatable("messages[%d].content[%d].image_url.url: missing", i, j)
 			}
 			src, err := anthropicImage(p.ImageURL.URL)
 			if err != nil {
-				return nil, anthropicBadRequest("messages[%d].content[%d].image_url.url: %v", i, j, err)
+				return nil, untranslatable("messages[%d].content[%d].image_url.url: %v", i, j, err)
 			}
 			blocks = append(blocks, anthropicBlock{Type: "image", Source: src})
 		default:
-			return nil, anthropicBadRequest("messages[%d].content[%d]: part type %q is not supported by anthropic here", i, j, p.Type)
+			return nil, untranslatable("messages[%d].content[%d]: part type %q is not supported by anthropic here", i, j, p.Type)
 		}
 	}
 	return blocks, nil

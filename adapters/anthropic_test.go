@@ -415,7 +415,7 @@ func TestAnthropicTranslateRejects(t *testing.T) {
 			if f == nil {
 				t.Fatal("accepted")
 			}
-			if f.Class != BadRequest || f.Status != 400 || f.Msg != tt.msg {
+			if f.Class != Unsupported || f.Status != 400 || f.Msg != tt.msg {
 				t.Errorf("failure = %v %d %q, want bad_request 400 %q", f.Class, f.Status, f.Msg, tt.msg)
 			}
 			if gjson.GetBytes(f.Body, "error.message").Str != tt.msg || gjson.GetBytes(f.Body, "error.type").Str != "invalid_request_error" {
@@ -426,7 +426,7 @@ func TestAnthropicTranslateRejects(t *testing.T) {
 	t.Run("never reaches the upstream", func(t *testing.T) {
 		p := newTestAnthropic(t, nil, "http://up.test", "")
 		f := asTestFailure(t, p.Chat(anthCall(tests[0].body, 0), &Reply{}))
-		if f.Class != BadRequest {
+		if f.Class != Unsupported {
 			t.Errorf("failure = %+v", f)
 		}
 	})

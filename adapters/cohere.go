@@ -83,19 +83,11 @@ type cohereResponseFormat struct {
 	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
 }
 
-// cohereBadRequest is a request this adapter cannot translate; the client gets
-// the reason in OpenAI's error shape.
-func cohereBadRequest(format string, args ...any) *Failure {
-	msg := fmt.Sprintf(format, args...)
-	return &Failure{Class: BadRequest, Status: fasthttp.StatusBadRequest, Msg: msg,
-		Body: errorBody(msg, "invalid_request_error", fasthttp.StatusBadRequest)}
-}
-
 // cohereRequestOf translates the client's OpenAI request.
 func cohereRequestOf(c *Call) ([]byte, *Failure) {
 	var in ChatRequest
 	if err := json.Unmarshal(c.Body, &in); err != nil {
-		return nil, cohereBadRequest("invalid chat request: %v", err)
+		return nil, untranslatable("invalid chat request: %v", err)
 	}
 	out := cohereRequest{
 		Model:            c.Upstream,
@@ -115,7 +107,7 @@ func cohereRequestOf(c *Call) ([]byte, *Failure) {
 	for i, m := range in.Messages {
 		cm, why := cohereMessageOf(&m)
 		if why != "" {
-			return nil, cohereBadRequest("messages[%d]: %s", i, why)
+			return nil, untranslatable("messages[%d]: %s", i, why)
 		}
 		out.Messages = append(out.Messages, cm)
 	}
@@ -135,7 +127,7 @@ func cohereRequestOf(c *Call) ([]byte, *Failure) {
 	}
 	b, err := json.Marshal(&out)
 	if err != nil {
-		return nil, cohereBadRequest("invalid chat request: %v", err)
+		return nil, untranslatable("invalid chat request: %v", err)
 	}
 	return b, nil
 }
@@ -214,7 +206,7 @@ func cohereTools(in *ChatRequest, out *cohereRequest) *Failure {
 	strict := true
 	for i, t := range in.Tools {
 		if t.Type != "function" {
-			return cohereBadRequest("tools[%d]: tool type %q is not supported by the Cohere API", i, t.Type)
+			return untranslatable("tools[%d]: tool type %q is not supported by the Cohere API", i, t.Type)
 		}
 		strict = strict && t.Function.Strict != nil && *t.Function.Strict
 		// Cohere has one strict_tools switch, not a flag per function.
@@ -236,7 +228,7 @@ func cohereTools(in *ChatRequest, out *cohereRequest) *Failure {
 				return nil
 			}
 		}
-		return cohereBadRequest("tool_choice names function %q, which is not in tools", name)
+		return untranslatable("tool_choice names function %q, which is not in tools", name)
 	}
 	return nil
 }

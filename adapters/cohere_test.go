@@ -326,7 +326,7 @@ func TestCohereRejectsUntranslatableRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := asTestFailure(t, co.Chat(cohCall(tt.body, 0), &Reply{}))
-			if f.Class != BadRequest || f.Status != 400 || !strings.HasPrefix(f.Msg, tt.msg) {
+			if f.Class != Unsupported || f.Status != 400 || !strings.HasPrefix(f.Msg, tt.msg) {
 				t.Errorf("failure = %+v, want bad_request 400 %q", f, tt.msg)
 			}
 			if gjson.GetBytes(f.Body, "error.message").Str != f.Msg || gjson.GetBytes(f.Body, "error.type").Str != "invalid_request_error" {

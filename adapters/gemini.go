@@ -234,20 +234,12 @@ type (
 // function call of a turn without one.
 const geminiSkipSignature = "skip_thought_signature_validator"
 
-// geminiBadRequest is a failure of the client's request that the gateway
-// finds itself, before anything is sent.
-func geminiBadRequest(format string, args ...any) *Failure {
-	msg := fmt.Sprintf(format, args...)
-	return &Failure{Class: BadRequest, Status: fasthttp.StatusBadRequest, Msg: msg,
-		Body: errorBody(msg, "invalid_request_error", fasthttp.StatusBadRequest)}
-}
-
 // geminiRequestBody translates an OpenAI chat request into a
 // GenerateContentRequest.
 func geminiRequestBody(body []byte) ([]byte, *Failure) {
 	var in ChatRequest
 	if err := json.Unmarshal(body, &in); err != nil {
-		return nil, geminiBadRequest("cannot translate the request for gemini: %v", err)
+		return nil, untranslatable("cannot translate the request for gemini: %v", err)
 	}
 	out := geminiRequest{Contents: []*geminiContent{}}
 	// names remembers each tool call's function, which Gemini's
@@ -291,7 +283,7 @@ func geminiRequestBody(body []byte) ([]byte, *Failure) {
 					args = []byte("{}")
 				}
 				if CheckJSON(args) != nil || args[0] != '{' {
-					return nil, geminiBadRequest("messages[%d].tool_calls[%d].function.arguments must be a JSON object", i, j)
+					return nil, untranslatable("messages[%d].tool_calls[%d].function.arguments must be a JSON object", i, j)
 				}
 				names[tc.ID] = tc.Function.Name
 				p := geminiPart{FunctionCall: &geminiFunctionCall{Name: tc.Function.Name, Args: args}}
@@ -307,17 +299,17 @@ func geminiRequestBody(body []byte) ([]byte, *Failure) {
 				name = m.Name
 			}
 			if name == "" {
-				return nil, geminiBadRequest("messages[%d]: tool_call_id %q matches no earlier tool call", i, m.ToolCallID)
+				return nil, untranslatable("messages[%d]: tool_call_id %q matches no earlier tool call", i, m.ToolCallID)
 			}
 			add("user", geminiPart{FunctionResponse: &geminiFunctionResponse{Name: name, Response: geminiToolResult(m.Content.String())}})
 		default:
-			return nil, geminiBadRequest("messages[%d].role %q is not supported", i, m.Role)
+			return nil, untranslatable("messages[%d].role %q is not supported", i, m.Role)
 		}
 	}
 	var decls []geminiFunctionDecl
 	for i, t := range in.Tools {
 		if t.Type != "" && t.Type != "function" {
-			return nil, geminiBadRequest("tools[%d].type %q is not supported; gemini takes functions", i, t.Type)
+			return nil, untranslatable("tools[%d].type %q is not supported; gemini takes functions", i, t.Type)
 		}
 		d := geminiFunctionDecl{Name: t.Function.Name, Description: t.Function.Description}
 		if len(t.Function.Parameters) > 0 {
@@ -364,7 +356,7 @@ func geminiRequestBody(body []byte) ([]byte, *Failure) {
 	}
 	b, err := json.Marshal(&out)
 	if err != nil {
-		return nil, geminiBadRequest("cannot translate the request for gemini: %v", err)
+		return nil, untranslatable("cannot translate the request for gemini: %v", err)
 	}
 	return b, nil
 }
@@ -380,15 +372,15 @@ func geminiUserParts(i int, c Content) ([]geminiPart, *Failure) {
 			}
 		case "image_url":
 			if p.ImageURL == nil || p.ImageURL.URL == "" {
-				return nil, geminiBadRequest("messages[%d].content[%d].image_url.url is missing", i, j)
+				return nil, untranslatable("messages[%d].content[%d].image_url.url is missing", i, j)
 			}
 			part, ok := geminiImage(p.ImageURL.URL)
 			if !ok {
-				return nil, geminiBadRequest("messages[%d].content[%d].image_url: a data: URL must be base64", i, j)
+				return nil, untranslatable("messages[%d].content[%d].image_url: a data: URL must be base64", i, j)
 			}
 			parts = append(parts, part)
 		default:
-			return nil, geminiBadRequest("messages[%d].content[%d].type %q is not supported by gemini providers", i, j, p.Type)
+			return nil, untranslatable("messages[%d].content[%d].type %q is not supported by gemini providers", i, j, p.Type)
 		}
 	}
 	return parts, nil

@@ -529,7 +529,7 @@ func TestGeminiRejectsWhatItCannotTranslate(t *testing.T) {
 	p := newTestGemini(t, fake, "")
 	for _, tt := range tests {
 		f := asTestFailure(t, p.Chat(geminiCall([]byte(tt.body), "gemini-test", 0), &Reply{}))
-		if f.Class != BadRequest || f.Status != 400 || !strings.Contains(f.Msg, tt.msg) {
+		if f.Class != Unsupported || f.Status != 400 || !strings.Contains(f.Msg, tt.msg) {
 			t.Errorf("%s: failure = %+v, want a 400 saying %q", tt.name, f, tt.msg)
 		}
 		if gjson.GetBytes(f.Body, "error.message").Str != f.Msg {
@@ -834,7 +834,7 @@ func FuzzGeminiRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		out, fail := geminiRequestBody(body)
 		if fail != nil {
-			if fail.Class != BadRequest || fail.Status != 400 || !json.Valid(fail.Body) {
+			if fail.Class != Unsupported || fail.Status != 400 || !json.Valid(fail.Body) {
 				t.Fatalf("failure %+v is not a relayable 400", fail)
 			}
 			return

@@ -120,6 +120,11 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	if CheckJSON(body) != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
+	if !gjson.GetBytes(body, "choices").IsArray() {
+		// Valid JSON, but no completion: an error object with a 200, or
+		// something else entirely. Another candidate may answer.
+		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without a completion"}
+	}
 	r.Body = append(r.Body[:0], body...)
 	// gjson.GetBytes copies what it finds; viewing the body as a string
 	// instead costs nothing, and only numbers are kept.
@@ -231,10 +236,14 @@ func (o *openAI) failure(c *Call, resp *fasthttp.Response) *Failure {
 	} else if msg := gjson.GetBytes(body, "message"); msg.Type == gjson.String {
 		f.Msg = truncate(msg.Str, 300)
 	}
-	if f.Class == BadRequest && gjson.GetBytes(body, "error.code").Str == "context_length_exceeded" {
+	switch code := gjson.GetBytes(body, "error.code").Str; {
+	case f.Class != BadRequest:
+	case code == "context_length_exceeded":
 		f.Class = ContextTooLong
+	case aboutTarget(code, f.Msg):
+		f.Class = Unsupported
 	}
-	if f.Class == BadRequest || f.Class == ContextTooLong {
+	if f.Class == BadRequest || f.Class == ContextTooLong || f.Class == Unsupported {
 		if gjson.GetBytes(body, "error").IsObject() {
 			f.Body = append([]byte(nil), body...)
 		}

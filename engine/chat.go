@@ -356,8 +356,8 @@ func penalize(s *snapshot, c candidate, f *adapters.Failure, now int64) {
 	case adapters.Auth:
 		c.ks.until.start(now, time.Duration(s.authCool), coolAuth)
 		c.t.state.breaker.success()
-	case adapters.ContextTooLong:
-		// Nothing is wrong with the key; a larger model may take it.
+	case adapters.ContextTooLong, adapters.Unsupported:
+		// Nothing is wrong with the key; another model may take it.
 		c.t.state.breaker.success()
 	default:
 		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
@@ -454,14 +454,15 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *w
 		w.verdict(g.name, now).write(ctx)
 		return
 	}
-	if last := x.fails[len(x.fails)-1]; last.f.Class == adapters.ContextTooLong && !w.otherSkip && !w.rateSkip && !w.capSkip {
-		allLong := true
+	if last := x.fails[len(x.fails)-1]; !w.otherSkip && !w.rateSkip && !w.capSkip {
+		refused := true
 		for _, a := range x.fails {
-			allLong = allLong && a.f.Class == adapters.ContextTooLong
+			refused = refused && (a.f.Class == adapters.ContextTooLong || a.f.Class == adapters.Unsupported)
 		}
-		if allLong {
-			// No candidate takes a prompt this long: the client must
-			// shorten it, as the upstreams said.
+		if refused {
+			// Every candidate refused the request itself (a prompt too
+			// long, a model or parameter none serves): the client must
+			// change it, as the upstreams said.
 			relayBadRequest(ctx, last.c.t, last.f)
 			return
 		}

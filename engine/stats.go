@@ -59,7 +59,7 @@ func (h *histogram) quantile(q float64) time.Duration {
 }
 
 // numClasses is the number of adapters.Class values.
-const numClasses = int(adapters.ContextTooLong) + 1
+const numClasses = int(adapters.Unsupported) + 1
 
 // counters is the usage of one target, gateway key or route. Every field
 // is an atomic, so recording costs no lock.
