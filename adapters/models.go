@@ -22,8 +22,9 @@ var modelLists = map[string]struct{ path, ids string }{
 
 // ListModels fetches the ids of the models a provider serves, with its
 // first key, for list_models. Gemini's "models/" prefix is dropped, so the
-// ids are what its generateContent path takes.
-func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration) ([]string, error) {
+// ids are what its generateContent path takes. An id red finds a key in
+// is left out: ids become model names, shown in /v1/models and the stats.
+func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration, red *Redactor) ([]string, error) {
 	where, ok := modelLists[p.Protocol]
 	if !ok {
 		return nil, fmt.Errorf("provider %s: protocol %s has no model list", p.Name, p.Protocol)
@@ -45,7 +46,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 		req.Header.Set(k, v)
 	}
 	if err := client.DoTimeout(req, resp, timeout); err != nil {
-		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, transportFailure(err))
+		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, red.failure(transportFailure(err)))
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
 		return nil, fmt.Errorf("provider %s: listing models: upstream answered %d", p.Name, resp.StatusCode())
@@ -56,7 +57,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 	}
 	var ids []string
 	for _, r := range gjson.GetBytes(body, where.ids).Array() {
-		if id := strings.TrimPrefix(r.Str, "models/"); id != "" {
+		if id := strings.TrimPrefix(r.Str, "models/"); id != "" && !red.Holds([]byte(id)) {
 			ids = append(ids, id)
 		}
 	}
