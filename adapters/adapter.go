@@ -150,13 +150,18 @@ func register(protocol string, c func(*config.Provider, *fasthttp.Client) Provid
 }
 
 // New builds the adapter for a provider. The client is shared and outlives
-// config snapshots, so its connections survive reloads.
-func New(p *config.Provider, client *fasthttp.Client) (Provider, error) {
+// config snapshots, so its connections survive reloads. Everything the
+// adapter returns passes red, which holds every provider key of the
+// config: an upstream may know, and echo, another provider's key too.
+func New(p *config.Provider, client *fasthttp.Client, red *Redactor) (Provider, error) {
 	c := constructors[p.Protocol]
 	if c == nil {
 		return nil, fmt.Errorf("provider %s: no adapter for protocol %q", p.Name, p.Protocol)
 	}
-	return c(p, client), nil
+	if red == nil {
+		return c(p, client), nil
+	}
+	return redacting{p: c(p, client), red: red}, nil
 }
 
 // SetKey puts a provider key in the header its protocol reads it from, for

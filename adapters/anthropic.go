@@ -95,20 +95,20 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 	}
 	now := time.Now()
 	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := anthropicFailure(status, &resp.Header, resp.Body(), a.key(c.Key), now)
+		f := anthropicFailure(status, &resp.Header, resp.Body(), now)
 		fasthttp.ReleaseResponse(resp)
 		return f
 	}
 	r.Exhausted = anthropicExhausted(&resp.Header, now)
 	if c.Stream {
-		s := newAnthropicStream(resp.BodyStream(), a.key(c.Key), c.ClientUsage, a.now().Unix())
+		s := newAnthropicStream(resp.BodyStream(), c.ClientUsage, a.now().Unix())
 		s.resp = resp
 		s.watch(resp, a.firstByte, a.idle)
 		r.Stream = s
 		return nil
 	}
 	defer fasthttp.ReleaseResponse(resp)
-	out, u, f := anthropicReply(r.Body[:0], resp.Body(), a.key(c.Key), a.now().Unix())
+	out, u, f := anthropicReply(r.Body[:0], resp.Body(), a.now().Unix())
 	if f != nil {
 		f.Status = resp.StatusCode()
 		return f
@@ -430,7 +430,7 @@ func anthropicFinish(stop string) string {
 
 // anthropicReply appends the OpenAI completion for a Messages response
 // body to dst.
-func anthropicReply(dst, body, key []byte, created int64) ([]byte, Usage, *Failure) {
+func anthropicReply(dst, body []byte, created int64) ([]byte, Usage, *Failure) {
 	var m anthropicResponse
 	if err := decodeUpstream(body, &m); err != nil {
 		return nil, Usage{}, &Failure{Class: Retryable, Msg: "upstream sent a body that is not a Messages response"}
@@ -440,7 +440,7 @@ func anthropicReply(dst, body, key []byte, created int64) ([]byte, Usage, *Failu
 		if m.Error != nil {
 			msg = m.Error.Message
 		}
-		return nil, Usage{}, &Failure{Class: Retryable, Msg: "upstream error: " + anthropicRedact(msg, key)}
+		return nil, Usage{}, &Failure{Class: Retryable, Msg: "upstream error: " + truncate(msg, 300)}
 	}
 	var text strings.Builder
 	var calls []ToolCall
@@ -479,14 +479,6 @@ func anthropicReply(dst, body, key []byte, created int64) ([]byte, Usage, *Failu
 	return append(dst, b...), u, nil
 }
 
-// anthropicRedact keeps the key out of an upstream message and bounds it.
-func anthropicRedact(msg string, key []byte) string {
-	if len(key) > 0 {
-		msg = strings.ReplaceAll(msg, string(key), string(strRedacted))
-	}
-	return truncate(msg, 300)
-}
-
 // anthropicTooLong tells a prompt over the model's context window from
 // the other invalid_request_errors.
 func anthropicTooLong(msg string) bool {
@@ -495,9 +487,8 @@ func anthropicTooLong(msg string) bool {
 }
 
 // anthropicFailure classifies a non-2xx answer. The upstream's message is
-// kept, without the key, except for auth failures, whose messages may
-// quote it.
-func anthropicFailure(status int, h *fasthttp.ResponseHeader, body, key []byte, now time.Time) *Failure {
+// kept except for auth failures, whose messages may quote the key.
+func anthropicFailure(status int, h *fasthttp.ResponseHeader, body []byte, now time.Time) *Failure {
 	f := &Failure{
 		Class:      classifyStatus(status),
 		Status:     status,
@@ -513,7 +504,7 @@ func anthropicFailure(status int, h *fasthttp.ResponseHeader, body, key []byte, 
 	}
 	msg := gjson.GetBytes(body, "error.message")
 	if msg.Type == gjson.String {
-		f.Msg = anthropicRedact(msg.Str, key)
+		f.Msg = truncate(msg.Str, 300)
 	}
 	if f.Class == BadRequest && anthropicTooLong(msg.Str) {
 		f.Class = ContextTooLong
@@ -524,9 +515,6 @@ func anthropicFailure(status int, h *fasthttp.ResponseHeader, body, key []byte, 
 			typ = "invalid_request_error"
 		}
 		full := msg.Str
-		if len(key) > 0 {
-			full = strings.ReplaceAll(full, string(key), string(strRedacted))
-		}
 		if full == "" {
 			full = "upstream rejected the request"
 		}
@@ -591,13 +579,13 @@ func anthropicResetIn(h *fasthttp.ResponseHeader, now time.Time) time.Duration {
 // anthropicStreamFailure is an `error` event. Before the first frame went
 // out it fails the attempt over; after, the engine ends the client's
 // stream with it.
-func anthropicStreamFailure(typ, msg string, key []byte) *Failure {
+func anthropicStreamFailure(typ, msg string) *Failure {
 	f := &Failure{Class: Retryable, Msg: "upstream stream error"}
 	if typ != "" {
 		f.Msg += " (" + truncate(typ, 50) + ")"
 	}
 	if msg != "" {
-		f.Msg += ": " + anthropicRedact(msg, key)
+		f.Msg += ": " + truncate(msg, 300)
 	}
 	if typ == "rate_limit_error" {
 		f.Class = RateLimited
@@ -612,9 +600,9 @@ type anthropicStream struct {
 	resp        *fasthttp.Response
 	sse         *sseReader
 	scratch     []byte
-	key         []byte
 	clientUsage bool
 	watchdog
+	streamRedactor
 
 	id, model string
 	created   int64
@@ -636,13 +624,16 @@ type anthropicStream struct {
 	sent    int
 }
 
-func newAnthropicStream(body io.Reader, key []byte, clientUsage bool, created int64) *anthropicStream {
-	return &anthropicStream{sse: newSSEReader(body), key: key, clientUsage: clientUsage, created: created}
+func newAnthropicStream(body io.Reader, clientUsage bool, created int64) *anthropicStream {
+	return &anthropicStream{sse: newSSEReader(body), clientUsage: clientUsage, created: created}
 }
 
 var errAnthropicClosed = errors.New("anthropic stream used after Close")
 
-func (s *anthropicStream) Next() ([]byte, error) {
+// Next returns the next translated frame.
+func (s *anthropicStream) Next() ([]byte, error) { return s.pass(s.next()) }
+
+func (s *anthropicStream) next() ([]byte, error) {
 	if f, ok := s.pop(); ok {
 		return f, nil
 	}
@@ -758,7 +749,7 @@ func (s *anthropicStream) event(frame []byte) *Failure {
 	case "ping":
 		return nil
 	case "error":
-		return anthropicStreamFailure(ev.Get("error.type").Str, ev.Get("error.message").Str, s.key)
+		return anthropicStreamFailure(ev.Get("error.type").Str, ev.Get("error.message").Str)
 	case "message_start":
 		if s.begun {
 			return nil

@@ -200,7 +200,7 @@ func TestAnthropicGolden(t *testing.T) {
 				g.checkJSON(t, "anthropic request", body)
 			}
 			if resp, ok := g.secs["anthropic response"]; ok {
-				out, u, f := anthropicReply([]byte("stale"), []byte(resp), nil, anthCreated)
+				out, u, f := anthropicReply([]byte("stale"), []byte(resp), anthCreated)
 				if f != nil {
 					t.Fatalf("translating the reply: %v", f)
 				}
@@ -213,7 +213,7 @@ func TestAnthropicGolden(t *testing.T) {
 				}
 			}
 			if in, ok := g.secs["anthropic stream"]; ok {
-				s := newAnthropicStream(&splitReader{data: []byte(in)}, nil, clientUsage, anthCreated)
+				s := newAnthropicStream(&splitReader{data: []byte(in)}, clientUsage, anthCreated)
 				frames, end := anthDrain(t, s)
 				u := s.Usage()
 				s.Close()
@@ -268,7 +268,7 @@ func newAnthUpstream(t *testing.T, answer fasthttp.RequestHandler) *anthUpstream
 // newTestAnthropic builds the anthropic adapter for a provider with two
 // keys whose upstream is u (nil: every dial fails); extra is more YAML
 // for the provider.
-func newTestAnthropic(t *testing.T, u *anthUpstream, baseURL, extra string) *anthropic {
+func newTestAnthropic(t *testing.T, u *anthUpstream, baseURL, extra string) Provider {
 	t.Helper()
 	yaml := `
 providers:
@@ -287,9 +287,8 @@ providers:
 		ln = u.ln
 	}
 	p := testProvider(t, yaml, "claude", "up.test:80", ln)
-	a := p.(*anthropic)
-	a.now = func() time.Time { return time.Unix(anthCreated, 0) }
-	return a
+	p.(redacting).p.(*anthropic).now = func() time.Time { return time.Unix(anthCreated, 0) }
+	return p
 }
 
 const anthTextReply = `{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}`
@@ -492,7 +491,7 @@ func TestAnthropicFailureClasses(t *testing.T) {
 			for k, v := range tt.headers {
 				h.Set(k, v)
 			}
-			f := anthropicFailure(tt.status, &h, []byte(tt.body), []byte(testKey1), now)
+			f := testRedacted(anthropicFailure(tt.status, &h, []byte(tt.body), now))
 			if f.Class != tt.class || f.Status != tt.status || f.RetryAfter != tt.retryAfter || f.Msg != tt.msg {
 				t.Errorf("failure = %v %d %v %q, want %v %d %v %q", f.Class, f.Status, f.RetryAfter, f.Msg, tt.class, tt.status, tt.retryAfter, tt.msg)
 			}
@@ -600,7 +599,8 @@ func TestAnthropicReplyGarbage(t *testing.T) {
 		"array": "[1,2]",
 		"error": `{"type":"error","error":{"type":"api_error","message":"oops ` + testKey1 + `"}}`,
 	} {
-		_, _, f := anthropicReply(nil, []byte(body), []byte(testKey1), anthCreated)
+		_, _, f := anthropicReply(nil, []byte(body), anthCreated)
+		f = testRedacted(f)
 		if f == nil || f.Class != Retryable || strings.Contains(f.Msg, testKey1) {
 			t.Errorf("%s: failure = %+v, want a retryable one without the key", name, f)
 		}
@@ -616,7 +616,7 @@ func TestAnthropicReplyGarbage(t *testing.T) {
 func TestAnthropicToolArgumentsAreCompact(t *testing.T) {
 	out, _, f := anthropicReply(nil, []byte(`{"id":"m","type":"message","model":"x","content":[
 		{"type":"tool_use","id":"a","name":"f","input":{ "q" : [1, 2] }},
-		{"type":"tool_use","id":"b","name":"g"}],"stop_reason":"tool_use"}`), nil, anthCreated)
+		{"type":"tool_use","id":"b","name":"g"}],"stop_reason":"tool_use"}`), anthCreated)
 	if f != nil {
 		t.Fatal(f)
 	}
@@ -687,7 +687,8 @@ func TestAnthropicStreamLogic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newAnthropicStream(&splitReader{data: []byte(tt.in)}, []byte(testKey1), false, anthCreated)
+			s := newAnthropicStream(&splitReader{data: []byte(tt.in)}, false, anthCreated)
+			s.redactWith(testRedactor)
 			defer s.Close()
 			frames, end := anthDrain(t, s)
 			if strings.Join(frames, "|") != strings.Join(tt.frames, "|") {
@@ -716,7 +717,7 @@ func TestAnthropicStreamReadErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newAnthropicStream(io.MultiReader(strings.NewReader(start), errReader{tt.err}), nil, false, anthCreated)
+			s := newAnthropicStream(io.MultiReader(strings.NewReader(start), errReader{tt.err}), false, anthCreated)
 			defer s.Close()
 			frames, end := anthDrain(t, s)
 			if len(frames) != 2 || end != tt.want {
@@ -725,14 +726,14 @@ func TestAnthropicStreamReadErrors(t *testing.T) {
 		})
 	}
 	t.Run("frame too large", func(t *testing.T) {
-		s := newAnthropicStream(strings.NewReader("data: "+strings.Repeat("x", maxFrame)+"\n\n"), nil, false, anthCreated)
+		s := newAnthropicStream(strings.NewReader("data: "+strings.Repeat("x", maxFrame)+"\n\n"), false, anthCreated)
 		defer s.Close()
 		if _, end := anthDrain(t, s); !strings.HasPrefix(end, "retryable: upstream sent an SSE frame over") {
 			t.Errorf("end = %q", end)
 		}
 	})
 	t.Run("close twice", func(t *testing.T) {
-		s := newAnthropicStream(strings.NewReader(start), nil, false, anthCreated)
+		s := newAnthropicStream(strings.NewReader(start), false, anthCreated)
 		s.Close()
 		s.Close()
 		if _, err := s.Next(); err == nil {
@@ -842,7 +843,7 @@ func FuzzAnthropicStream(f *testing.F) {
 		f.Add([]byte(s), []byte{byte(i), 3, 250}, i%2 == 1)
 	}
 	f.Fuzz(func(t *testing.T, data, sizes []byte, usage bool) {
-		s := newAnthropicStream(&splitReader{data: data, sizes: sizes}, nil, usage, anthCreated)
+		s := newAnthropicStream(&splitReader{data: data, sizes: sizes}, usage, anthCreated)
 		defer s.Close()
 		var last string
 		id := ""

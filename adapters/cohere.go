@@ -1,7 +1,6 @@
 package adapters
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -261,13 +260,13 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := co.failure(c, resp)
+		f := co.failure(resp)
 		fasthttp.ReleaseResponse(resp)
 		return f
 	}
 	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
-		s := newCohereStream(resp.BodyStream(), h.key(c.Key), c.Upstream, co.now().Unix(), c.ClientUsage)
+		s := newCohereStream(resp.BodyStream(), c.Upstream, co.now().Unix(), c.ClientUsage)
 		s.resp = resp
 		s.watch(resp, h.firstByte, h.idle)
 		r.Stream = s
@@ -389,7 +388,7 @@ func cohereUsage(u gjson.Result) (Usage, *UsageJS) {
 // failure classifies a non-2xx answer. Cohere's error body is
 // {"message": "..."}; the message is kept for the client except on auth
 // failures, whose messages may quote the key.
-func (co *cohere) failure(c *Call, resp *fasthttp.Response) *Failure {
+func (co *cohere) failure(resp *fasthttp.Response) *Failure {
 	status := resp.StatusCode()
 	f := &Failure{
 		Class:      classifyStatus(status),
@@ -413,9 +412,6 @@ func (co *cohere) failure(c *Call, resp *fasthttp.Response) *Failure {
 		return f
 	}
 	body := resp.Body()
-	if k := co.http.key(c.Key); len(k) > 0 {
-		body = bytes.ReplaceAll(body, k, strRedacted)
-	}
 	msg := gjson.GetBytes(body, "message")
 	if msg.Type != gjson.String {
 		msg = gjson.GetBytes(body, "error.message")
@@ -467,7 +463,6 @@ type cohereStream struct {
 	resp    *fasthttp.Response
 	sse     *sseReader
 	scratch []byte
-	key     []byte
 	model   string
 	created int64
 	// usageTo is set when the client asked for the usage chunk.
@@ -493,15 +488,19 @@ type cohereStream struct {
 	// err is sticky: a failed stream stays failed.
 	err   error
 	usage Usage
+	streamRedactor
 }
 
-func newCohereStream(body io.Reader, key []byte, model string, created int64, usageTo bool) *cohereStream {
-	return &cohereStream{sse: newSSEReader(body), key: key, model: model, created: created, usageTo: usageTo}
+func newCohereStream(body io.Reader, model string, created int64, usageTo bool) *cohereStream {
+	return &cohereStream{sse: newSSEReader(body), model: model, created: created, usageTo: usageTo}
 }
 
 var errCohereClosed = errors.New("cohere stream used after Close")
 
-func (s *cohereStream) Next() ([]byte, error) {
+// Next returns the next translated frame.
+func (s *cohereStream) Next() ([]byte, error) { return s.pass(s.next()) }
+
+func (s *cohereStream) next() ([]byte, error) {
 	if f, ok := s.pop(); ok {
 		return f, nil
 	}
@@ -587,9 +586,6 @@ func (s *cohereStream) event(frame []byte) *Failure {
 	}
 	if CheckJSON(data) != nil {
 		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
-	}
-	if len(s.key) > 0 && bytes.Contains(data, s.key) {
-		data = bytes.ReplaceAll(data, s.key, strRedacted)
 	}
 	s.begun = true
 	ev := gjson.ParseBytes(data)

@@ -106,13 +106,13 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := geminiFailure(status, resp.Body(), resp.Header.Peek(fasthttp.HeaderRetryAfter), key)
+		f := geminiFailure(status, resp.Body(), resp.Header.Peek(fasthttp.HeaderRetryAfter))
 		fasthttp.ReleaseResponse(resp)
 		return f
 	}
 	if c.Stream {
 		s := &geminiStream{
-			up:          openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: key},
+			up:          openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream())},
 			model:       c.Upstream,
 			created:     g.now().Unix(),
 			clientUsage: c.ClientUsage,
@@ -122,7 +122,7 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 		return nil
 	}
 	defer fasthttp.ReleaseResponse(resp)
-	out, usage, f := geminiCompletion(resp.Body(), c.Upstream, g.now().Unix(), key)
+	out, usage, f := geminiCompletion(resp.Body(), c.Upstream, g.now().Unix())
 	if f != nil {
 		return f
 	}
@@ -785,13 +785,13 @@ func geminiID(responseID string, data []byte) string {
 }
 
 // geminiCompletion translates a GenerateContentResponse.
-func geminiCompletion(body []byte, upstream string, created int64, key []byte) ([]byte, Usage, *Failure) {
+func geminiCompletion(body []byte, upstream string, created int64) ([]byte, Usage, *Failure) {
 	var in geminiResponse
 	if err := decodeUpstream(body, &in); err != nil {
 		return nil, Usage{}, &Failure{Class: Retryable, Status: fasthttp.StatusOK, Msg: "upstream sent a body that is not a Gemini response"}
 	}
 	if in.Error != nil {
-		return nil, Usage{}, geminiErrorFailure(in.Error, in.Error.status(), nil, key)
+		return nil, Usage{}, geminiErrorFailure(in.Error, in.Error.status(), nil)
 	}
 	model := in.ModelVersion
 	if model == "" {
@@ -839,10 +839,7 @@ func geminiCompletion(body []byte, upstream string, created int64, key []byte) (
 // geminiFailure classifies a non-2xx answer, whose body is Google's error
 // object ({"error":{"code","message","status","details"}}), or a list of
 // one from the stream endpoint.
-func geminiFailure(status int, body, retryAfterHeader, key []byte) *Failure {
-	if len(key) > 0 {
-		body = bytes.ReplaceAll(body, key, strRedacted)
-	}
+func geminiFailure(status int, body, retryAfterHeader []byte) *Failure {
 	var e struct {
 		Error *geminiError `json:"error"`
 	}
@@ -855,7 +852,7 @@ func geminiFailure(status int, body, retryAfterHeader, key []byte) *Failure {
 	if decodeUpstream(body, &e) != nil || e.Error == nil {
 		e.Error = &geminiError{}
 	}
-	return geminiErrorFailure(e.Error, status, retryAfterHeader, nil)
+	return geminiErrorFailure(e.Error, status, retryAfterHeader)
 }
 
 // status is the HTTP status an error inside a 200 answer stands for.
@@ -868,7 +865,7 @@ func (e *geminiError) status() int {
 
 // geminiErrorFailure classifies Google's error object under its HTTP
 // status.
-func geminiErrorFailure(e *geminiError, status int, retryAfterHeader, key []byte) *Failure {
+func geminiErrorFailure(e *geminiError, status int, retryAfterHeader []byte) *Failure {
 	f := &Failure{Class: classifyStatus(status), Status: status, Msg: "upstream error"}
 	reason := ""
 	for _, d := range e.Details {
@@ -885,9 +882,6 @@ func geminiErrorFailure(e *geminiError, status int, retryAfterHeader, key []byte
 		f.RetryAfter = retryAfter(retryAfterHeader, time.Now())
 	}
 	msg := e.Message
-	if len(key) > 0 {
-		msg = strings.ReplaceAll(msg, string(key), string(strRedacted))
-	}
 	lower := strings.ToLower(msg)
 	switch {
 	case f.Class == BadRequest && (reason == "API_KEY_INVALID" || strings.Contains(lower, "api key not valid") ||
@@ -920,8 +914,8 @@ func geminiErrorFailure(e *geminiError, status int, retryAfterHeader, key []byte
 // per event, into OpenAI chunks.
 type geminiStream struct {
 	// up reads the upstream's frames under the provider's first_byte and
-	// idle deadlines and keeps the key out of them; its OpenAI end-of-
-	// stream rules never match a Gemini event, so ends are judged here.
+	// idle deadlines; its OpenAI end-of-stream rules never match a Gemini
+	// event, so ends are judged here.
 	up          openAIStream
 	model       string
 	id          string
@@ -939,9 +933,13 @@ type geminiStream struct {
 	// calls counts the function calls so far: each is a tool_calls index.
 	calls   int
 	usageJS *UsageJS
+	streamRedactor
 }
 
-func (s *geminiStream) Next() ([]byte, error) {
+// Next returns the next translated frame.
+func (s *geminiStream) Next() ([]byte, error) { return s.pass(s.next()) }
+
+func (s *geminiStream) next() ([]byte, error) {
 	for {
 		if len(s.pending) > 0 {
 			f := s.pending[0]
@@ -995,7 +993,7 @@ func (s *geminiStream) event(data []byte) error {
 		return nil
 	}
 	if in.Error != nil {
-		f := geminiErrorFailure(in.Error, in.Error.status(), nil, s.up.key)
+		f := geminiErrorFailure(in.Error, in.Error.status(), nil)
 		f.Msg = "upstream stream error: " + f.Msg
 		return f
 	}

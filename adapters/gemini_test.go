@@ -88,7 +88,7 @@ providers:
 		ln = u.ln
 	}
 	p := testProvider(t, yaml, "gem", "gemini.test:80", ln)
-	p.(*gemini).now = func() time.Time { return geminiCreated }
+	p.(redacting).p.(*gemini).now = func() time.Time { return geminiCreated }
 	return p
 }
 

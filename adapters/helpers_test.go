@@ -29,9 +29,21 @@ func testProvider(t testing.TB, yaml, name, host string, ln *fasthttputil.Inmemo
 		return ln.Dial()
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers[name], client)
+	p, err := New(cfg.Providers[name], client, testRedactor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// testRedactor redacts testKey1 and testKey2, as a config holding them
+// would.
+var testRedactor = NewRedactor([]string{testKey1, testKey2})
+
+// testRedacted is f as the adapter's wrapper hands it on.
+func testRedacted(f *Failure) *Failure {
+	if f == nil {
+		return nil
+	}
+	return testRedactor.failure(f).(*Failure)
 }

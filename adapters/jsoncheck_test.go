@@ -95,24 +95,24 @@ func depthOf(b []byte) int {
 	return most
 }
 
-var benchBody = []byte(`{"model":"auto","stream":false,"max_tokens":256,"messages":[` +
+var checkBenchBody = []byte(`{"model":"auto","stream":false,"max_tokens":256,"messages":[` +
 	`{"role":"system","content":"You are a helpful assistant that answers briefly."},` +
 	`{"role":"user","content":"What is the capital of France? Please answer in one word, and explain \"why\" after."}],` +
 	`"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}`)
 
 func BenchmarkCheckJSON(b *testing.B) {
-	b.SetBytes(int64(len(benchBody)))
+	b.SetBytes(int64(len(checkBenchBody)))
 	for b.Loop() {
-		if CheckJSON(benchBody) != nil {
+		if CheckJSON(checkBenchBody) != nil {
 			b.Fatal("invalid")
 		}
 	}
 }
 
 func BenchmarkGjsonValid(b *testing.B) {
-	b.SetBytes(int64(len(benchBody)))
+	b.SetBytes(int64(len(checkBenchBody)))
 	for b.Loop() {
-		if !gjson.ValidBytes(benchBody) {
+		if !gjson.ValidBytes(checkBenchBody) {
 			b.Fatal("invalid")
 		}
 	}

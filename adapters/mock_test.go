@@ -52,7 +52,7 @@ func decodeCompletion(t *testing.T, b []byte) completion {
 
 func newTestMock(t *testing.T) Provider {
 	t.Helper()
-	p, err := New(&config.Provider{Name: "mock", Type: "mock", Protocol: "mock"}, nil)
+	p, err := New(&config.Provider{Name: "mock", Type: "mock", Protocol: "mock"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,16 +22,17 @@ var modelLists = map[string]struct{ path, ids string }{
 
 // ListModels fetches the ids of the models a provider serves, with its
 // first key, for list_models. Gemini's "models/" prefix is dropped, so the
-// ids are what its generateContent path takes.
-func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration) ([]string, error) {
+// ids are what its generateContent path takes. An id red finds a key in
+// is left out: ids become model names, shown in /v1/models and the stats.
+func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration, red *Redactor) ([]string, error) {
 	where, ok := modelLists[p.Protocol]
 	if !ok {
 		return nil, fmt.Errorf("provider %s: protocol %s has no model list", p.Name, p.Protocol)
 	}
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	if err := listModels(p, 0, client, timeout, resp); err != nil {
-		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, err)
+	if f := listModels(p, 0, client, timeout, resp); f != nil {
+		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, red.failure(f))
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
 		return nil, fmt.Errorf("provider %s: listing models: upstream answered %d", p.Name, resp.StatusCode())
@@ -42,7 +43,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 	}
 	var ids []string
 	for _, r := range gjson.GetBytes(body, where.ids).Array() {
-		if id := strings.TrimPrefix(r.Str, "models/"); id != "" {
+		if id := strings.TrimPrefix(r.Str, "models/"); id != "" && !red.Holds([]byte(id)) {
 			ids = append(ids, id)
 		}
 	}
@@ -51,7 +52,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 
 // listModels asks the provider's model list with its key at index key
 // (none when it has no keys) into resp.
-func listModels(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration, resp *fasthttp.Response) error {
+func listModels(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration, resp *fasthttp.Response) *Failure {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	base := p.BaseURL

@@ -58,7 +58,6 @@ var (
 	strAuth      = []byte("Authorization")
 	strDone      = []byte("[DONE]")
 	strAskUsage  = []byte(`"stream_options":{"include_usage":true},`)
-	strRedacted  = []byte("<secret>")
 	strErrorKey  = []byte(`"error"`)
 	strUsageKey  = []byte(`"usage"`)
 	errFirstByte = &Failure{Class: Retryable, Msg: "upstream sent nothing within first_byte_timeout"}
@@ -104,13 +103,13 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := o.failure(c, resp)
+		f := o.failure(resp)
 		fasthttp.ReleaseResponse(resp)
 		return f
 	}
 	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
-		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: o.key(c.Key), strip: strip}
+		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
 		s.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
 		return nil
@@ -212,7 +211,7 @@ func doWithin(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Res
 // failure classifies a non-2xx answer. The upstream's own message is kept
 // (it helps the client) except for auth failures, whose messages tend to
 // quote part of the key.
-func (o *openAI) failure(c *Call, resp *fasthttp.Response) *Failure {
+func (o *openAI) failure(resp *fasthttp.Response) *Failure {
 	status := resp.StatusCode()
 	f := &Failure{
 		Class:      classifyStatus(status),
@@ -224,9 +223,6 @@ func (o *openAI) failure(c *Call, resp *fasthttp.Response) *Failure {
 		f.RetryAfter = exhaustedFor(&resp.Header)
 	}
 	body := resp.Body()
-	if k := o.key(c.Key); len(k) > 0 {
-		body = bytes.ReplaceAll(body, k, strRedacted)
-	}
 	if f.Class == Auth {
 		f.Msg = "upstream rejected the provider key"
 		return f
@@ -271,12 +267,11 @@ type openAIStream struct {
 	// last is the previous data payload, to see at EOF whether the
 	// upstream finished without sending [DONE].
 	last []byte
-	// key is this attempt's provider key, kept out of everything relayed.
-	key []byte
 	// strip drops the usage chunk the gateway asked for on its own.
 	strip bool
 	usage Usage
 	watchdog
+	streamRedactor
 }
 
 var doneFrame = []byte("data: [DONE]\n\n")
@@ -340,7 +335,10 @@ func (w *watchdog) stop() {
 	}
 }
 
-func (s *openAIStream) Next() ([]byte, error) {
+// Next returns the next frame, as the upstream sent it.
+func (s *openAIStream) Next() ([]byte, error) { return s.pass(s.next()) }
+
+func (s *openAIStream) next() ([]byte, error) {
 	if s.done {
 		return nil, io.EOF
 	}
@@ -383,10 +381,6 @@ func (s *openAIStream) Next() ([]byte, error) {
 		}
 		if CheckJSON(data) != nil {
 			return nil, &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
-		}
-		if len(s.key) > 0 && bytes.Contains(frame, s.key) {
-			frame = bytes.ReplaceAll(frame, s.key, strRedacted)
-			data = bytes.ReplaceAll(data, s.key, strRedacted)
 		}
 		if !s.started && bytes.Contains(data, strErrorKey) {
 			if e := gjson.GetBytes(data, "error"); e.Exists() {

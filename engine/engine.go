@@ -112,7 +112,8 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 // Swap publishes cfg. Requests already running finish on the snapshot
 // they started with.
 func (e *Engine) Swap(cfg *config.Config) error {
-	s, err := build(cfg, e.client, &e.states, e.modelLists(cfg))
+	red := redactorFor(cfg)
+	s, err := build(cfg, e.client, &e.states, e.modelLists(cfg, red), red)
 	if err != nil {
 		return err
 	}
@@ -149,8 +150,9 @@ type fetchedModels struct {
 
 // modelLists returns the upstream model ids of each list_models provider:
 // fetched when the provider is new or its base_url or keys changed, else
-// the ones fetched before. A failed fetch is logged and lists nothing.
-func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
+// the ones fetched before. A failed fetch is logged and lists nothing. An
+// id that holds a key (red finds it) is dropped.
+func (e *Engine) modelLists(cfg *config.Config, red *adapters.Redactor) map[string][]string {
 	e.listMu.Lock()
 	defer e.listMu.Unlock()
 	out := map[string][]string{}
@@ -166,7 +168,7 @@ func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
 		}
 		l, ok := e.lists[name]
 		if !ok || l.source != src {
-			ids, err := adapters.ListModels(p, e.client, listTimeout)
+			ids, err := adapters.ListModels(p, e.client, listTimeout, red)
 			if err != nil {
 				e.log.Warn("list_models failed; serving the declared models only", "provider", name, "err", err)
 				continue

@@ -122,8 +122,9 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 		req.Header.DelBytes(h)
 	}
 	// The upstream answers uncompressed: a cached body then suits every
-	// client, and an echoed key can be found and redacted.
-	req.Header.Del(fasthttp.HeaderAcceptEncoding)
+	// client, and an echoed key can be found and redacted. (Without
+	// Accept-Encoding any coding would be acceptable.)
+	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity")
 	target := make([]byte, 0, len(p.pass.base)+1+len(sub)+1+len(query))
 	target = append(append(append(target, p.pass.base...), '/'), sub...)
 	if len(query) > 0 {
@@ -133,11 +134,8 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 	req.Header.SetHost("")
 	req.UseHostHeader = false
 	req.SetBody(ctx.PostBody())
-	var key []byte
 	if len(p.cfg.Keys) > 0 {
-		k := p.cfg.Keys[keyIdx].Reveal()
-		adapters.SetKey(p.cfg.Protocol, &req.Header, k)
-		key = []byte(k)
+		adapters.SetKey(p.cfg.Protocol, &req.Header, p.cfg.Keys[keyIdx].Reveal())
 	}
 	for k, v := range p.cfg.Headers {
 		req.Header.Set(k, v)
@@ -150,16 +148,34 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 	if err := e.client.Do(req, resp); err != nil {
 		use.done()
 		fasthttp.ReleaseResponse(resp)
-		e.log.Warn("passthrough failed", "provider", p.name, "err", err)
+		// fasthttp's error may quote bytes the upstream sent.
+		e.log.Warn("passthrough failed", "provider", p.name, "err", s.red.String(err.Error()))
 		(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_unreachable",
 			msg: "provider " + p.name + " could not be reached"}).write(ctx)
 		return p.name
 	}
 	p.stats.codes.add(resp.StatusCode())
 	p.stats.latency.observe(time.Since(start))
+	if enc := resp.Header.ContentEncoding(); s.red != nil && len(enc) > 0 && !bytes.EqualFold(enc, []byte("identity")) {
+		// Asked for none, the upstream compressed anyway: the gateway
+		// cannot see whether the body quotes a key.
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_encoded",
+			msg: "provider " + p.name + " answered with a content-encoding the gateway did not ask for, so it cannot check the answer for provider keys"}).write(ctx)
+		return p.name
+	}
 	ctx.SetStatusCode(resp.StatusCode())
+	// Some upstreams quote the key they were sent, in a header or the
+	// body: a header that holds one is dropped, a body redacted, and the
+	// answer is not cached.
+	keyed := false
 	resp.Header.VisitAll(func(k, v []byte) {
-		if !skipResponseHeader(k) {
+		switch {
+		case skipResponseHeader(k):
+		case s.red.Holds(k) || s.red.Holds(v):
+			keyed = true
+		default:
 			ctx.Response.Header.SetCanonical(k, v)
 		}
 	})
@@ -167,20 +183,17 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 		if use != nil {
 			use.start(resp.Header.ContentType())
 		}
-		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key, usage: use}, -1)
+		ctx.Response.SetBodyStream(&passBody{resp: resp, red: s.red, usage: use}, -1)
 		return p.name
 	}
 	// A cacheable GET's answer is served to other keys too: nobody is
 	// charged for it.
 	use.done()
 	defer fasthttp.ReleaseResponse(resp)
-	if len(key) > 0 && bytes.Contains(resp.Body(), key) {
-		// Some upstreams quote the key they were sent in an error.
-		resp.SetBody(bytes.ReplaceAll(resp.Body(), key, strRedacted))
-	}
-	ctx.SetBody(resp.Body())
+	body, redacted := s.red.Redact(resp.Body())
+	ctx.SetBody(body)
 	ctx.Response.Header.Set("X-Cache", "MISS")
-	if resp.StatusCode() == fasthttp.StatusOK && storable(&ctx.Request.Header, &resp.Header) {
+	if resp.StatusCode() == fasthttp.StatusOK && !keyed && !redacted && storable(&ctx.Request.Header, &resp.Header) {
 		e.cache.set(ckey, newEntry(resp), s.cacheTTL)
 	}
 	return p.name
@@ -231,13 +244,13 @@ var gatewayHeaders = [][]byte{
 
 // passBody relays a streamed upstream body; each Read the server makes is
 // flushed to the client as one chunk, so SSE goes through as it comes.
-// The provider key is redacted wherever the upstream echoes it: an end of
-// a read that could begin the key waits for the next read to tell, and a
-// key never holds the newline that ends an event, so events still leave
-// whole as they come.
+// Provider keys are redacted wherever the upstream echoes them: an end of
+// a read that could begin one (red.Hold) waits for the next read to
+// tell, and a key never holds the newline that ends an event, so events
+// still leave whole as they come.
 type passBody struct {
 	resp *fasthttp.Response
-	key  []byte
+	red  *adapters.Redactor
 	// usage reads what the client is sent for the usage to charge; nil
 	// with auth off.
 	usage *passUsage
@@ -246,8 +259,6 @@ type passBody struct {
 	buf, out, tail []byte
 	err            error
 }
-
-var strRedacted = []byte("<secret>")
 
 func (b *passBody) Read(p []byte) (int, error) {
 	n, err := b.read(p)
@@ -258,48 +269,33 @@ func (b *passBody) Read(p []byte) (int, error) {
 }
 
 func (b *passBody) read(p []byte) (int, error) {
-	if len(b.key) == 0 {
+	if b.red == nil {
 		return b.resp.BodyStream().Read(p)
 	}
 	for len(b.out) == 0 {
 		if b.err != nil {
-			if len(b.tail) == 0 {
-				return 0, b.err
-			}
-			// The body has ended: what was held back is no key.
-			b.out, b.tail = b.tail, nil
-			break
+			return 0, b.err
 		}
 		if b.buf == nil {
+			// Room for a read beside the most Hold keeps back.
 			b.buf = make([]byte, 16<<10)
 		}
 		start := copy(b.buf, b.tail)
 		n, err := b.resp.BodyStream().Read(b.buf[start:])
 		b.err = err
 		data := b.buf[:start+n]
-		if bytes.Contains(data, b.key) {
-			data = bytes.ReplaceAll(data, b.key, strRedacted)
-		}
 		keep := 0
 		if err == nil {
-			keep = keyPrefixAtEnd(data, b.key)
+			keep = b.red.Hold(data)
 		}
-		b.out, b.tail = data[:len(data)-keep], data[len(data)-keep:]
+		// What is held back is scanned with the next read, so a key
+		// whose start it is goes whole.
+		b.out, _ = b.red.Redact(data[:len(data)-keep])
+		b.tail = data[len(data)-keep:]
 	}
 	n := copy(p, b.out)
 	b.out = b.out[n:]
 	return n, nil
-}
-
-// keyPrefixAtEnd returns the length of the longest end of data that is a
-// beginning of key, shorter than key.
-func keyPrefixAtEnd(data, key []byte) int {
-	for i := max(0, len(data)-len(key)+1); i < len(data); i++ {
-		if data[i] == key[0] && bytes.HasPrefix(key, data[i:]) {
-			return len(data) - i
-		}
-	}
-	return 0
 }
 
 // Close releases the upstream response once the server is done with it,

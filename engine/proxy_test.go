@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"gateway/adapters"
 	"gateway/config"
 )
 
@@ -880,9 +881,12 @@ func TestProxyRedactsAcrossReads(t *testing.T) {
 		{"data: " + key + "\n\n", "data: <secret>\n\n"},
 		{key + key, "<secret><secret>"},
 		{"sk-p1-", "sk-p1-"},
-		{"sk-p1-SECRET-1111aaa", "sk-p1-SECRET-1111aaa"},
+		{"sk-p1-S", "sk-p1-S"},
+		{"sk-p1-SECRET-1111aaa", "<secret>"},
 		{"ssk-sk-p1-" + key + "s", "ssk-sk-p1-<secret>s"},
-		{key[:len(key)-1] + "X " + key, key[:len(key)-1] + "X <secret>"},
+		{key[:len(key)-1] + "X " + key, "<secret>X <secret>"},
+		{`data: "\u0073k-p1-SECRET-1111aaaa"` + "\n\n", `data: "<secret>"` + "\n\n"},
+		{"Incorrect key sk-p1***aaa\n", "Incorrect key <secret>\n"},
 	}
 	readers := map[string]func(string) io.Reader{
 		"whole":    func(s string) io.Reader { return strings.NewReader(s) },
@@ -894,7 +898,7 @@ func TestProxyRedactsAcrossReads(t *testing.T) {
 		for _, tt := range tests {
 			resp := fasthttp.AcquireResponse()
 			resp.SetBodyStream(r(tt.in), -1)
-			b := &passBody{resp: resp, key: []byte(key)}
+			b := &passBody{resp: resp, red: adapters.NewRedactor([]string{key})}
 			out, err := io.ReadAll(iotest.OneByteReader(b))
 			_ = b.Close()
 			if err != nil || string(out) != tt.want {

@@ -46,6 +46,9 @@ type snapshot struct {
 	// anon is the engine's per-address count when auth is off and
 	// auth.anonymous_rpm is set; nil otherwise.
 	anon *anonymous
+	// red keeps every provider key of the config out of what upstreams
+	// answer: the adapters' replies and the passthrough's.
+	red *adapters.Redactor
 }
 
 type provider struct {
@@ -164,8 +167,9 @@ func reuse[T any](old, kept map[string]*T, name string) *T {
 // triples, targets, groups and gateway keys still in the config is kept;
 // the rest is dropped.
 // upstreamModels holds, per provider, the model ids its upstream listed
-// (list_models); they join the models the file declares.
-func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamModels map[string][]string) (*snapshot, error) {
+// (list_models); they join the models the file declares. red is
+// redactorFor(cfg).
+func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamModels map[string][]string, red *adapters.Redactor) (*snapshot, error) {
 	s := &snapshot{
 		cfg:         cfg,
 		providers:   map[string]*provider{},
@@ -181,6 +185,7 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		stickyTTL:   int64(cfg.Sticky.TTL),
 		cacheTTL:    cfg.Cache.TTL.D(),
 		access:      *cfg.Log.Access,
+		red:         red,
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -189,7 +194,7 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		routes: map[string]*routeState{}, providers: map[string]*providerStats{}}
 	for _, name := range cfg.ProviderOrder {
 		pc := cfg.Providers[name]
-		a, err := adapters.New(pc, client)
+		a, err := adapters.New(pc, client, red)
 		if err != nil {
 			return nil, err
 		}
@@ -345,6 +350,17 @@ func (s *snapshot) passUpstreams(allowed map[string]bool) map[string]map[string]
 		}
 	}
 	return out
+}
+
+// redactorFor builds the redactor of every provider key in cfg.
+func redactorFor(cfg *config.Config) *adapters.Redactor {
+	var keys []string
+	for _, p := range cfg.Providers {
+		for _, k := range p.Keys {
+			keys = append(keys, k.Reveal())
+		}
+	}
+	return adapters.NewRedactor(keys)
 }
 
 type modelEntry struct {
