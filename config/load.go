@@ -357,6 +357,9 @@ func (p *parser) validate(c *Config) {
 	if c.MaxBody < 1024 {
 		p.errorf("max_body", "must be at least 1KiB, got %d bytes", c.MaxBody)
 	}
+	if c.ClientWriteTimeout <= 0 {
+		p.errorf("client_write_timeout", "must be positive, got %s", c.ClientWriteTimeout.D())
+	}
 }
 
 func (p *parser) validateProviders(c *Config) {
@@ -427,6 +430,9 @@ func (p *parser) validateProviders(c *Config) {
 		p.limits(path+".limits", pv.Limits)
 		if pv.DefaultMaxTokens < 0 {
 			p.errorf(path+".default_max_tokens", "must not be negative, got %d", pv.DefaultMaxTokens)
+		}
+		if pv.MaxResponseBody < 1024 {
+			p.errorf(path+".max_response_body", "must be at least 1KiB, got %d bytes", pv.MaxResponseBody)
 		}
 		if len(pv.Models) == 0 {
 			p.errorf(path, "models is empty; list the models this provider serves")
