@@ -21,7 +21,7 @@ func init() { register("anthropic", newAnthropic) }
 // must re-encode: the OpenAI request is decoded and rebuilt as a Messages
 // request, and the reply, whole or streamed, is rebuilt in OpenAI shape.
 type anthropic struct {
-	client    *fasthttp.Client
+	client    *fasthttp.HostClient
 	url       string
 	timeout   time.Duration
 	firstByte time.Duration
@@ -35,7 +35,7 @@ type anthropic struct {
 	now func() time.Time
 }
 
-func newAnthropic(p *config.Provider, client *fasthttp.Client) Provider {
+func newAnthropic(p *config.Provider, client *fasthttp.HostClient) Provider {
 	a := &anthropic{
 		client:    client,
 		url:       p.BaseURL + "/v1/messages",

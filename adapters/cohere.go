@@ -33,7 +33,7 @@ type cohere struct {
 	now func() time.Time
 }
 
-func newCohere(p *config.Provider, client *fasthttp.Client) Provider {
+func newCohere(p *config.Provider, client *fasthttp.HostClient) Provider {
 	h := newOpenAI(p, client).(*openAI)
 	h.url = p.BaseURL + "/v2/chat"
 	return &cohere{http: h, now: time.Now}

@@ -39,7 +39,7 @@ type geminiURLs struct{ generate, stream string }
 
 var strGoogAPIKey = []byte("X-Goog-Api-Key")
 
-func newGemini(p *config.Provider, client *fasthttp.Client) Provider {
+func newGemini(p *config.Provider, client *fasthttp.HostClient) Provider {
 	t := &openAI{
 		client:    client,
 		timeout:   p.Timeout.D(),

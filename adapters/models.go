@@ -23,7 +23,7 @@ var modelLists = map[string]struct{ path, ids string }{
 // ListModels fetches the ids of the models a provider serves, with its
 // first key, for list_models. Gemini's "models/" prefix is dropped, so the
 // ids are what its generateContent path takes.
-func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration) ([]string, error) {
+func ListModels(p *config.Provider, client *fasthttp.HostClient, timeout time.Duration) ([]string, error) {
 	where, ok := modelLists[p.Protocol]
 	if !ok {
 		return nil, fmt.Errorf("provider %s: protocol %s has no model list", p.Name, p.Protocol)

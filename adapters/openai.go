@@ -19,7 +19,7 @@ import (
 // for); responses and SSE frames come back as they are, after a validity
 // check.
 type openAI struct {
-	client      *fasthttp.Client
+	client      *fasthttp.HostClient
 	url         string
 	timeout     time.Duration
 	firstByte   time.Duration
@@ -33,7 +33,7 @@ type openAI struct {
 
 func init() { register("openai", newOpenAI) }
 
-func newOpenAI(p *config.Provider, client *fasthttp.Client) Provider {
+func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 	o := &openAI{
 		client:      client,
 		url:         p.BaseURL + "/chat/completions",
@@ -147,7 +147,7 @@ const (
 // most firstByte for the response headers, when that is shorter than
 // timeout. On failure the response is released too, or left to the
 // abandoned call that still owns it.
-func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte, timeout time.Duration) (*fasthttp.Response, *Failure) {
+func send(client *fasthttp.HostClient, req *fasthttp.Request, stream bool, firstByte, timeout time.Duration) (*fasthttp.Response, *Failure) {
 	// The whole attempt, a stream included, ends by timeout.
 	req.SetTimeout(timeout)
 	resp := fasthttp.AcquireResponse()
@@ -174,7 +174,7 @@ func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte
 // cannot cancel a call, so one that runs late is abandoned to its
 // goroutine, which frees it when its own deadline (the provider's timeout)
 // ends it.
-func doWithin(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
+func doWithin(client *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
 	var state atomic.Int32
 	done := make(chan error, 1)
 	go func() {

@@ -39,7 +39,7 @@ type Options struct {
 // Engine serves the gateway's HTTP API from the current config snapshot.
 type Engine struct {
 	snap   atomic.Pointer[snapshot]
-	client *fasthttp.Client
+	ups    upstreams
 	states states
 	sticky stickyStore
 	cache  *responseCache
@@ -63,16 +63,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		log:     opt.Logger,
 		status:  opt.Status,
 		started: time.Now(),
-		client: &fasthttp.Client{
-			Dial:                     opt.Dial,
-			NoDefaultUserAgentHeader: true,
-			// Open streams each hold a connection; the default 512 would
-			// refuse the 513th at once.
-			MaxConnsPerHost:     16384,
-			MaxIdleConnDuration: 90 * time.Second,
-			ReadBufferSize:      16 << 10,
-			MaxResponseBodySize: 64 << 20,
-		},
+		ups:     upstreams{dial: opt.Dial},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -100,7 +91,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 // Swap publishes cfg. Requests already running finish on the snapshot
 // they started with.
 func (e *Engine) Swap(cfg *config.Config) error {
-	s, err := build(cfg, e.client, &e.states, e.modelLists(cfg))
+	s, err := build(cfg, &e.ups, &e.states, e.modelLists(cfg))
 	if err != nil {
 		return err
 	}
@@ -119,6 +110,7 @@ func (e *Engine) Swap(cfg *config.Config) error {
 		e.log.Warn("no gateway keys configured: authentication is off")
 	}
 	e.snap.Store(s)
+	e.ups.keep(cfg)
 	return nil
 }
 
@@ -151,7 +143,7 @@ func (e *Engine) modelLists(cfg *config.Config) map[string][]string {
 		}
 		l, ok := e.lists[name]
 		if !ok || l.source != src {
-			ids, err := adapters.ListModels(p, e.client, listTimeout)
+			ids, err := adapters.ListModels(p, e.ups.client(p), listTimeout)
 			if err != nil {
 				e.log.Warn("list_models failed; serving the declared models only", "provider", name, "err", err)
 				continue
@@ -171,7 +163,7 @@ func (e *Engine) Close() {
 	if e.access != nil {
 		e.access.close()
 	}
-	e.client.CloseIdleConnections()
+	e.ups.closeIdle()
 	if e.cache != nil {
 		e.cache.close()
 	}

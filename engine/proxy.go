@@ -133,7 +133,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = !cacheable
 	start := time.Now()
-	if err := e.client.Do(req, resp); err != nil {
+	if err := p.client.Do(req, resp); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		e.log.Warn("passthrough failed", "provider", p.name, "err", err)
 		(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_unreachable",
