@@ -104,6 +104,7 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 	if c.Stream {
 		s := newAnthropicStream(resp.BodyStream(), a.key(c.Key), c.ClientUsage, a.now().Unix())
 		s.resp = resp
+		s.sse.max = a.client.MaxResponseBodySize
 		s.watch(resp, a.firstByte, a.idle)
 		r.Stream = s
 		return nil

@@ -277,6 +277,7 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 	if c.Stream {
 		s := newCohereStream(resp.BodyStream(), h.key(c.Key), c.Upstream, co.now().Unix(), c.ClientUsage)
 		s.resp = resp
+		s.sse.max = h.client.MaxResponseBodySize
 		s.watch(resp, h.firstByte, h.idle)
 		r.Stream = s
 		return nil

@@ -117,6 +117,7 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 			created:     g.now().Unix(),
 			clientUsage: c.ClientUsage,
 		}
+		s.up.sse.max = t.client.MaxResponseBodySize
 		s.up.watch(resp, t.firstByte, t.idle)
 		r.Stream = s
 		return nil

@@ -111,6 +111,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), key: o.key(c.Key), strip: strip}
+		s.sse.max = o.client.MaxResponseBodySize
 		s.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
 		return nil
@@ -143,7 +144,8 @@ const (
 )
 
 // send makes one adapter's HTTP exchange, bounded by timeout, and releases
-// req; the response body streams when stream is set. A stream waits at
+// req; the response body streams when stream is set, except a failure's,
+// which is read whole up to the client's body limit. A stream waits at
 // most firstByte for the response headers, when that is shorter than
 // timeout. On failure the response is released too, or left to the
 // abandoned call that still owns it.
@@ -166,6 +168,15 @@ func send(client *fasthttp.HostClient, req *fasthttp.Request, stream bool, first
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return nil, transportFailure(err)
+	}
+	if status := resp.StatusCode(); stream && (status < 200 || status > 299) {
+		// The failure is classified from its body, which fasthttp reads
+		// without a bound from a streamed response. The rest of a longer
+		// one is no error message anyone needs.
+		b, _ := io.ReadAll(io.LimitReader(resp.BodyStream(), int64(client.MaxResponseBodySize)))
+		// Closing the stream keeps the connection only if it was read to
+		// its end.
+		resp.SetBodyRaw(b)
 	}
 	return resp, nil
 }

@@ -56,8 +56,12 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	defer func() {
 		e.finish(ctx, s, key, x, start)
 		x.route, x.routeName, x.winner, x.ttfb, x.relay = nil, "", candidate{}, 0, nil
-		// Body keeps its capacity; the usage must not reach the next
-		// request's access log line when it fails before any reply.
+		// Body keeps its capacity, unless a large answer grew it; the usage
+		// must not reach the next request's access log line when it fails
+		// before any reply.
+		if cap(x.reply.Body) > maxPooledBody {
+			x.reply.Body = nil
+		}
 		x.reply.Stream, x.reply.Usage, x.reply.Exhausted = nil, adapters.Usage{}, 0
 		x.fails = x.fails[:0]
 		x.env = config.RequestEnv{}

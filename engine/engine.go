@@ -65,6 +65,11 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		started: time.Now(),
 		ups:     upstreams{dial: opt.Dial},
 	}
+	// fasthttp pools body buffers, request and response, upstream and
+	// client side, and a pooled buffer keeps its capacity: one large body
+	// would stay in memory for good, reused by small ones. Larger ones are
+	// dropped instead.
+	fasthttp.SetBodySizePoolLimit(maxPooledBody, maxPooledBody)
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -113,6 +118,10 @@ func (e *Engine) Swap(cfg *config.Config) error {
 	e.ups.keep(cfg)
 	return nil
 }
+
+// maxPooledBody is the largest body buffer fasthttp may pool: a typical
+// answer is a few KiB, so only rare large ones are allocated afresh.
+const maxPooledBody = 1 << 20
 
 // listTimeout bounds one list_models fetch.
 const listTimeout = 10 * time.Second

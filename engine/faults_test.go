@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,5 +152,148 @@ func TestIdleUpstreamConnectionsDropped(t *testing.T) {
 	case <-closed:
 	case <-time.After(fakeDeadline):
 		t.Fatalf("the idle upstream connection was still open after %v; idle_conn_timeout is 100ms", fakeDeadline)
+	}
+}
+
+// oversized answers with a valid answer of size bytes and more: a body
+// with its length, or, when the request says "chunked", a chunked one; a
+// stream of one such event, or, when the request says "chunked", a
+// failure with such a body.
+func oversized(size int) func(*fasthttp.RequestCtx, int) {
+	content := strings.Repeat("x", size)
+	whole := []byte(fakeCompletion("up", content))
+	event := []byte(`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up","choices":[{"index":0,"delta":{"content":"` +
+		content + `"},"finish_reason":null}]}` + "\n\n" + fakeFinish + fakeDone)
+	return func(ctx *fasthttp.RequestCtx, _ int) {
+		stream := bytes.Contains(ctx.PostBody(), []byte(`"stream":true`))
+		chunked := bytes.Contains(ctx.PostBody(), []byte(`"chunked"`))
+		ctx.SetContentType("application/json")
+		body := whole
+		switch {
+		case !stream && !chunked:
+			ctx.Response.SetBodyRaw(whole)
+			return
+		case stream && chunked:
+			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+		case stream:
+			ctx.SetContentType("text/event-stream")
+			body = event
+		}
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for rest := body; len(rest) > 0; {
+				n := min(len(rest), 64<<10)
+				if _, err := w.Write(rest[:n]); err != nil || w.Flush() != nil {
+					return
+				}
+				rest = rest[n:]
+			}
+		})
+	}
+}
+
+// TestOversizedUpstreamBodies: an answer over max_response_body, whole or
+// one SSE line, fails over to the next candidate.
+func TestOversizedUpstreamBodies(t *testing.T) {
+	n := newFakeNet(t)
+	p1 := n.upstream("p1.test", oversized(2<<20))
+	n.upstream("p2.test", fakeOK("from p2"))
+	g := newFakeGateway(t, `
+providers:
+  p1: {type: openai, base_url: http://p1.test/v1, max_response_body: 1MiB, stream_usage: false, models: {m: {}}}
+  p2: {type: openai, base_url: http://p2.test/v1, stream_usage: false, models: {m: {}}}
+models:
+  auto: {targets: [p1/m, p2/m]}
+failover: {cooldown: 1ns}
+`, n)
+	for _, tt := range []struct{ name, body string }{
+		{"body with its length", `{"model":"auto","messages":[{"role":"user","content":"hi"}]}`},
+		{"chunked body", `{"model":"auto","messages":[{"role":"user","content":"chunked"}]}`},
+		{"stream line", `{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}`},
+		{"stream error body", `{"model":"auto","stream":true,"messages":[{"role":"user","content":"chunked"}]}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hits := p1.hits()
+			r := g.chat(tt.body)
+			if r.status != 200 || r.get("X-Routed-Via") != "p2/m" || r.get("X-Fallback-Attempts") != "1" || p1.hits() != hits+1 {
+				t.Errorf("status %d via %q after %q fallbacks (p1 hits %d); want 200 from p2 after p1 failed: %s",
+					r.status, r.get("X-Routed-Via"), r.get("X-Fallback-Attempts"), p1.hits()-hits, r.body)
+			}
+		})
+	}
+}
+
+// TestUpstreamBurstLeavesNoHeap: after a burst of large answers, some over
+// the limit (4MiB against 1MiB) and some served (1.5MiB, under the default
+// 8MiB), the heap comes back near where it was: no pool keeps the large
+// buffers. Over TCP, as in-memory connections pool buffers of their own.
+func TestUpstreamBurstLeavesNoHeap(t *testing.T) {
+	over := oversized(4 << 20)
+	p1 := tcpServe(t, &fasthttp.Server{Logger: fakeQuiet{}, Handler: func(ctx *fasthttp.RequestCtx) { over(ctx, 0) }})
+	large := strings.Repeat("y", 3<<19)
+	served := []byte(fakeCompletion("up", large))
+	streamed := []byte(`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up","choices":[{"index":0,"delta":{"content":"` +
+		large + `"},"finish_reason":null}]}` + "\n\n" + fakeFinish + fakeDone)
+	p2 := tcpServe(t, &fasthttp.Server{Logger: fakeQuiet{}, Handler: func(ctx *fasthttp.RequestCtx) {
+		switch {
+		case bytes.Contains(ctx.PostBody(), []byte("warm-up")):
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(fakeCompletion("up", "ready"))
+		case bytes.Contains(ctx.PostBody(), []byte(`"stream":true`)):
+			ctx.SetContentType("text/event-stream")
+			ctx.Response.SetBodyRaw(streamed)
+		default:
+			ctx.SetContentType("application/json")
+			ctx.Response.SetBodyRaw(served)
+		}
+	}})
+	g := newTCPGateway(t, `
+providers:
+  p1: {type: openai, base_url: http://`+p1+`/v1, max_response_body: 1MiB, stream_usage: false, models: {m: {}}}
+  p2: {type: openai, base_url: http://`+p2+`/v1, stream_usage: false, models: {m: {}}}
+models:
+  auto: {targets: [p1/m, p2/m]}
+failover: {cooldown: 1ns}
+circuit_breaker: {failures: 1000}
+`)
+	bodies := []string{
+		`{"model":"auto","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"auto","messages":[{"role":"user","content":"chunked"}]}`,
+		`{"model":"auto","stream":true,"messages":[{"role":"user","content":"chunked"}]}`,
+	}
+	chat := func(body string) string {
+		status, answer := g.do("POST", "/v1/chat/completions", body)
+		if status != 200 || len(answer) < len(large) || !bytes.HasSuffix(answer, []byte(fakeDone)) && !gjson.ValidBytes(answer) {
+			return "status " + strconv.Itoa(status) + ": " + string(answer[:min(len(answer), 300)])
+		}
+		return ""
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	if status, answer := g.do("POST", "/v1/chat/completions", `{"model":"auto","messages":[{"role":"user","content":"warm-up"}]}`); status != 200 {
+		t.Fatalf("warm-up: status %d: %s", status, answer)
+	}
+	before := heap()
+	var wg sync.WaitGroup
+	fails := make(chan string, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			if f := chat(bodies[i%len(bodies)]); f != "" {
+				fails <- f
+			}
+		})
+	}
+	wg.Wait()
+	close(fails)
+	for f := range fails {
+		t.Errorf("a request of the burst: %s; want p2's answer", f)
+	}
+	// The burst moved about 16 * (1 + 1.5) MiB through the gateway, and
+	// the pools would keep most of it; the slack is for the runtime's own.
+	if after := heap(); after > before+8<<20 {
+		t.Errorf("heap in use %d KiB after the burst, %d KiB before: large buffers are kept", after>>10, before>>10)
 	}
 }
