@@ -421,7 +421,8 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, t *target, x *exchange, fallba
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res}
+	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res,
+		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}
 	ctx.Response.SetBodyStream(x.relay, -1)
 }
 
@@ -535,6 +536,7 @@ type relay struct {
 	pending []byte
 	ended   bool
 	res     settlement
+	writes  clientWrites
 	// access is the request's access log line, written when the stream
 	// ends; nil when the access log is off.
 	access    *accessLine
@@ -575,10 +577,12 @@ func (r *relay) WriteTo(w io.Writer) (int64, error) {
 		if !ok {
 			return n, nil
 		}
+		r.writes.before()
 		m, err := w.Write(b)
 		n += int64(m)
 		if err != nil {
-			// The client went away; closing the upstream stops its work.
+			// The client went away or stopped reading; closing the
+			// upstream stops its work.
 			r.Close()
 			return n, err
 		}
@@ -599,6 +603,7 @@ func (r *relay) Read(p []byte) (int, error) {
 	}
 	n := copy(p, r.pending)
 	r.pending = r.pending[n:]
+	r.writes.before()
 	return n, nil
 }
 

@@ -55,15 +55,20 @@ type Engine struct {
 	// per request.
 	idPrefix [12]byte
 	idSeq    atomic.Uint64
+
+	// writeTimeout is client_write_timeout as the engine started with;
+	// the server is built with it, so a change needs a restart.
+	writeTimeout time.Duration
 }
 
 // New builds an engine serving cfg.
 func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
-		log:     opt.Logger,
-		status:  opt.Status,
-		started: time.Now(),
-		ups:     upstreams{dial: opt.Dial},
+		log:          opt.Logger,
+		status:       opt.Status,
+		started:      time.Now(),
+		ups:          upstreams{dial: opt.Dial},
+		writeTimeout: cfg.ClientWriteTimeout.D(),
 	}
 	// fasthttp pools body buffers, request and response, upstream and
 	// client side, and a pooled buffer keeps its capacity: one large body
@@ -109,6 +114,9 @@ func (e *Engine) Swap(cfg *config.Config) error {
 		}
 		if old.cfg.MaxBody != cfg.MaxBody {
 			e.log.Warn("max_body changed; restart the gateway to apply it", "serving", int64(old.cfg.MaxBody), "file", int64(cfg.MaxBody))
+		}
+		if d := cfg.ClientWriteTimeout.D(); d != e.writeTimeout {
+			e.log.Warn("client_write_timeout changed; restart the gateway to apply it", "serving", e.writeTimeout, "file", d)
 		}
 	}
 	if len(cfg.Auth.Keys) == 0 {
@@ -179,13 +187,16 @@ func (e *Engine) Close() {
 }
 
 // Server returns a fasthttp server for the engine. Its body limit is the
-// config's max_body at the time of the call.
+// config's max_body at the time of the call. Its write timeout, the
+// engine's client_write_timeout, bounds writing a response held whole; a
+// streamed body moves that deadline on as it makes progress (clientWrites).
 func (e *Engine) Server() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               e.Handler,
 		ErrorHandler:          e.errorHandler,
 		MaxRequestBodySize:    int(e.snap.Load().cfg.MaxBody),
 		ReadTimeout:           60 * time.Second,
+		WriteTimeout:          e.writeTimeout,
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,

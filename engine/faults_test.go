@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,18 @@ func tcpServe(t *testing.T, srv *fasthttp.Server) string {
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+// smallSendBuffers gives every accepted connection a small send buffer, so
+// a client that does not read blocks the writer after a few KiB.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }
 
 // tcpGateway is an engine for yaml, served on a loopback port and dialing
@@ -66,7 +79,7 @@ func newTCPGateway(t *testing.T, yaml string) *tcpGateway {
 	g := &tcpGateway{t: t, srv: eng.Server(), addr: ln.Addr().String()}
 	g.srv.Logger = fakeQuiet{}
 	done := make(chan struct{})
-	go func() { _ = g.srv.Serve(ln); close(done) }()
+	go func() { _ = g.srv.Serve(smallSendBuffers{ln}); close(done) }()
 	g.client = &fasthttp.HostClient{Addr: g.addr}
 	t.Cleanup(func() {
 		g.client.CloseIdleConnections()
@@ -89,6 +102,16 @@ func (g *tcpGateway) do(method, path, body string) (int, []byte) {
 		g.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	return resp.StatusCode(), bytes.Clone(resp.Body())
+}
+
+// waitFor polls cond until it holds, failing with what after fakeDeadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(fakeDeadline); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("still waiting, after %v, for %s", fakeDeadline, what)
+		}
+	}
 }
 
 // TestStaleKeepAliveRetried: an upstream closes idle connections sooner
@@ -152,6 +175,121 @@ func TestIdleUpstreamConnectionsDropped(t *testing.T) {
 	case <-closed:
 	case <-time.After(fakeDeadline):
 		t.Fatalf("the idle upstream connection was still open after %v; idle_conn_timeout is 100ms", fakeDeadline)
+	}
+}
+
+// slowReader opens a connection to addr that takes almost nothing in:
+// its receive buffer is tiny and it never reads.
+func slowReader(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		_ = rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// endless streams SSE chunks until a write fails, and sends that error
+// on released.
+func endless(released chan<- error) func(*fasthttp.RequestCtx) {
+	return func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := 0; ; i++ {
+				_, _ = w.WriteString(fakeChunk(i))
+				if err := w.Flush(); err != nil {
+					released <- err
+					return
+				}
+			}
+		})
+	}
+}
+
+// rawPost is a POST of body to path as a client writes it.
+func rawPost(path, body string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body
+}
+
+// TestSlowReaderCut: a client that stops reading a large answer or an
+// endless stream, chat or passthrough, is cut once a write has made no
+// progress for client_write_timeout; a stream's upstream is released with
+// it.
+func TestSlowReaderCut(t *testing.T) {
+	large := fakeCompletion("up", strings.Repeat("x", 4<<20))
+	for _, tt := range []struct {
+		name, path, body string
+		stream           bool
+	}{
+		{"large answer", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`, false},
+		{"endless stream", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, true},
+		{"endless passthrough", "/proxy/up/chat/completions", `{"model":"up","stream":true}`, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var hits atomic.Int32
+			released := make(chan error, 1)
+			stream := endless(released)
+			up := tcpServe(t, &fasthttp.Server{Logger: fakeQuiet{}, Handler: func(ctx *fasthttp.RequestCtx) {
+				hits.Add(1)
+				if tt.stream {
+					stream(ctx)
+					return
+				}
+				ctx.SetContentType("application/json")
+				ctx.SetBodyString(large)
+			}})
+			g := newTCPGateway(t, "client_write_timeout: 300ms\nproviders:\n  up: {type: openai, base_url: http://"+up+"/v1, stream_usage: false, models: {m: {}}}\n")
+			c := slowReader(t, g.addr)
+			if _, err := c.Write([]byte(rawPost(tt.path, tt.body))); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the request to reach the upstream", func() bool { return hits.Load() == 1 })
+			waitFor(t, "the gateway to give up on the client", func() bool { return g.srv.GetOpenConnectionsCount() == 0 })
+			if tt.stream {
+				select {
+				case <-released:
+				case <-time.After(fakeDeadline):
+					t.Fatal("the upstream stream was still being read after the client was cut")
+				}
+			}
+		})
+	}
+}
+
+// TestReadingClientNotCut: a stream that lasts several times
+// client_write_timeout reaches a client that keeps reading whole.
+func TestReadingClientNotCut(t *testing.T) {
+	const frames = 40
+	up := tcpServe(t, &fasthttp.Server{Logger: fakeQuiet{}, Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			for i := range frames {
+				// The pace is the scenario: 40 frames over 1s, against a
+				// write timeout of 300ms.
+				time.Sleep(25 * time.Millisecond)
+				_, _ = w.WriteString(fakeChunk(i))
+				if w.Flush() != nil {
+					return
+				}
+			}
+			_, _ = w.WriteString(fakeFinish + fakeDone)
+		})
+	}})
+	g := newTCPGateway(t, "client_write_timeout: 300ms\nproviders:\n  up: {type: openai, base_url: http://"+up+"/v1, stream_usage: false, models: {m: {}}}\n")
+	for _, path := range []string{"/v1/chat/completions", "/proxy/up/chat/completions"} {
+		status, body := g.do("POST", path, `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		if status != 200 || !strings.Contains(string(body), fakeChunk(frames-1)) || !strings.HasSuffix(string(body), fakeDone) {
+			t.Errorf("%s: status %d, body ends %q; want the whole stream", path, status, body[max(0, len(body)-200):])
+		}
 	}
 }
 

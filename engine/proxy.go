@@ -149,7 +149,8 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot) string {
 		}
 	})
 	if !cacheable {
-		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key}, -1)
+		ctx.Response.SetBodyStream(&passBody{resp: resp, key: key,
+			writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}, -1)
 		return p.name
 	}
 	defer fasthttp.ReleaseResponse(resp)
@@ -221,11 +222,21 @@ type passBody struct {
 	// client, tail the part held back.
 	buf, out, tail []byte
 	err            error
+	writes         clientWrites
 }
 
 var strRedacted = []byte("<secret>")
 
+// Read returns what the server writes next, and readies its deadline.
 func (b *passBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if n > 0 {
+		b.writes.before()
+	}
+	return n, err
+}
+
+func (b *passBody) read(p []byte) (int, error) {
 	if len(b.key) == 0 {
 		return b.resp.BodyStream().Read(p)
 	}
