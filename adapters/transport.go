@@ -70,6 +70,7 @@ type trackedAddr struct {
 	served atomic.Bool
 }
 
+// LocalAddr returns the address with the connection's memory.
 func (c *trackedConn) LocalAddr() net.Addr { return &c.addr }
 
 // trackedDial dials with dial, or fasthttp's TCP dialer within timeout,
@@ -97,6 +98,8 @@ func trackedDial(dial fasthttp.DialFunc) fasthttp.DialFuncWithTimeout {
 // stale connection from any other.
 type reuseTransport struct{}
 
+// RoundTrip makes one exchange with fasthttp's transport and marks a
+// failure on a stale connection.
 func (reuseTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
 	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
 	a, _ := resp.LocalAddr().(*trackedAddr)
