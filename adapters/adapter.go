@@ -143,17 +143,18 @@ func (f *Failure) Error() string {
 
 // constructors holds each protocol's adapter; each protocol's file
 // registers itself.
-var constructors = map[string]func(*config.Provider, *fasthttp.Client) Provider{}
+var constructors = map[string]func(*config.Provider, *fasthttp.HostClient) Provider{}
 
-func register(protocol string, c func(*config.Provider, *fasthttp.Client) Provider) {
+func register(protocol string, c func(*config.Provider, *fasthttp.HostClient) Provider) {
 	constructors[protocol] = c
 }
 
-// New builds the adapter for a provider. The client is shared and outlives
-// config snapshots, so its connections survive reloads. Everything the
-// adapter returns passes red, which holds every provider key of the
-// config: an upstream may know, and echo, another provider's key too.
-func New(p *config.Provider, client *fasthttp.Client, red *Redactor) (Provider, error) {
+// New builds the adapter for a provider. The client is the provider's
+// (NewClient); it outlives config snapshots, so its connections survive
+// reloads. Everything the adapter returns passes red, which holds every
+// provider key of the config: an upstream may know, and echo, another
+// provider's key too.
+func New(p *config.Provider, client *fasthttp.HostClient, red *Redactor) (Provider, error) {
 	c := constructors[p.Protocol]
 	if c == nil {
 		return nil, fmt.Errorf("provider %s: no adapter for protocol %q", p.Name, p.Protocol)

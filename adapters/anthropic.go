@@ -20,7 +20,7 @@ func init() { register("anthropic", newAnthropic) }
 // must re-encode: the OpenAI request is decoded and rebuilt as a Messages
 // request, and the reply, whole or streamed, is rebuilt in OpenAI shape.
 type anthropic struct {
-	client    *fasthttp.Client
+	client    *fasthttp.HostClient
 	url       string
 	timeout   time.Duration
 	firstByte time.Duration
@@ -34,7 +34,7 @@ type anthropic struct {
 	now func() time.Time
 }
 
-func newAnthropic(p *config.Provider, client *fasthttp.Client) Provider {
+func newAnthropic(p *config.Provider, client *fasthttp.HostClient) Provider {
 	a := &anthropic{
 		client:    client,
 		url:       p.BaseURL + "/v1/messages",
@@ -103,6 +103,7 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 	if c.Stream {
 		s := newAnthropicStream(resp.BodyStream(), c.ClientUsage, a.now().Unix())
 		s.resp = resp
+		s.sse.max = a.client.MaxResponseBodySize
 		s.watch(resp, a.firstByte, a.idle)
 		r.Stream = s
 		return nil

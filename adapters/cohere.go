@@ -32,7 +32,7 @@ type cohere struct {
 	now func() time.Time
 }
 
-func newCohere(p *config.Provider, client *fasthttp.Client) Provider {
+func newCohere(p *config.Provider, client *fasthttp.HostClient) Provider {
 	h := newOpenAI(p, client).(*openAI)
 	h.url = p.BaseURL + "/v2/chat"
 	return &cohere{http: h, now: time.Now}
@@ -268,6 +268,7 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 	if c.Stream {
 		s := newCohereStream(resp.BodyStream(), c.Upstream, co.now().Unix(), c.ClientUsage)
 		s.resp = resp
+		s.sse.max = h.client.MaxResponseBodySize
 		s.watch(resp, h.firstByte, h.idle)
 		r.Stream = s
 		return nil

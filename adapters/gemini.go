@@ -39,7 +39,7 @@ type geminiURLs struct{ generate, stream string }
 
 var strGoogAPIKey = []byte("X-Goog-Api-Key")
 
-func newGemini(p *config.Provider, client *fasthttp.Client) Provider {
+func newGemini(p *config.Provider, client *fasthttp.HostClient) Provider {
 	t := &openAI{
 		client:    client,
 		timeout:   p.Timeout.D(),
@@ -117,6 +117,7 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 			created:     g.now().Unix(),
 			clientUsage: c.ClientUsage,
 		}
+		s.up.sse.max = t.client.MaxResponseBodySize
 		s.up.watch(resp, t.firstByte, t.idle)
 		r.Stream = s
 		return nil

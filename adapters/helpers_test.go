@@ -5,7 +5,6 @@ import (
 	"net"
 	"testing"
 
-	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"gateway/config"
@@ -22,13 +21,15 @@ func testProvider(t testing.TB, yaml, name, host string, ln *fasthttputil.Inmemo
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &fasthttp.Client{Dial: func(addr string) (net.Conn, error) {
+	client := NewClient(cfg.Providers[name], func(addr string) (net.Conn, error) {
 		if ln == nil || addr != host {
 			return nil, errors.New("dial " + addr + ": connection refused")
 		}
 		return ln.Dial()
-	}}
-	t.Cleanup(client.CloseIdleConnections)
+	})
+	if client != nil {
+		t.Cleanup(client.CloseIdleConnections)
+	}
 	p, err := New(cfg.Providers[name], client, testRedactor)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ import (
 type mock struct{}
 
 func init() {
-	register("mock", func(*config.Provider, *fasthttp.Client) Provider { return &mock{} })
+	register("mock", func(*config.Provider, *fasthttp.HostClient) Provider { return &mock{} })
 }
 
 func (m *mock) Chat(c *Call, r *Reply) error {

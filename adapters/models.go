@@ -24,7 +24,7 @@ var modelLists = map[string]struct{ path, ids string }{
 // first key, for list_models. Gemini's "models/" prefix is dropped, so the
 // ids are what its generateContent path takes. An id red finds a key in
 // is left out: ids become model names, shown in /v1/models and the stats.
-func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Duration, red *Redactor) ([]string, error) {
+func ListModels(p *config.Provider, client *fasthttp.HostClient, timeout time.Duration, red *Redactor) ([]string, error) {
 	where, ok := modelLists[p.Protocol]
 	if !ok {
 		return nil, fmt.Errorf("provider %s: protocol %s has no model list", p.Name, p.Protocol)
@@ -52,7 +52,7 @@ func ListModels(p *config.Provider, client *fasthttp.Client, timeout time.Durati
 
 // listModels asks the provider's model list with its key at index key
 // (none when it has no keys) into resp.
-func listModels(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration, resp *fasthttp.Response) *Failure {
+func listModels(p *config.Provider, key int, client *fasthttp.HostClient, timeout time.Duration, resp *fasthttp.Response) *Failure {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	base := p.BaseURL
@@ -89,7 +89,7 @@ const (
 
 // CheckKey asks whether the upstream accepts the provider's key at index
 // key, with a call that spends no tokens: its model list.
-func CheckKey(p *config.Provider, key int, client *fasthttp.Client, timeout time.Duration) KeyCheck {
+func CheckKey(p *config.Provider, key int, client *fasthttp.HostClient, timeout time.Duration) KeyCheck {
 	if _, ok := modelLists[p.Protocol]; !ok {
 		return KeyUnknown
 	}

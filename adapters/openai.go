@@ -19,7 +19,7 @@ import (
 // for); responses and SSE frames come back as they are, after a validity
 // check.
 type openAI struct {
-	client      *fasthttp.Client
+	client      *fasthttp.HostClient
 	url         string
 	timeout     time.Duration
 	firstByte   time.Duration
@@ -33,7 +33,7 @@ type openAI struct {
 
 func init() { register("openai", newOpenAI) }
 
-func newOpenAI(p *config.Provider, client *fasthttp.Client) Provider {
+func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 	o := &openAI{
 		client:      client,
 		url:         p.BaseURL + "/chat/completions",
@@ -110,6 +110,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
+		s.sse.max = o.client.MaxResponseBodySize
 		s.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
 		return nil
@@ -147,11 +148,12 @@ const (
 )
 
 // send makes one adapter's HTTP exchange, bounded by timeout, and releases
-// req; the response body streams when stream is set. A stream waits at
+// req; the response body streams when stream is set, except a failure's,
+// which is read whole up to the client's body limit. A stream waits at
 // most firstByte for the response headers, when that is shorter than
 // timeout. On failure the response is released too, or left to the
 // abandoned call that still owns it.
-func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte, timeout time.Duration) (*fasthttp.Response, *Failure) {
+func send(client *fasthttp.HostClient, req *fasthttp.Request, stream bool, firstByte, timeout time.Duration) (*fasthttp.Response, *Failure) {
 	// The whole attempt, a stream included, ends by timeout.
 	req.SetTimeout(timeout)
 	resp := fasthttp.AcquireResponse()
@@ -171,6 +173,15 @@ func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte
 		fasthttp.ReleaseResponse(resp)
 		return nil, transportFailure(err)
 	}
+	if status := resp.StatusCode(); stream && (status < 200 || status > 299) {
+		// The failure is classified from its body, which fasthttp reads
+		// without a bound from a streamed response. The rest of a longer
+		// one is no error message anyone needs.
+		b, _ := io.ReadAll(io.LimitReader(resp.BodyStream(), int64(client.MaxResponseBodySize)))
+		// Closing the stream keeps the connection only if it was read to
+		// its end.
+		resp.SetBodyRaw(b)
+	}
 	return resp, nil
 }
 
@@ -178,7 +189,7 @@ func send(client *fasthttp.Client, req *fasthttp.Request, stream bool, firstByte
 // cannot cancel a call, so one that runs late is abandoned to its
 // goroutine, which frees it when its own deadline (the provider's timeout)
 // ends it.
-func doWithin(client *fasthttp.Client, req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
+func doWithin(client *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, d time.Duration) error {
 	var state atomic.Int32
 	done := make(chan error, 1)
 	go func() {

@@ -508,7 +508,7 @@ func TestFailureError(t *testing.T) {
 }
 
 func TestNewRejectsUnknownType(t *testing.T) {
-	if _, err := New(&config.Provider{Name: "x", Type: "carrier-pigeon", Protocol: "carrier-pigeon"}, &fasthttp.Client{}, nil); err == nil {
+	if _, err := New(&config.Provider{Name: "x", Type: "carrier-pigeon", Protocol: "carrier-pigeon"}, nil, nil); err == nil {
 		t.Fatal("New accepted an unknown type")
 	}
 }

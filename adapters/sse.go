@@ -8,16 +8,16 @@ import (
 	"sync"
 )
 
-// maxFrame bounds one SSE frame, so a broken upstream cannot grow a buffer
-// without end.
+// maxFrame bounds one SSE frame until the adapter sets its provider's
+// max_response_body, so a broken upstream cannot grow a buffer without end.
 const maxFrame = 8 << 20
 
 // ErrStreamCut is returned when an upstream stream ends before its end
 // marker.
 var ErrStreamCut = errors.New("upstream stream ended before it was complete")
 
-// errFrameTooLarge is returned for an SSE frame over maxFrame.
-var errFrameTooLarge = errors.New("upstream sent an SSE frame over 8 MiB")
+// errFrameTooLarge is returned for an SSE frame over the reader's bound.
+var errFrameTooLarge = errors.New("upstream sent an SSE frame over max_response_body")
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
 
@@ -26,12 +26,14 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<
 type sseReader struct {
 	br    *bufio.Reader
 	frame []byte
+	// max bounds one frame.
+	max int
 }
 
 func newSSEReader(r io.Reader) *sseReader {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(r)
-	return &sseReader{br: br}
+	return &sseReader{br: br, max: maxFrame}
 }
 
 // next returns the next frame. At the end of input a trailing frame
@@ -40,7 +42,7 @@ func (s *sseReader) next() ([]byte, error) {
 	s.frame = s.frame[:0]
 	for {
 		line, err := s.br.ReadSlice('\n')
-		if len(s.frame)+len(line) > maxFrame {
+		if len(s.frame)+len(line) > s.max {
 			return nil, errFrameTooLarge
 		}
 		s.frame = append(s.frame, line...)

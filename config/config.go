@@ -34,6 +34,10 @@ type Config struct {
 	Cache          Cache                `yaml:"cache"`
 	Log            Log                  `yaml:"log"`
 
+	// ClientWriteTimeout is how long one write to a client may make no
+	// progress before the response is given up and its upstream released.
+	ClientWriteTimeout Duration `yaml:"client_write_timeout"`
+
 	// ProviderOrder holds the provider names in file order, without the
 	// optional providers that were left out.
 	ProviderOrder []string `yaml:"-"`
@@ -84,6 +88,10 @@ func (c *Config) preset() {
 	c.Failover.AuthRecheck = Duration(30 * time.Second)
 	// An explicit `ttl: 0s` turns sticky sessions off.
 	c.Sticky.TTL = Duration(30 * time.Minute)
+	// A client reading normally never leaves a write blocked for more than
+	// a moment; half a minute rides out a stalled mobile link or a
+	// buffering proxy, and still frees a stuck upstream soon.
+	c.ClientWriteTimeout = Duration(30 * time.Second)
 }
 
 func (c *Config) defaults() {
@@ -175,6 +183,14 @@ type Provider struct {
 	// IdleTimeout the wait between two events. Zero: only Timeout.
 	FirstByteTimeout Duration `yaml:"first_byte_timeout"`
 	IdleTimeout      Duration `yaml:"idle_timeout"`
+	// IdleConnTimeout is how long an unused upstream connection is kept
+	// for the next request; it must end before the server's own
+	// keep-alive does, or the next request meets a closed connection.
+	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
+	// MaxResponseBody bounds an upstream answer read whole (a non-stream
+	// reply, an error body, a cached passthrough GET) and each event of a
+	// stream.
+	MaxResponseBody ByteSize `yaml:"max_response_body"`
 	// DefaultMaxTokens is what a request that sets no max_tokens is
 	// assumed to generate, for reserving tokens against caps.
 	DefaultMaxTokens int `yaml:"default_max_tokens"`
@@ -212,6 +228,18 @@ func (p *Provider) defaults() {
 	}
 	if p.ReserveMaxTokens == 0 {
 		p.ReserveMaxTokens = DefaultReserveMaxTokens
+	}
+	if p.IdleConnTimeout == 0 {
+		// Node, uvicorn (so vLLM) and most keep-alive servers close an idle
+		// connection after 5s; dropping ours a second earlier means a
+		// request never goes out on one the server is closing.
+		p.IdleConnTimeout = Duration(4 * time.Second)
+	}
+	if p.MaxResponseBody == 0 {
+		// A long completion is tens of KiB and a big tool-call answer a
+		// few MiB; 8MiB holds any real one and bounds what a broken
+		// upstream can make the gateway hold per request.
+		p.MaxResponseBody = 8 << 20
 	}
 	if p.StreamUsage == nil {
 		on := true

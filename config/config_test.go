@@ -179,6 +179,7 @@ func checkDefaults(t *testing.T, cfg *config.Config) {
 	}{
 		{"Listen", cfg.Listen, "127.0.0.1:8080"},
 		{"MaxBody", cfg.MaxBody, config.ByteSize(16 << 20)},
+		{"ClientWriteTimeout", cfg.ClientWriteTimeout.D(), 30 * time.Second},
 		{"Auth.DefaultRPM", cfg.Auth.DefaultRPM, 60},
 		{"len(Auth.Keys)", len(cfg.Auth.Keys), 0},
 		{"Failover.MaxAttempts", cfg.Failover.MaxAttempts, 5},
@@ -222,6 +223,7 @@ func checkFull(t *testing.T, cfg *config.Config) {
 	}{
 		{"Listen", cfg.Listen, "127.0.0.1:9090"},
 		{"MaxBody", cfg.MaxBody, config.ByteSize(8 << 20)},
+		{"ClientWriteTimeout", cfg.ClientWriteTimeout.D(), 10 * time.Second},
 		{"Auth.DefaultRPM", cfg.Auth.DefaultRPM, 90},
 		{"ProviderOrder", cfg.ProviderOrder, []string{"groq", "openai", "mock"}},
 		{"GroupOrder", cfg.GroupOrder, []string{"auto", "fast"}},
@@ -252,6 +254,8 @@ func checkFull(t *testing.T, cfg *config.Config) {
 		{"groq.Type", groq.Type, "openai"},
 		{"groq.BaseURL (trailing / trimmed)", groq.BaseURL, "https://api.groq.com/openai/v1"},
 		{"groq.Timeout", groq.Timeout.D(), 30 * time.Second},
+		{"groq.IdleConnTimeout", groq.IdleConnTimeout.D(), 2 * time.Second},
+		{"groq.MaxResponseBody", groq.MaxResponseBody, config.ByteSize(2 << 20)},
 		{"groq.Keys", revealAll(groq.Keys), []string{"gsk-test-1", "gsk-test-2"}},
 		{"groq.Keys[0].Ref", groq.Keys[0].Ref(), "${GROQ_KEY_1}"},
 		{"groq.Headers", groq.Headers, map[string]string{"X-Title": "gateway-test"}},
@@ -262,6 +266,8 @@ func checkFull(t *testing.T, cfg *config.Config) {
 		{"groq llama-8b upstream", groq.Models["llama-8b"].Upstream, "llama-3.1-8b-instant"},
 		{"openai.BaseURL (default)", openai.BaseURL, "https://api.openai.com/v1"},
 		{"openai.Timeout (default)", openai.Timeout.D(), 300 * time.Second},
+		{"openai.IdleConnTimeout (default)", openai.IdleConnTimeout.D(), 4 * time.Second},
+		{"openai.MaxResponseBody (default)", openai.MaxResponseBody, config.ByteSize(8 << 20)},
 		{"openai.Keys", revealAll(openai.Keys), []string{"sk-test-openai"}},
 		{"openai.ModelOrder", openai.ModelOrder, []string{"gpt-4o-mini", "gpt-4o"}},
 		{"openai gpt-4o upstream (defaults to the name)", openai.Models["gpt-4o"].Upstream, "gpt-4o"},

@@ -394,6 +394,9 @@ func (p *parser) validate(c *Config) {
 	if c.MaxBody < 1024 {
 		p.errorf("max_body", "must be at least 1KiB, got %d bytes", c.MaxBody)
 	}
+	if c.ClientWriteTimeout <= 0 {
+		p.errorf("client_write_timeout", "must be positive, got %s", c.ClientWriteTimeout.D())
+	}
 }
 
 func (p *parser) validateProviders(c *Config) {
@@ -467,6 +470,9 @@ func (p *parser) validateProviders(c *Config) {
 		}
 		if pv.ReserveMaxTokens < 0 {
 			p.errorf(path+".reserve_max_tokens", "must not be negative, got %d", pv.ReserveMaxTokens)
+		}
+		if pv.MaxResponseBody < 1024 {
+			p.errorf(path+".max_response_body", "must be at least 1KiB, got %d bytes", pv.MaxResponseBody)
 		}
 		if len(pv.Models) == 0 {
 			p.errorf(path, "models is empty; list the models this provider serves")

@@ -57,8 +57,12 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	defer func() {
 		e.finish(ctx, s, key, x, start)
 		x.route, x.routeName, x.winner, x.ttfb, x.relay = nil, "", candidate{}, 0, nil
-		// Body keeps its capacity; the usage must not reach the next
-		// request's access log line when it fails before any reply.
+		// Body keeps its capacity, unless a large answer grew it; the usage
+		// must not reach the next request's access log line when it fails
+		// before any reply.
+		if cap(x.reply.Body) > maxPooledBody {
+			x.reply.Body = nil
+		}
 		x.reply.Stream, x.reply.Usage, x.reply.Exhausted = nil, adapters.Usage{}, 0
 		x.fails = x.fails[:0]
 		x.env = config.RequestEnv{}
@@ -426,7 +430,8 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s}
+	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
+		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}
 	ctx.Response.SetBodyStream(x.relay, -1)
 }
 
@@ -543,7 +548,8 @@ type relay struct {
 	res     settlement
 	// s is the snapshot the stream was answered under, whose cooldown and
 	// breaker settings judge a stream the upstream cuts.
-	s *snapshot
+	s      *snapshot
+	writes clientWrites
 	// access is the request's access log line, written when the stream
 	// ends; nil when the access log is off.
 	access    *accessLine
@@ -614,10 +620,12 @@ func (r *relay) WriteTo(w io.Writer) (n int64, err error) {
 		if !ok {
 			return n, nil
 		}
+		r.writes.before()
 		m, err := w.Write(b)
 		n += int64(m)
 		if err != nil {
-			// The client went away; closing the upstream stops its work.
+			// The client went away or stopped reading; closing the
+			// upstream stops its work.
 			r.Close()
 			return n, err
 		}
@@ -641,6 +649,7 @@ func (r *relay) Read(p []byte) (int, error) {
 	}
 	n := copy(p, r.pending)
 	r.pending = r.pending[n:]
+	r.writes.before()
 	return n, nil
 }
 

@@ -42,7 +42,7 @@ type Options struct {
 // Engine serves the gateway's HTTP API from the current config snapshot.
 type Engine struct {
 	snap   atomic.Pointer[snapshot]
-	client *fasthttp.Client
+	ups    upstreams
 	states states
 	sticky stickyStore
 	cache  *responseCache
@@ -64,28 +64,29 @@ type Engine struct {
 	// per request.
 	idPrefix [12]byte
 	idSeq    atomic.Uint64
+
+	// writeTimeout is client_write_timeout as the engine started with;
+	// the server is built with it, so a change needs a restart.
+	writeTimeout time.Duration
 }
 
 // New builds an engine serving cfg.
 func New(cfg *config.Config, opt Options) (*Engine, error) {
 	e := &Engine{
-		log:     opt.Logger,
-		status:  opt.Status,
-		anon:    newAnonymous(),
-		stop:    make(chan struct{}),
-		version: opt.Version,
-		started: time.Now(),
-		client: &fasthttp.Client{
-			Dial:                     opt.Dial,
-			NoDefaultUserAgentHeader: true,
-			// Open streams each hold a connection; the default 512 would
-			// refuse the 513th at once.
-			MaxConnsPerHost:     16384,
-			MaxIdleConnDuration: 90 * time.Second,
-			ReadBufferSize:      16 << 10,
-			MaxResponseBodySize: 64 << 20,
-		},
+		log:          opt.Logger,
+		status:       opt.Status,
+		anon:         newAnonymous(),
+		stop:         make(chan struct{}),
+		version:      opt.Version,
+		started:      time.Now(),
+		ups:          upstreams{dial: opt.Dial},
+		writeTimeout: cfg.ClientWriteTimeout.D(),
 	}
+	// fasthttp pools body buffers, request and response, upstream and
+	// client side, and a pooled buffer keeps its capacity: one large body
+	// would stay in memory for good, reused by small ones. Larger ones are
+	// dropped instead.
+	fasthttp.SetBodySizePoolLimit(maxPooledBody, maxPooledBody)
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -113,7 +114,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 // they started with.
 func (e *Engine) Swap(cfg *config.Config) error {
 	red := redactorFor(cfg)
-	s, err := build(cfg, e.client, &e.states, e.modelLists(cfg, red), red)
+	s, err := build(cfg, &e.ups, &e.states, e.modelLists(cfg, red), red)
 	if err != nil {
 		return err
 	}
@@ -127,6 +128,9 @@ func (e *Engine) Swap(cfg *config.Config) error {
 		if old.cfg.MaxBody != cfg.MaxBody {
 			e.log.Warn("max_body changed; restart the gateway to apply it", "serving", int64(old.cfg.MaxBody), "file", int64(cfg.MaxBody))
 		}
+		if d := cfg.ClientWriteTimeout.D(); d != e.writeTimeout {
+			e.log.Warn("client_write_timeout changed; restart the gateway to apply it", "serving", e.writeTimeout, "file", d)
+		}
 	}
 	if len(cfg.Auth.Keys) == 0 {
 		e.log.Warn("no gateway keys configured: authentication is off")
@@ -135,8 +139,13 @@ func (e *Engine) Swap(cfg *config.Config) error {
 		}
 	}
 	e.snap.Store(s)
+	e.ups.keep(cfg)
 	return nil
 }
+
+// maxPooledBody is the largest body buffer fasthttp may pool: a typical
+// answer is a few KiB, so only rare large ones are allocated afresh.
+const maxPooledBody = 1 << 20
 
 // listTimeout bounds one list_models fetch.
 const listTimeout = 10 * time.Second
@@ -168,7 +177,7 @@ func (e *Engine) modelLists(cfg *config.Config, red *adapters.Redactor) map[stri
 		}
 		l, ok := e.lists[name]
 		if !ok || l.source != src {
-			ids, err := adapters.ListModels(p, e.client, listTimeout, red)
+			ids, err := adapters.ListModels(p, e.ups.client(p), listTimeout, red)
 			if err != nil {
 				e.log.Warn("list_models failed; serving the declared models only", "provider", name, "err", err)
 				continue
@@ -190,20 +199,23 @@ func (e *Engine) Close() {
 	if e.access != nil {
 		e.access.close()
 	}
-	e.client.CloseIdleConnections()
+	e.ups.closeIdle()
 	if e.cache != nil {
 		e.cache.close()
 	}
 }
 
 // Server returns a fasthttp server for the engine. Its body limit is the
-// config's max_body at the time of the call.
+// config's max_body at the time of the call. Its write timeout, the
+// engine's client_write_timeout, bounds writing a response held whole; a
+// streamed body moves that deadline on as it makes progress (clientWrites).
 func (e *Engine) Server() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               e.Handler,
 		ErrorHandler:          e.errorHandler,
 		MaxRequestBodySize:    int(e.snap.Load().cfg.MaxBody),
 		ReadTimeout:           60 * time.Second,
+		WriteTimeout:          e.writeTimeout,
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,

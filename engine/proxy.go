@@ -145,7 +145,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 	resp := fasthttp.AcquireResponse()
 	resp.StreamBody = !cacheable
 	start := time.Now()
-	if err := e.client.Do(req, resp); err != nil {
+	if err := p.client.Do(req, resp); err != nil {
 		use.done()
 		fasthttp.ReleaseResponse(resp)
 		// fasthttp's error may quote bytes the upstream sent.
@@ -183,7 +183,8 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 		if use != nil {
 			use.start(resp.Header.ContentType())
 		}
-		ctx.Response.SetBodyStream(&passBody{resp: resp, red: s.red, usage: use}, -1)
+		ctx.Response.SetBodyStream(&passBody{resp: resp, red: s.red, usage: use,
+			writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}, -1)
 		return p.name
 	}
 	// A cacheable GET's answer is served to other keys too: nobody is
@@ -258,10 +259,16 @@ type passBody struct {
 	// client, tail the part held back.
 	buf, out, tail []byte
 	err            error
+	writes         clientWrites
 }
 
+// Read returns what the server writes next, counts the usage it shows
+// and readies the client write deadline.
 func (b *passBody) Read(p []byte) (int, error) {
 	n, err := b.read(p)
+	if n > 0 {
+		b.writes.before()
+	}
 	if b.usage != nil {
 		b.usage.feed(p[:n])
 	}

@@ -16,7 +16,7 @@ import (
 // check runs per key, and a check spends no tokens (the model list).
 func (e *Engine) recheck(s *snapshot, c candidate) {
 	wait := time.Duration(s.authRecheck)
-	if wait <= 0 || c.key < 0 || !c.ks.rechecking.CompareAndSwap(false, true) {
+	if wait <= 0 || c.key < 0 || c.t.provider.client == nil || !c.ks.rechecking.CompareAndSwap(false, true) {
 		return
 	}
 	p := c.t.provider.cfg
@@ -36,7 +36,7 @@ func (e *Engine) recheck(s *snapshot, c candidate) {
 			if !on || c.ks.until.reason.Load() != coolAuth {
 				return
 			}
-			switch adapters.CheckKey(p, c.key, e.client, listTimeout) {
+			switch adapters.CheckKey(p, c.key, c.t.provider.client, listTimeout) {
 			case adapters.KeyWorks:
 				c.ks.until.lift(until)
 				e.log.Info("provider key works again", "via", c.t.name, "key", c.slot+1)

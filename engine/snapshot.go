@@ -55,6 +55,8 @@ type provider struct {
 	name    string
 	cfg     *config.Provider
 	adapter adapters.Provider
+	// client is the provider's HTTP client, nil for mock.
+	client *fasthttp.HostClient
 	// pass is nil for a provider without an HTTP API (mock).
 	pass  *passTarget
 	stats *providerStats
@@ -169,7 +171,7 @@ func reuse[T any](old, kept map[string]*T, name string) *T {
 // upstreamModels holds, per provider, the model ids its upstream listed
 // (list_models); they join the models the file declares. red is
 // redactorFor(cfg).
-func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamModels map[string][]string, red *adapters.Redactor) (*snapshot, error) {
+func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[string][]string, red *adapters.Redactor) (*snapshot, error) {
 	s := &snapshot{
 		cfg:         cfg,
 		providers:   map[string]*provider{},
@@ -194,12 +196,13 @@ func build(cfg *config.Config, client *fasthttp.Client, st *states, upstreamMode
 		routes: map[string]*routeState{}, providers: map[string]*providerStats{}}
 	for _, name := range cfg.ProviderOrder {
 		pc := cfg.Providers[name]
+		client := ups.client(pc)
 		a, err := adapters.New(pc, client, red)
 		if err != nil {
 			return nil, err
 		}
-		p := &provider{name: name, cfg: pc, adapter: a, stats: reuse(st.providers, k.providers, name)}
-		if pc.BaseURL != "" {
+		p := &provider{name: name, cfg: pc, adapter: a, client: client, stats: reuse(st.providers, k.providers, name)}
+		if client != nil {
 			p.pass = newPassTarget(pc.BaseURL)
 		}
 		s.providers[name] = p

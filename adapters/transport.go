@@ -1,0 +1,135 @@
+package adapters
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+// NewClient builds the HTTP client of one provider, nil for one without an
+// upstream (mock). Each provider has its own, because fasthttp holds one
+// idle timeout and one body limit per client and providers need their own:
+// idle_conn_timeout, to drop a kept-alive connection before the server
+// does, and max_response_body. dial replaces the TCP dialer (tests use
+// in-memory listeners).
+//
+// A request that fails on a connection that served before, without a byte
+// of answer, met a connection the server closed while it sat idle: it is
+// sent again, once, on a fresh connection, so the failure never reaches
+// the engine's cooldowns and breakers. fasthttp retries only idempotent
+// requests on its own and cannot tell a reused connection from a new one;
+// its transport and retry hooks are wrapped to do both.
+func NewClient(p *config.Provider, dial fasthttp.DialFunc) *fasthttp.HostClient {
+	u, err := url.Parse(p.BaseURL)
+	if err != nil || u.Host == "" {
+		return nil
+	}
+	tls := u.Scheme == "https"
+	return &fasthttp.HostClient{
+		Addr:                     fasthttp.AddMissingPort(u.Host, tls),
+		IsTLS:                    tls,
+		DialTimeout:              trackedDial(dial),
+		Transport:                reuseTransport{},
+		RetryIfErr:               retryStale,
+		NoDefaultUserAgentHeader: true,
+		// Open streams each hold a connection; the default 512 would
+		// refuse the 513th at once.
+		MaxConns:            16384,
+		MaxIdleConnDuration: p.IdleConnTimeout.D(),
+		ReadBufferSize:      16 << 10,
+		// A body over the limit is refused as its size is announced, or
+		// as soon as it grows past it, never read whole.
+		MaxResponseBodySize: int(p.MaxResponseBody),
+	}
+}
+
+// errStaleConn marks a request that failed on a connection the server had
+// closed while it sat idle.
+var errStaleConn = errors.New("upstream closed a kept-alive connection")
+
+// trackedConn is an upstream connection that remembers whether it served
+// an exchange. Its local address carries that memory, because the address
+// is the one thing of the connection a fasthttp response keeps.
+type trackedConn struct {
+	net.Conn
+	addr trackedAddr
+}
+
+// trackedAddr is a connection's local address and whether the connection
+// answered a request before.
+type trackedAddr struct {
+	net.Addr
+	served atomic.Bool
+}
+
+// LocalAddr returns the address with the connection's memory.
+func (c *trackedConn) LocalAddr() net.Addr { return &c.addr }
+
+// trackedDial dials with dial, or fasthttp's TCP dialer within timeout,
+// and tracks the connection.
+func trackedDial(dial fasthttp.DialFunc) fasthttp.DialFuncWithTimeout {
+	return func(addr string, timeout time.Duration) (net.Conn, error) {
+		var c net.Conn
+		var err error
+		switch {
+		case dial != nil:
+			c, err = dial(addr)
+		case timeout > 0:
+			c, err = fasthttp.DialTimeout(addr, timeout)
+		default:
+			c, err = fasthttp.Dial(addr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &trackedConn{Conn: c, addr: trackedAddr{Addr: c.LocalAddr()}}, nil
+	}
+}
+
+// reuseTransport is fasthttp's transport, plus telling a failure on a
+// stale connection from any other.
+type reuseTransport struct{}
+
+// RoundTrip makes one exchange with fasthttp's transport and marks a
+// failure on a stale connection.
+func (reuseTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	a, _ := resp.LocalAddr().(*trackedAddr)
+	switch {
+	case a == nil:
+	case err == nil:
+		a.served.Store(true)
+	case a.served.Load() && unanswered(err):
+		// A server that closed one idle connection is closing the
+		// others; dropping them all makes sure the retry dials.
+		hc.CloseIdleConnections()
+		return true, fmt.Errorf("%w (%w)", errStaleConn, err)
+	}
+	return retry, err
+}
+
+// unanswered reports whether err ended an exchange before a byte of the
+// answer came: fasthttp says io.EOF when the connection closed before the
+// first byte, and a failed write leaves nothing to answer.
+func unanswered(err error) bool {
+	var op *net.OpError
+	return err == io.EOF || errors.As(err, &op) && op.Op == "write"
+}
+
+// retryStale sends a request that met a stale connection once more, and
+// keeps fasthttp's own rule, which this hook replaces, for the rest:
+// idempotent requests are retried.
+func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if attempts == 1 && errors.Is(err, errStaleConn) {
+		return false, true
+	}
+	return false, req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut() || req.Header.IsQuery()
+}
