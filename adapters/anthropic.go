@@ -104,7 +104,7 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 		s := newAnthropicStream(resp.BodyStream(), c.ClientUsage, a.now().Unix())
 		s.resp = resp
 		s.sse.max = a.client.MaxResponseBodySize
-		s.watch(resp, a.firstByte, a.idle)
+		s.sse.watch(resp, a.firstByte, a.idle)
 		r.Stream = s
 		return nil
 	}
@@ -602,7 +602,6 @@ type anthropicStream struct {
 	sse         *sseReader
 	scratch     []byte
 	clientUsage bool
-	watchdog
 	streamRedactor
 
 	id, model string
@@ -645,23 +644,13 @@ func (s *anthropicStream) next() ([]byte, error) {
 		return nil, errAnthropicClosed
 	}
 	s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
-	if s.wait(s.started) {
-		defer s.timer.Stop()
-	}
 	for {
-		frame, err := s.sse.next()
-		if err := s.stall(s.started); err != nil {
-			return nil, err
-		}
+		frame, err := s.sse.read()
 		switch {
 		case err == io.EOF:
 			return nil, ErrStreamCut
-		case err == errFrameTooLarge:
-			return nil, &Failure{Class: Retryable, Msg: err.Error()}
-		case err != nil && (errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err)):
-			return nil, &Failure{Class: Retryable, Msg: "upstream stream timed out"}
 		case err != nil:
-			return nil, ErrStreamCut
+			return nil, err
 		}
 		if f := s.event(frame); f != nil {
 			return nil, f
@@ -836,7 +825,7 @@ func (s *anthropicStream) Close() {
 	if s.sse == nil {
 		return
 	}
-	s.stop()
+	s.sse.stop()
 	if s.resp != nil {
 		endBody(s.resp, s.sse, s.done)
 		s.resp = nil

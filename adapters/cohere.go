@@ -269,7 +269,7 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 		s := newCohereStream(resp.BodyStream(), c.Upstream, co.now().Unix(), c.ClientUsage)
 		s.resp = resp
 		s.sse.max = h.client.MaxResponseBodySize
-		s.watch(resp, h.firstByte, h.idle)
+		s.sse.watch(resp, h.firstByte, h.idle)
 		r.Stream = s
 		return nil
 	}
@@ -468,15 +468,13 @@ type cohereStream struct {
 	created int64
 	// usageTo is set when the client asked for the usage chunk.
 	usageTo bool
-	watchdog
 
 	id string
-	// begun: an upstream event came, so the first_byte wait is over.
 	// holding: the role chunk of message-start is kept back until there
 	// is more to send, so a failure right after it can still fail over.
 	// rolled: the role chunk is built. done: message-end came and
 	// [DONE] is built.
-	begun, holding, rolled, done bool
+	holding, rolled, done bool
 	// calls maps Cohere's tool call index to the OpenAI one, which counts
 	// the calls started; last is the call an unindexed delta belongs to.
 	calls   map[int64]int
@@ -517,25 +515,12 @@ func (s *cohereStream) next() ([]byte, error) {
 		s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
 	}
 	for {
-		// Armed per upstream event, not per frame out: skipped events
-		// (a long tool plan) are activity too.
-		armed := s.wait(s.begun)
-		frame, err := s.sse.next()
-		if armed {
-			s.stop()
-		}
-		if err := s.stall(s.begun); err != nil {
-			return s.fail(err)
-		}
+		frame, err := s.sse.read()
 		switch {
 		case err == io.EOF:
 			return s.fail(ErrStreamCut)
-		case err == errFrameTooLarge:
-			return s.fail(&Failure{Class: Retryable, Msg: err.Error()})
-		case err != nil && (errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err)):
-			return s.fail(&Failure{Class: Retryable, Msg: "upstream stream timed out"})
 		case err != nil:
-			return s.fail(ErrStreamCut)
+			return s.fail(err)
 		}
 		if f := s.event(frame); f != nil {
 			return s.fail(f)
@@ -588,7 +573,6 @@ func (s *cohereStream) event(frame []byte) *Failure {
 	if CheckJSON(data) != nil {
 		return &Failure{Class: Retryable, Msg: "upstream sent a stream event that is not JSON"}
 	}
-	s.begun = true
 	ev := gjson.ParseBytes(data)
 	typ := ev.Get("type").Str
 	if typ == "" {
@@ -689,7 +673,7 @@ func (s *cohereStream) Close() {
 	if s.sse == nil {
 		return
 	}
-	s.stop()
+	s.sse.stop()
 	if s.resp != nil {
 		endBody(s.resp, s.sse, s.done)
 		s.resp = nil

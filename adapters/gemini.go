@@ -118,7 +118,7 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 			clientUsage: c.ClientUsage,
 		}
 		s.up.sse.max = t.client.MaxResponseBodySize
-		s.up.watch(resp, t.firstByte, t.idle)
+		s.up.sse.watch(resp, t.firstByte, t.idle)
 		r.Stream = s
 		return nil
 	}

@@ -2,7 +2,6 @@ package adapters
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -111,7 +110,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	if c.Stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
 		s.sse.max = o.client.MaxResponseBodySize
-		s.watch(resp, o.firstByte, o.idle)
+		s.sse.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
 		return nil
 	}
@@ -281,70 +280,10 @@ type openAIStream struct {
 	// strip drops the usage chunk the gateway asked for on its own.
 	strip bool
 	usage Usage
-	watchdog
 	streamRedactor
 }
 
 var doneFrame = []byte("data: [DONE]\n\n")
-
-// watchdog closes a stream's body when the upstream stays silent too
-// long: first for the first frame, then between frames.
-type watchdog struct {
-	timer     *time.Timer
-	firstByte time.Duration
-	idle      time.Duration
-	stalled   atomic.Bool
-}
-
-// watch arms the deadlines over resp's body; zero durations leave only
-// the provider's timeout.
-func (w *watchdog) watch(resp *fasthttp.Response, firstByte, idle time.Duration) {
-	w.firstByte, w.idle = firstByte, idle
-	if firstByte <= 0 && idle <= 0 {
-		return
-	}
-	w.timer = time.AfterFunc(time.Hour, func() {
-		w.stalled.Store(true)
-		if bs, ok := resp.BodyStream().(fasthttp.ReadCloserWithError); ok {
-			_ = bs.CloseWithError(ErrStreamCut)
-		}
-	})
-	w.timer.Stop()
-}
-
-// wait starts the deadline for the next frame, the first one unless
-// started; it reports whether the caller must stop it once the frame is in.
-func (w *watchdog) wait(started bool) bool {
-	if w.timer == nil {
-		return false
-	}
-	d := w.idle
-	if !started {
-		d = w.firstByte
-	}
-	if d <= 0 {
-		return false
-	}
-	w.timer.Reset(d)
-	return true
-}
-
-// stall returns the failure of a stream the watchdog cut, else nil.
-func (w *watchdog) stall(started bool) error {
-	if !w.stalled.Load() {
-		return nil
-	}
-	if !started {
-		return errFirstByte
-	}
-	return &Failure{Class: Retryable, Msg: "upstream stream went silent past idle_timeout"}
-}
-
-func (w *watchdog) stop() {
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-}
 
 // Next returns the next frame, as the upstream sent it.
 func (s *openAIStream) Next() ([]byte, error) { return s.pass(s.next()) }
@@ -353,14 +292,8 @@ func (s *openAIStream) next() ([]byte, error) {
 	if s.done {
 		return nil, io.EOF
 	}
-	if s.wait(s.started) {
-		defer s.timer.Stop()
-	}
 	for {
-		frame, err := s.sse.next()
-		if err := s.stall(s.started); err != nil {
-			return nil, err
-		}
+		frame, err := s.sse.read()
 		if err == io.EOF {
 			if s.started && finished(s.last) {
 				// Some compatible servers end without [DONE]; the answer
@@ -371,13 +304,7 @@ func (s *openAIStream) next() ([]byte, error) {
 			return nil, ErrStreamCut
 		}
 		if err != nil {
-			if errors.Is(err, fasthttp.ErrTimeout) || isTimeout(err) {
-				return nil, &Failure{Class: Retryable, Msg: "upstream stream timed out"}
-			}
-			if err == errFrameTooLarge {
-				return nil, &Failure{Class: Retryable, Msg: err.Error()}
-			}
-			return nil, ErrStreamCut
+			return nil, err
 		}
 		data, ok := frameData(frame, s.scratch)
 		if !ok {
@@ -426,11 +353,6 @@ func finished(data []byte) bool {
 		gjson.GetBytes(data, "error").Exists()
 }
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
-
 // drainWait bounds how long Close waits for the end of a finished body.
 const drainWait = 50 * time.Millisecond
 
@@ -471,7 +393,7 @@ func (s *openAIStream) Close() {
 	if s.resp == nil {
 		return
 	}
-	s.stop()
+	s.sse.stop()
 	endBody(s.resp, s.sse, s.done)
 	s.sse.release()
 	s.resp = nil

@@ -28,6 +28,7 @@ type sseReader struct {
 	frame []byte
 	// max bounds one frame.
 	max int
+	watchdog
 }
 
 func newSSEReader(r io.Reader) *sseReader {
