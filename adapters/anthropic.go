@@ -507,10 +507,14 @@ func anthropicFailure(status int, h *fasthttp.ResponseHeader, body []byte, now t
 	if msg.Type == gjson.String {
 		f.Msg = truncate(msg.Str, 300)
 	}
-	if f.Class == BadRequest && anthropicTooLong(msg.Str) {
+	switch {
+	case f.Class != BadRequest:
+	case anthropicTooLong(msg.Str):
 		f.Class = ContextTooLong
+	case aboutTarget(gjson.GetBytes(body, "error.type").Str, msg.Str):
+		f.Class = Unsupported
 	}
-	if f.Class == BadRequest || f.Class == ContextTooLong {
+	if f.Class == BadRequest || f.Class == ContextTooLong || f.Class == Unsupported {
 		typ := gjson.GetBytes(body, "error.type").Str
 		if typ == "" {
 			typ = "invalid_request_error"

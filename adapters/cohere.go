@@ -420,11 +420,15 @@ func (co *cohere) failure(resp *fasthttp.Response) *Failure {
 	if msg.Type == gjson.String && msg.Str != "" {
 		f.Msg = truncate(msg.Str, 300)
 	}
-	if f.Class == BadRequest && cohereTooLong(f.Msg) {
+	switch {
+	case f.Class != BadRequest:
+	case cohereTooLong(f.Msg):
 		f.Class = ContextTooLong
+	case aboutTarget("", f.Msg):
+		f.Class = Unsupported
 	}
 	switch f.Class {
-	case BadRequest:
+	case BadRequest, Unsupported:
 		text := "upstream rejected the request"
 		if msg.Type == gjson.String && msg.Str != "" {
 			text = truncate(msg.Str, 2000)

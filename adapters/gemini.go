@@ -893,6 +893,8 @@ func geminiErrorFailure(e *geminiError, status int, retryAfterHeader []byte) *Fa
 		f.Class = Auth
 	case f.Class == BadRequest && strings.Contains(lower, "exceeds the maximum number of tokens"):
 		f.Class = ContextTooLong
+	case f.Class == BadRequest && aboutTarget("", msg):
+		f.Class = Unsupported
 	}
 	if f.Class == Auth {
 		f.Msg = "upstream rejected the provider key"
@@ -902,7 +904,7 @@ func geminiErrorFailure(e *geminiError, status int, retryAfterHeader []byte) *Fa
 		f.Msg = truncate(msg, 300)
 	}
 	switch f.Class {
-	case BadRequest:
+	case BadRequest, Unsupported:
 		f.Body = errorBody(f.Msg, "invalid_request_error", f.Status)
 	case ContextTooLong:
 		f.Body, _ = json.Marshal(map[string]any{"error": map[string]any{
