@@ -51,7 +51,7 @@ func main() {
 // The keys the generated gateway config resolves from its environment.
 const (
 	gatewayKey  = "gw-bench-key"
-	upstreamKey = "sk-bench-upstream"
+	upstreamKey = "sk-bench-7Hq2xLp9Vd3mKf8RzT1wYc4N"
 )
 
 // chatBody is BenchmarkChat's request: it has tools, so the route rule
