@@ -119,15 +119,26 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	if CheckJSON(body) != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
-	if !gjson.GetBytes(body, "choices").IsArray() {
+	// One pass over the top-level keys finds the choices and the usage.
+	// gjson.GetBytes would copy what it finds; a string view of the body
+	// costs nothing, and only numbers are kept.
+	choices := false
+	gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body))).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "choices":
+			choices = v.IsArray()
+		case "usage":
+			r.Usage = usageOf(v)
+		}
+		return true
+	})
+	if !choices {
 		// Valid JSON, but no completion: an error object with a 200, or
 		// something else entirely. Another candidate may answer.
+		r.Usage = Usage{}
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without a completion"}
 	}
 	r.Body = append(r.Body[:0], body...)
-	// gjson.GetBytes copies what it finds; viewing the body as a string
-	// instead costs nothing, and only numbers are kept.
-	r.Usage = usageOf(gjson.Get(unsafe.String(unsafe.SliceData(r.Body), len(r.Body)), "usage"))
 	return nil
 }
 
