@@ -22,6 +22,9 @@ type RequestEnv struct {
 	Metadata map[string]any    `expr:"metadata"`
 	Path     string            `expr:"path"`
 	Method   string            `expr:"method"`
+	// Operation is the client API asked for: chat, responses, messages,
+	// embeddings or completions.
+	Operation string `expr:"operation"`
 }
 
 // KeyEnv is the calling gateway key as expressions see it.

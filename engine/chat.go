@@ -22,6 +22,9 @@ import (
 // exchange is the per-request scratch space of a chat completion, pooled
 // so the hot path reuses its buffers.
 type exchange struct {
+	// op is the operation the request asks for.
+	op    *operation
+	att   attempt
 	req   chatRequest
 	call  adapters.Call
 	reply adapters.Reply
@@ -69,8 +72,10 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		x.call = adapters.Call{}
 		x.req = chatRequest{}
 		clear(x.order[:])
+		x.op, x.att = nil, attempt{}
 		exchangePool.Put(x)
 	}()
+	x.op = opChat
 	body := ctx.PostBody()
 	if err := scanChat(body, &x.req); err != nil {
 		if key != nil {
@@ -134,50 +139,10 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			}
 		}
 	}
-	w := &walker{s: s, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
+	w := &walker{s: s, op: x.op, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
 		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
 	res := settlement{key: key, keyTokens: keyTokens, at: keyAt}
-	if g.hedge > 0 && len(g.targets) > 1 {
-		e.hedged(ctx, s, g, x, w, res, session)
-		return
-	}
-	for len(x.fails) < s.cfg.Failover.MaxAttempts {
-		c, ok := w.next()
-		if !ok {
-			break
-		}
-		x.call.Upstream, x.call.UpstreamJSON, x.call.Key = c.t.model.Upstream, c.t.upstreamJSON, c.key
-		x.reply.Stream, x.reply.Exhausted = nil, 0
-		// The first attempt starts with the request; later ones are timed
-		// on their own, so a target's latency average is its own.
-		t0 := start
-		if len(x.fails) > 0 {
-			t0 = time.Now()
-		}
-		err := c.t.provider.adapter.Chat(&x.call, &x.reply)
-		var first []byte
-		if err == nil && x.call.Stream {
-			// Fail over until the first frame is in hand: nothing has
-			// reached the client yet.
-			if first, err = x.reply.Stream.Next(); err != nil {
-				x.reply.Stream.Close()
-			}
-		}
-		if err == nil {
-			done := time.Now()
-			x.ttfb = done.Sub(start)
-			e.won(s, c, done.Sub(t0), x.reply.Exhausted, session, len(x.fails))
-			x.winner = c
-			res.c = c
-			e.answer(ctx, s, c.t, x, len(x.fails), first, res)
-			return
-		}
-		if e.failed(ctx, w, c, asFailure(err), x) {
-			return
-		}
-	}
-	e.refundKey(key, keyAt, keyTokens)
-	e.exhausted(ctx, g, x, w)
+	e.run(ctx, s, g, x, w, res, session, start)
 }
 
 // route picks the group: the first matching rule, else the requested
@@ -188,7 +153,7 @@ func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange)
 	if len(s.routes) > 0 {
 		env.Stream, env.Tokens = x.req.stream, x.req.tokens
 		env.Messages, env.Tools = x.req.messages, x.req.tools
-		env.Path, env.Method = bytesString(ctx.Path()), bytesString(ctx.Method())
+		env.Path, env.Method, env.Operation = bytesString(ctx.Path()), bytesString(ctx.Method()), x.op.name
 		if key != nil {
 			env.Key = config.KeyEnv{Name: key.cfg.Name, Metadata: key.cfg.Metadata}
 		}
@@ -302,118 +267,6 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	e.access.write(&l)
 }
 
-// won records a success: the breaker closes, latency is measured, the
-// session sticks, and an upstream that said the key is spent cools it.
-func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int) {
-	c.t.state.breaker.success()
-	c.t.observe(ttfb)
-	u := &c.t.state.use
-	u.requests.Add(1)
-	u.successes.Add(1)
-	u.ttfb.observe(ttfb)
-	if fallbacks > 0 {
-		u.fallbacks.Add(1)
-	}
-	now := nanotime()
-	if exhausted > 0 {
-		c.ks.until.start(now, exhausted, coolRate)
-	}
-	if session != 0 {
-		e.sticky.set(session, c.t.name, now, s.stickyTTL)
-	}
-}
-
-// failed records a failed attempt and reports whether the request is
-// answered (a bad request relayed).
-func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *adapters.Failure, x *exchange) bool {
-	refund(c)
-	c.t.state.use.requests.Add(1)
-	c.t.state.use.errors[f.Class].Add(1)
-	penalize(w.s, c, f, nanotime())
-	if f.Class == adapters.Auth {
-		e.recheck(w.s, c)
-	}
-	if f.Class == adapters.BadRequest {
-		relayBadRequest(ctx, c.t, f)
-		return true
-	}
-	x.fails = append(x.fails, failedAttempt{c: c, f: f})
-	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
-		"via", c.t.name, "key", c.slot, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
-	return false
-}
-
-// penalize applies what a failed attempt says about its key and target:
-// a cooldown, and a count towards the breaker or its reset.
-func penalize(s *snapshot, c candidate, f *adapters.Failure, now int64) {
-	switch f.Class {
-	case adapters.BadRequest:
-		// The upstream is well; the request is not.
-		c.t.state.breaker.success()
-	case adapters.RateLimited:
-		d := time.Duration(s.cooldown)
-		if f.RetryAfter > 0 {
-			d = f.RetryAfter
-		}
-		c.ks.until.start(now, d, coolRate)
-		c.t.state.breaker.success()
-	case adapters.Auth:
-		c.ks.until.start(now, time.Duration(s.authCool), coolAuth)
-		c.t.state.breaker.success()
-	case adapters.ContextTooLong, adapters.Unsupported:
-		// Nothing is wrong with the key; another model may take it.
-		c.t.state.breaker.success()
-	default:
-		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
-		c.t.state.breaker.failure(now, s.breakAfter, s.openFor)
-	}
-}
-
-func asFailure(err error) *adapters.Failure {
-	var f *adapters.Failure
-	if errors.As(err, &f) {
-		return f
-	}
-	if errors.Is(err, adapters.ErrStreamCut) {
-		return &adapters.Failure{Class: adapters.Retryable, Msg: "upstream stream ended before its first event"}
-	}
-	return &adapters.Failure{Class: adapters.Retryable, Msg: err.Error()}
-}
-
-// settlement is what one answered request reserved, to correct against
-// the real usage once it is known.
-type settlement struct {
-	c         candidate
-	key       *gatewayKey
-	keyTokens int64
-	at        int64
-}
-
-func (r *settlement) settle(u adapters.Usage) {
-	if !u.Known {
-		return
-	}
-	u = u.Bounded()
-	now := nanotime()
-	used := int64(u.Prompt + u.Completion)
-	if r.c.t != nil {
-		r.c.t.state.use.tokens(u)
-	}
-	if r.c.lim != nil {
-		r.c.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
-	}
-	if r.key != nil {
-		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)
-		r.key.stats.use.tokens(u)
-	}
-}
-
-func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
-	if key != nil {
-		key.lim.settle(key.caps, at, nanotime(), -tokens)
-	}
-}
-
 // answer sends a successful reply.
 func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
 	h := &ctx.Response.Header
@@ -433,106 +286,6 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
 		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}
 	ctx.Response.SetBodyStream(x.relay, -1)
-}
-
-// relayBadRequest hands the upstream's verdict on the client's request
-// back to the client: it would fail the same way anywhere.
-func relayBadRequest(ctx *fasthttp.RequestCtx, t *target, f *adapters.Failure) {
-	ctx.Response.Header.SetCanonical(hdrRoutedVia, t.via)
-	if f.Body != nil {
-		ctx.SetStatusCode(f.Status)
-		ctx.SetContentTypeBytes(strJSON)
-		ctx.SetBody(f.Body)
-		return
-	}
-	(&apiError{status: f.Status, typ: "invalid_request_error", code: "upstream_rejected_request",
-		msg: t.name + " rejected the request: " + f.Msg}).write(ctx)
-}
-
-// exhausted answers when no candidate succeeded.
-func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *walker) {
-	now := nanotime()
-	retryIn := func(until int64) int {
-		return max(1, int((until-now+int64(time.Second)-1)/int64(time.Second)))
-	}
-	if len(x.fails) == 0 {
-		w.verdict(g.name, now).write(ctx)
-		return
-	}
-	if last := x.fails[len(x.fails)-1]; !w.otherSkip && !w.rateSkip && !w.capSkip {
-		refused := true
-		for _, a := range x.fails {
-			refused = refused && (a.f.Class == adapters.ContextTooLong || a.f.Class == adapters.Unsupported)
-		}
-		if refused {
-			// Every candidate refused the request itself (a prompt too
-			// long, a model or parameter none serves): the client must
-			// change it, as the upstreams said.
-			relayBadRequest(ctx, last.c.t, last.f)
-			return
-		}
-	}
-	var b strings.Builder
-	allRate := true
-	soonest := int64(0)
-	b.WriteString("all ")
-	b.WriteString(strconv.Itoa(len(x.fails)))
-	b.WriteString(" attempts for model ")
-	b.WriteString(strconv.Quote(g.name))
-	b.WriteString(" failed: ")
-	for i, a := range x.fails {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		b.WriteString(a.c.t.name)
-		if n := len(a.c.t.provider.cfg.Keys); n > 1 {
-			b.WriteString(" (key " + strconv.Itoa(a.c.slot+1) + " of " + strconv.Itoa(n) + ")")
-		}
-		b.WriteString(": ")
-		b.WriteString(a.f.Error())
-		if a.f.Class != adapters.RateLimited {
-			allRate = false
-		}
-		if until, _ := a.c.ks.until.active(now); soonest == 0 || until < soonest {
-			soonest = until
-		}
-	}
-	err := &apiError{status: fasthttp.StatusInternalServerError, typ: "server_error", code: "all_candidates_failed", msg: b.String()}
-	if allRate && !w.otherSkip {
-		err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
-		if w.earliest > now && w.earliest < soonest {
-			soonest = w.earliest
-		}
-		err.retryAfter = retryIn(soonest)
-	}
-	err.write(ctx)
-}
-
-// verdict is the answer when every candidate was skipped without a call.
-func (w *walker) verdict(model string, now int64) *apiError {
-	err := &apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error"}
-	name := strconv.Quote(model)
-	switch {
-	case w.skipped > 0 && w.allBreaker:
-		err.code = "circuit_open"
-		err.msg = "every candidate for model " + name + " has its circuit breaker open"
-	case w.rateSkip || w.capSkip:
-		err.status, err.typ, err.code = fasthttp.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"
-		err.msg = "every candidate for model " + name + " is over its rate caps"
-		if w.rateSkip {
-			err.msg = "every candidate for model " + name + " is rate limited (over its caps or cooling down after a 429)"
-		}
-	case w.tooLarge && !w.otherSkip:
-		err.status, err.typ, err.code = fasthttp.StatusBadRequest, "invalid_request_error", "request_too_large"
-		err.msg = "the request needs more tokens than any candidate for model " + name + " allows"
-		return err
-	default:
-		err.code = "all_candidates_cooling_down"
-		err.msg = "every candidate for model " + name + " is cooling down after recent failures"
-	}
-	err.retryAfter = max(1, int((w.earliest-now+int64(time.Second)-1)/int64(time.Second)))
-	err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"
-	return err
 }
 
 // relay streams a reply to the client frame by frame. fasthttp calls its

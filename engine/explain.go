@@ -36,7 +36,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	s := e.snap.Load()
 	now := time.Now()
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	env := &config.RequestEnv{Model: req.Model, Stream: req.Stream, Tokens: req.Tokens, Messages: max(req.Messages, 1),
+	env := &config.RequestEnv{Model: req.Model, Operation: opChat.name, Stream: req.Stream, Tokens: req.Tokens, Messages: max(req.Messages, 1),
 		Tools: req.Tools, Path: "/v1/chat/completions", Method: "POST", Metadata: req.Metadata, Headers: map[string]string{}}
 	for k, v := range req.Headers {
 		env.Headers[strings.ToLower(k)] = v

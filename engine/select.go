@@ -87,12 +87,13 @@ const (
 	skipInvalid
 	skipCapped
 	skipTooLarge
+	skipOperation
 )
 
 func (r skipReason) String() string {
 	return [...]string{"eligible", "circuit breaker open", "cooling down after a failure",
 		"cooling down after a 429", "key refused by the upstream (401/403)",
-		"over its rate caps", "request larger than a token cap"}[r]
+		"over its rate caps", "request larger than a token cap", "does not serve this operation"}[r]
 }
 
 // candidate is one (target, key) the walk may call.
@@ -112,7 +113,10 @@ type candidate struct {
 // remembering why) those that cannot be used now. The request path
 // reserves as it goes; explain only looks.
 type walker struct {
-	s     *snapshot
+	s *snapshot
+	// op is the operation asked for: a target that cannot serve it is
+	// skipped without a call.
+	op    *operation
 	order []*target
 	// clock is read as the walk moves to each candidate, so a candidate
 	// tried after a slow attempt is checked and reserved at its own time.
@@ -128,6 +132,8 @@ type walker struct {
 	rateSkip, capSkip, otherSkip bool
 	tooLarge, allBreaker         bool
 	skipped                      int
+	// opSkips counts the targets skipped for not serving the operation.
+	opSkips int
 }
 
 func (w *walker) tokensFor(t *target) int64 {
@@ -186,6 +192,8 @@ func (w *walker) note(r skipReason, until int64) {
 		w.capSkip = true
 	case skipTooLarge:
 		w.tooLarge = true
+	case skipOperation:
+		w.opSkips++
 	case skipBreaker:
 	default:
 		w.otherSkip = true
@@ -206,6 +214,11 @@ func (w *walker) next() (candidate, bool) {
 		t := w.order[w.ti]
 		n := len(t.keys)
 		if w.ki == 0 {
+			if !w.op.servedBy(t) {
+				w.note(skipOperation, 0)
+				w.ti++
+				continue
+			}
 			if refuses, until := t.state.breaker.refuses(w.now); refuses {
 				w.note(skipBreaker, until)
 				w.ti++

@@ -52,3 +52,18 @@ func TestTargetRefusalsMoveOn(t *testing.T) {
 		fakeCheckError(t, g.chat(fakeAsk), 400, "invalid_request_error", "unsupported_parameter", "max_tokens")
 	})
 }
+
+// Routes see the operation a request asks for.
+func TestRoutesMatchOperation(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("p1.test", fakeOK("p1"))
+	n.upstream("p2.test", fakeOK("p2"))
+	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1"}, {name: "p2"}}, `models:
+  auto: {targets: [p1/m]}
+routes:
+  - {name: chats, match: 'operation == "chat" && model == "auto"', targets: [p2/m]}
+`), n)
+	if r := g.chat(fakeAsk); r.status != 200 || r.get("X-Routed-Via") != "p2/m" || r.get("X-Gateway-Route") != "chats" {
+		t.Errorf("status %d via %q route %q", r.status, r.get("X-Routed-Via"), r.get("X-Gateway-Route"))
+	}
+}

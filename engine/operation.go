@@ -1,0 +1,37 @@
+package engine
+
+import (
+	"github.com/valyala/fasthttp"
+
+	"gateway/adapters"
+)
+
+// operation is one client API on the shared request path: the upstream
+// call an attempt makes, which targets can make it, and how a success is
+// answered. The runner, the walker, reservations, sticky sessions and the
+// outcome record are the same for every operation.
+type operation struct {
+	// name is how routes (`operation == "chat"`), explain and the stats
+	// call it.
+	name string
+	// call makes one upstream attempt through a provider's adapter.
+	call func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error
+	// serves reports whether a target can make the call; a target that
+	// cannot is skipped without one. Nil: every target can.
+	serves func(t *target) bool
+	// answer sends a successful reply to the client.
+	answer func(e *Engine, ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement)
+}
+
+// servedBy reports whether t can serve op; a nil op is chat, which every
+// target serves.
+func (op *operation) servedBy(t *target) bool {
+	return op == nil || op.serves == nil || op.serves(t)
+}
+
+// opChat is POST /v1/chat/completions.
+var opChat = &operation{
+	name:   "chat",
+	call:   func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) },
+	answer: (*Engine).answer,
+}
