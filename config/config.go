@@ -31,6 +31,7 @@ type Config struct {
 	Failover       Failover             `yaml:"failover"`
 	CircuitBreaker CircuitBreaker       `yaml:"circuit_breaker"`
 	Sticky         Sticky               `yaml:"sticky"`
+	ResponseStore  ResponseStore        `yaml:"responses"`
 	Cache          Cache                `yaml:"cache"`
 	Log            Log                  `yaml:"log"`
 
@@ -107,6 +108,7 @@ func (c *Config) defaults() {
 	c.Failover.defaults()
 	c.CircuitBreaker.defaults()
 	c.Sticky.defaults()
+	c.ResponseStore.defaults()
 	c.Cache.defaults()
 	c.Log.defaults()
 }
@@ -259,9 +261,35 @@ const DefaultReserveMaxTokens = 2000
 type ProviderModel struct {
 	Upstream string `yaml:"upstream"`
 	Limits   Limits `yaml:"limits"`
+	// Operations lists the client APIs this model serves (Operations
+	// names them); empty is the chat family: chat, responses and
+	// messages, and completions on OpenAI-compatible providers. An
+	// embedding model says [embeddings].
+	Operations []string `yaml:"operations"`
 
 	// Name is the model's key under the provider's `models:`.
 	Name string `yaml:"-"`
+	// Serves is Operations resolved, as a set.
+	Serves map[string]bool `yaml:"-"`
+}
+
+// Operations lists the client APIs a provider model may serve.
+var Operations = []string{"chat", "responses", "messages", "embeddings", "completions"}
+
+// serves resolves the operations of a model of a provider speaking
+// protocol.
+func serves(ops []string, protocol string) map[string]bool {
+	out := map[string]bool{}
+	if len(ops) == 0 {
+		ops = []string{"chat", "responses", "messages"}
+		if protocol == "openai" || protocol == "mock" {
+			ops = append(ops, "completions")
+		}
+	}
+	for _, op := range ops {
+		out[op] = true
+	}
+	return out
 }
 
 // Limits are upstream rate caps per (provider, model, key); zero is no cap.
@@ -350,6 +378,24 @@ type CircuitBreaker struct {
 func (b *CircuitBreaker) defaults() {
 	if b.OpenFor == 0 {
 		b.OpenFor = Duration(30 * time.Second)
+	}
+}
+
+// ResponseStore bounds the in-memory store of Responses API answers that
+// previous_response_id and GET /v1/responses/{id} read.
+type ResponseStore struct {
+	// StoreTTL is how long a stored response is kept.
+	StoreTTL Duration `yaml:"store_ttl"`
+	// StoreMaxBytes bounds the store; the oldest responses go first.
+	StoreMaxBytes ByteSize `yaml:"store_max_bytes"`
+}
+
+func (r *ResponseStore) defaults() {
+	if r.StoreTTL == 0 {
+		r.StoreTTL = Duration(time.Hour)
+	}
+	if r.StoreMaxBytes == 0 {
+		r.StoreMaxBytes = 64 << 20
 	}
 }
 

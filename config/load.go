@@ -492,6 +492,12 @@ func (p *parser) validateProviders(c *Config) {
 			if m.Upstream == "" {
 				m.Upstream = mn
 			}
+			for _, op := range m.Operations {
+				if !slices.Contains(Operations, op) {
+					p.errorf(mp+".operations", "unknown operation %q; use %s", op, strings.Join(Operations, ", "))
+				}
+			}
+			m.Serves = serves(m.Operations, pv.Protocol)
 			p.presetModelLimits(pv, pr, m)
 			p.limits(mp+".limits", m.Limits)
 		}

@@ -77,7 +77,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	}()
 	x.op = opChat
 	body := ctx.PostBody()
-	if err := scanChat(body, &x.req); err != nil {
+	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.
 			key.rateHeaders(ctx, nanotime())

@@ -14,6 +14,12 @@ type operation struct {
 	// name is how routes (`operation == "chat"`), explain and the stats
 	// call it.
 	name string
+	// body is the field that carries the request's content (messages,
+	// input, prompt): required, and what the prompt estimate counts.
+	body string
+	// decided are the top-level fields the gateway decides on, refused
+	// when repeated or spelled in another case.
+	decided []string
 	// call makes one upstream attempt through a provider's adapter.
 	call func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error
 	// serves reports whether a target can make the call; a target that
@@ -31,7 +37,9 @@ func (op *operation) servedBy(t *target) bool {
 
 // opChat is POST /v1/chat/completions.
 var opChat = &operation{
-	name:   "chat",
-	call:   func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) },
-	answer: (*Engine).answer,
+	name:    "chat",
+	body:    "messages",
+	decided: chatFields,
+	call:    func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) },
+	answer:  (*Engine).answer,
 }

@@ -201,7 +201,7 @@ func TestRoutingSettlesTokensAfterUsage(t *testing.T) {
 	// reports 7 tokens each, so after settling far more do.
 	const tpm, maxTok, reserved = 300, 100, rtPrompt + 100
 	var req chatRequest
-	if err := scanChat([]byte(rtAskMax(maxTok, false, "")), &req); err != nil || req.tokens != rtPrompt {
+	if err := scan([]byte(rtAskMax(maxTok, false, "")), &req, opChat); err != nil || req.tokens != rtPrompt {
 		t.Fatalf("prompt estimate %d (%v), the test assumes %d", req.tokens, err, rtPrompt)
 	}
 	for _, stream := range []bool{false, true} {

@@ -54,12 +54,13 @@ func checkBody(body []byte) *apiError {
 	return nil
 }
 
-// decidedFields are the top-level fields the gateway decides on. A body
-// that holds one twice, or in another case, is refused: upstream parsers
-// differ on which copy wins, and Go's encoding/json matches keys without
-// regard to case (Unicode folding included), so the gateway and an
-// upstream could read different models, streams or limits.
-var decidedFields = [...]string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "tools", "messages", "metadata"}
+// chatFields are the top-level fields the gateway decides on in a chat
+// body; each operation has such a list. A body that holds one twice, or
+// in another case, is refused: upstream parsers differ on which copy
+// wins, and Go's encoding/json matches keys without regard to case
+// (Unicode folding included), so the gateway and an upstream could read
+// different models, streams or limits.
+var chatFields = []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "tools", "messages", "metadata"}
 
 // streamOptionFields are the fields of stream_options the gateway decides
 // on: whether to strip the usage chunk it asks for.
@@ -95,8 +96,10 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 	return nil
 }
 
-// scanChat validates body and fills r. A failure names the field.
-func scanChat(body []byte, r *chatRequest) *apiError {
+// scan validates a request body for op and fills r with what routing
+// needs, in one pass that does not decode the content. A failure names
+// the field.
+func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	*r = chatRequest{modelStart: -1}
 	if err := checkBody(body); err != nil {
 		return err
@@ -107,10 +110,14 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 	}
 	var bad *apiError
 	var seen fieldSet
-	haveMessages := false
+	haveBody := false
 	root.ForEach(func(k, v gjson.Result) bool {
-		if bad = seen.see(k.Str, decidedFields[:]); bad != nil {
+		if bad = seen.see(k.Str, op.decided); bad != nil {
 			return false
+		}
+		if k.Str != op.body && (k.Str == "messages" || k.Str == "input" || k.Str == "prompt") {
+			// Another operation's content: the upstream reads it.
+			return true
 		}
 		switch k.Str {
 		case "model":
@@ -133,7 +140,7 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 				bad = badRequest("messages", "invalid_type", "messages must be an array of message objects")
 				return false
 			}
-			haveMessages = true
+			haveBody = true
 			r.tokens += (len(v.Raw) + 3) / 4
 			images := strings.Contains(v.Raw, `"image_url"`)
 			v.ForEach(func(_, m gjson.Result) bool {
@@ -164,6 +171,16 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 				r.messages++
 				return true
 			})
+		case "input", "prompt":
+			// Embedding inputs and completion prompts: a string, a list of
+			// them, or token ids; only their size matters here.
+			if v.Type != gjson.String && !v.IsArray() {
+				bad = badRequest(k.Str, "invalid_type", k.Str+" must be a string or an array")
+				return false
+			}
+			haveBody = true
+			r.tokens += (len(v.Raw) + 3) / 4
+			r.messages = 1
 		case "tools":
 			// Tool definitions are part of the prompt.
 			r.tokens += (len(v.Raw) + 3) / 4
@@ -218,8 +235,8 @@ func scanChat(body []byte, r *chatRequest) *apiError {
 		return bad
 	case r.modelStart < 0:
 		return badRequest("model", "missing_field", "missing required field: model")
-	case !haveMessages:
-		return badRequest("messages", "missing_field", "missing required field: messages")
+	case !haveBody:
+		return badRequest(op.body, "missing_field", "missing required field: "+op.body)
 	case r.messages == 0:
 		return badRequest("messages", "invalid_value", "messages must hold at least one message")
 	}

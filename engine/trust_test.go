@@ -217,7 +217,7 @@ func FuzzScanChat(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r chatRequest
-		if err := scanChat(b, &r); err == nil {
+		if err := scan(b, &r, opChat); err == nil {
 			if adapters.CheckJSON(b) != nil || r.model == "" || r.maxTokens > maxTokensBound {
 				t.Fatalf("accepted %q", b)
 			}
