@@ -58,6 +58,11 @@ type Usage struct {
 	Prompt, Completion int
 	// Known is false when the upstream reported none.
 	Known bool
+	// Estimated is set, with Known, when the upstream reported no usage
+	// (Gemini's embeddings never do) and the adapter counted instead, a
+	// token for four bytes of input: good enough to settle caps with,
+	// but to be shown as an estimate.
+	Estimated bool
 }
 
 // maxReportedTokens bounds each count an upstream's usage may claim:
@@ -89,6 +94,40 @@ type Stream interface {
 type Provider interface {
 	// Chat makes one attempt. A failure is always a *Failure.
 	Chat(c *Call, r *Reply) error
+}
+
+// Embedder is a Provider whose protocol serves embeddings. c.Body is the
+// client's OpenAI embeddings request ("input": a string, strings, or
+// token ids; "encoding_format": "float" or "base64"; "dimensions"), with
+// ModelStart, ModelEnd, Upstream and UpstreamJSON as for Chat; Stream
+// and the stream options are not read. r.Body receives OpenAI's answer
+// ({"object":"list","data":[{"object":"embedding","index","embedding"}],
+// "model","usage"}), r.Usage its prompt tokens. A failure is always a
+// *Failure.
+type Embedder interface {
+	Embed(c *Call, r *Reply) error
+}
+
+// Completer is a Provider whose protocol serves OpenAI's legacy text
+// completions (POST /completions). c is as for Chat, with the client's
+// completions request as Body; the answer, or a stream of text_completion
+// chunks ending with [DONE], is the upstream's as it is. A failure is
+// always a *Failure.
+type Completer interface {
+	Complete(c *Call, r *Reply) error
+}
+
+// Serves reports whether p's protocol serves the upstream call T
+// (Embedder, Completer; every Provider serves Chat), so that the engine
+// skips a target that cannot without calling it. The wrapper New puts
+// around an adapter has every call, each refusing as Unsupported what
+// its adapter lacks; Serves looks through it.
+func Serves[T any](p Provider) bool {
+	if w, ok := p.(redacting); ok {
+		p = w.p
+	}
+	_, ok := p.(T)
+	return ok
 }
 
 // Class says what a failure means for routing.

@@ -35,6 +35,7 @@ type cohere struct {
 func newCohere(p *config.Provider, client *fasthttp.HostClient) Provider {
 	h := newOpenAI(p, client).(*openAI)
 	h.url = p.BaseURL + "/v2/chat"
+	h.embeddings = p.BaseURL + "/v2/embed"
 	return &cohere{http: h, now: time.Now}
 }
 
@@ -241,18 +242,9 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	h := co.http
-	req := fasthttp.AcquireRequest()
-	req.SetRequestURI(h.url)
-	req.Header.SetMethodBytes(strPost)
-	req.Header.SetContentTypeBytes(strJSON)
+	req := h.request(h.url, c.Key)
 	if c.Stream {
 		req.Header.SetBytesV(fasthttp.HeaderAccept, strCohereAccept)
-	}
-	if c.Key >= 0 && c.Key < len(h.auth) {
-		req.Header.SetCanonical(strAuth, h.auth[c.Key])
-	}
-	for _, kv := range h.headers {
-		req.Header.Set(kv[0], kv[1])
 	}
 	req.SetBodyRaw(body)
 	resp, f := send(h.client, req, c.Stream, h.firstByte, h.timeout)

@@ -34,7 +34,9 @@ type gemini struct {
 	now func() time.Time
 }
 
-type geminiURLs struct{ generate, stream string }
+// geminiURLs are a model's endpoints, and its resource name (models/x),
+// which a batch embedding request names again in each of its requests.
+type geminiURLs struct{ generate, stream, embed, name string }
 
 var strGoogAPIKey = []byte("X-Goog-Api-Key")
 
@@ -70,7 +72,25 @@ func (g *gemini) join(upstream string) geminiURLs {
 		name = "models/" + name
 	}
 	u := g.base + "/" + name
-	return geminiURLs{generate: u + ":generateContent", stream: u + ":streamGenerateContent?alt=sse"}
+	return geminiURLs{generate: u + ":generateContent", stream: u + ":streamGenerateContent?alt=sse",
+		embed: u + ":batchEmbedContents", name: name}
+}
+
+// urlsOf returns the endpoints of the model named upstream.
+func (g *gemini) urlsOf(upstream string) geminiURLs {
+	if urls, ok := g.urls[upstream]; ok {
+		return urls
+	}
+	return g.join(upstream)
+}
+
+// request starts a POST to uri with the key at key.
+func (g *gemini) request(uri string, key int) *fasthttp.Request {
+	req := g.transport.request(uri, key)
+	if k := g.transport.key(key); len(k) > 0 {
+		req.Header.SetCanonical(strGoogAPIKey, k)
+	}
+	return req
 }
 
 // Chat sends one attempt with the key at c.Key.
@@ -79,26 +99,13 @@ func (g *gemini) Chat(c *Call, r *Reply) error {
 	if f != nil {
 		return f
 	}
-	urls, ok := g.urls[c.Upstream]
-	if !ok {
-		urls = g.join(c.Upstream)
+	urls := g.urlsOf(c.Upstream)
+	uri := urls.generate
+	if c.Stream {
+		uri = urls.stream
 	}
 	t := g.transport
-	req := fasthttp.AcquireRequest()
-	if c.Stream {
-		req.SetRequestURI(urls.stream)
-	} else {
-		req.SetRequestURI(urls.generate)
-	}
-	req.Header.SetMethodBytes(strPost)
-	req.Header.SetContentTypeBytes(strJSON)
-	key := t.key(c.Key)
-	if len(key) > 0 {
-		req.Header.SetCanonical(strGoogAPIKey, key)
-	}
-	for _, h := range t.headers {
-		req.Header.Set(h[0], h[1])
-	}
+	req := g.request(uri, c.Key)
 	req.SetBodyRaw(body)
 	resp, f := send(t.client, req, c.Stream, t.firstByte, t.timeout)
 	if f != nil {

@@ -28,6 +28,9 @@ type openAI struct {
 	// auth holds the ready "Bearer <key>" value for each key.
 	auth [][]byte
 	keys [][]byte
+	// embeddings and completions are the endpoints of the calls besides
+	// chat (url).
+	embeddings, completions string
 }
 
 func init() { register("openai", newOpenAI) }
@@ -36,6 +39,8 @@ func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 	o := &openAI{
 		client:      client,
 		url:         p.BaseURL + "/chat/completions",
+		embeddings:  p.BaseURL + "/embeddings",
+		completions: p.BaseURL + "/completions",
 		timeout:     p.Timeout.D(),
 		firstByte:   p.FirstByteTimeout.D(),
 		idle:        p.IdleTimeout.D(),
@@ -71,20 +76,32 @@ func (o *openAI) key(i int) []byte {
 
 // Chat sends one attempt; key is chosen by c.Key's index in the
 // provider's key list.
-func (o *openAI) Chat(c *Call, r *Reply) error {
+func (o *openAI) Chat(c *Call, r *Reply) error { return o.post(o.url, c, r, c.Stream, "choices") }
+
+// request starts a POST of JSON to url with the provider's extra headers
+// and, when the provider has Bearer keys, the one at key.
+func (o *openAI) request(url string, key int) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
-	req.SetRequestURI(o.url)
+	req.SetRequestURI(url)
 	req.Header.SetMethodBytes(strPost)
 	req.Header.SetContentTypeBytes(strJSON)
-	if c.Key >= 0 && c.Key < len(o.auth) {
-		req.Header.SetCanonical(strAuth, o.auth[c.Key])
+	if key >= 0 && key < len(o.auth) {
+		req.Header.SetCanonical(strAuth, o.auth[key])
 	}
 	for _, h := range o.headers {
 		req.Header.Set(h[0], h[1])
 	}
+	return req
+}
+
+// post relays c's body, with only "model" rewritten, to url: the answer
+// streams when stream is set, and must otherwise hold the array named
+// list ("choices", "data").
+func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) error {
+	req := o.request(url, c.Key)
 	// Ask for the usage chunk, so a stream settles against real token
 	// counts; it is stripped again if the client did not ask for it.
-	strip := c.Stream && o.streamUsage && !c.ClientUsage && !c.StreamOptions
+	strip := stream && o.streamUsage && !c.ClientUsage && !c.StreamOptions
 	if strip {
 		// Just inside the object's brace, which JSON lets whitespace
 		// precede.
@@ -97,7 +114,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	}
 	req.AppendBody(c.UpstreamJSON)
 	req.AppendBody(c.Body[c.ModelEnd:])
-	resp, f := send(o.client, req, c.Stream, o.firstByte, o.timeout)
+	resp, f := send(o.client, req, stream, o.firstByte, o.timeout)
 	if f != nil {
 		return f
 	}
@@ -107,7 +124,7 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	r.Exhausted = exhaustedFor(&resp.Header)
-	if c.Stream {
+	if stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
 		s.sse.max = o.client.MaxResponseBodySize
 		s.sse.watch(resp, o.firstByte, o.idle)
@@ -119,24 +136,24 @@ func (o *openAI) Chat(c *Call, r *Reply) error {
 	if CheckJSON(body) != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
-	// One pass over the top-level keys finds the choices and the usage.
+	// One pass over the top-level keys finds the list and the usage.
 	// gjson.GetBytes would copy what it finds; a string view of the body
 	// costs nothing, and only numbers are kept.
-	choices := false
+	found := false
 	gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body))).ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
-		case "choices":
-			choices = v.IsArray()
+		case list:
+			found = v.IsArray()
 		case "usage":
 			r.Usage = usageOf(v)
 		}
 		return true
 	})
-	if !choices {
-		// Valid JSON, but no completion: an error object with a 200, or
+	if !found {
+		// Valid JSON, but no answer: an error object with a 200, or
 		// something else entirely. Another candidate may answer.
 		r.Usage = Usage{}
-		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without a completion"}
+		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without " + list}
 	}
 	r.Body = append(r.Body[:0], body...)
 	return nil

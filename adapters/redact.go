@@ -539,8 +539,37 @@ type redacting struct {
 	red *Redactor
 }
 
-func (w redacting) Chat(c *Call, r *Reply) error {
-	if err := w.p.Chat(c, r); err != nil {
+func (w redacting) Chat(c *Call, r *Reply) error { return w.reply(w.p.Chat(c, r), r) }
+
+// Embed is the adapter's Embed, redacted. A protocol without embeddings
+// refuses as Unsupported; Serves tells the engine so beforehand.
+func (w redacting) Embed(c *Call, r *Reply) error {
+	e, ok := w.p.(Embedder)
+	if !ok {
+		return errNoEmbeddings
+	}
+	return w.reply(e.Embed(c, r), r)
+}
+
+// Complete is the adapter's Complete, redacted, and refuses as Embed does.
+func (w redacting) Complete(c *Call, r *Reply) error {
+	e, ok := w.p.(Completer)
+	if !ok {
+		return errNoCompletions
+	}
+	return w.reply(e.Complete(c, r), r)
+}
+
+// The refusals of a protocol that lacks a call: another target may have it.
+var (
+	errNoEmbeddings  = untranslatable("this provider's protocol does not serve embeddings")
+	errNoCompletions = untranslatable("this provider's protocol does not serve legacy completions")
+)
+
+// reply redacts what an adapter's call returned: the failure, or the
+// reply's body or stream.
+func (w redacting) reply(err error, r *Reply) error {
+	if err != nil {
 		return w.red.failure(err)
 	}
 	if r.Stream == nil {
