@@ -54,7 +54,9 @@ var stickySeed = maphash.MakeSeed()
 
 var hdrSessionID = []byte("X-Session-Id")
 
-func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
+// serve answers one request of op: scan, the key's limits, route, then
+// the runner. Every operation takes this path.
+func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation) {
 	x := exchangePool.Get().(*exchange)
 	start := time.Now()
 	defer func() {
@@ -75,7 +77,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		x.op, x.att = nil, attempt{}
 		exchangePool.Put(x)
 	}()
-	x.op = opChat
+	x.op = op
 	body := ctx.PostBody()
 	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
@@ -126,7 +128,7 @@ func (e *Engine) chat(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	}
 	x.call.Body = body
 	x.call.ModelStart, x.call.ModelEnd = x.req.modelStart, x.req.modelEnd
-	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream, x.req.clientUsage, x.req.streamOptions
+	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream && op.streams, x.req.clientUsage, x.req.streamOptions
 
 	session := s.session(ctx, key, &x.req)
 	var sticky *target

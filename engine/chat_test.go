@@ -960,10 +960,11 @@ models:
   fast: {targets: [p2/m2]}
 `), n)
 	type entry struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Created int64  `json:"created"`
-		OwnedBy string `json:"owned_by"`
+		ID         string   `json:"id"`
+		Object     string   `json:"object"`
+		Created    int64    `json:"created"`
+		OwnedBy    string   `json:"owned_by"`
+		Operations []string `json:"operations"`
 	}
 	list := func(key string) []entry {
 		t.Helper()
@@ -982,7 +983,7 @@ models:
 			t.Fatalf("not an OpenAI list: %s (%v)", r.body, err)
 		}
 		for _, e := range body.Data {
-			if e.Object != "model" || e.Created == 0 || e.OwnedBy == "" {
+			if e.Object != "model" || e.Created == 0 || e.OwnedBy == "" || !slices.Contains(e.Operations, "chat") {
 				t.Errorf("entry %+v", e)
 			}
 		}

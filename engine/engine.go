@@ -255,16 +255,11 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/chat/completions", "/chat/completions":
-		if !ctx.IsPost() {
-			methodNotAllowed(ctx, "POST")
-			return
-		}
-		key, err := s.authenticate(ctx)
-		if err != nil {
-			err.write(ctx)
-			return
-		}
-		e.chat(ctx, s, key)
+		e.post(ctx, s, opChat)
+	case "/v1/embeddings", "/embeddings":
+		e.post(ctx, s, opEmbeddings)
+	case "/v1/completions", "/completions":
+		e.post(ctx, s, opCompletions)
 	case "/v1/models", "/models":
 		if !ctx.IsGet() {
 			methodNotAllowed(ctx, "GET")
@@ -333,6 +328,20 @@ func (e *Engine) contain(ctx *fasthttp.RequestCtx) {
 func panicText(p any) string {
 	s := fmt.Sprint(p)
 	return s[:min(len(s), 200)]
+}
+
+// post serves a POST of op's endpoint from an authenticated key.
+func (e *Engine) post(ctx *fasthttp.RequestCtx, s *snapshot, op *operation) {
+	if !ctx.IsPost() {
+		methodNotAllowed(ctx, "POST")
+		return
+	}
+	key, err := s.authenticate(ctx)
+	if err != nil {
+		err.write(ctx)
+		return
+	}
+	e.serve(ctx, s, key, op)
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {

@@ -20,6 +20,9 @@ type operation struct {
 	// decided are the top-level fields the gateway decides on, refused
 	// when repeated or spelled in another case.
 	decided []string
+	// streams: the operation may stream (a body's "stream" is read);
+	// output: its calls generate tokens, reserved against token caps.
+	streams, output bool
 	// call makes one upstream attempt through a provider's adapter.
 	call func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error
 	// serves reports whether a target can make the call; a target that
@@ -28,6 +31,9 @@ type operation struct {
 	// answer sends a successful reply to the client.
 	answer func(e *Engine, ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement)
 }
+
+// operations are the client APIs, in the order /v1/models lists them.
+var operations = []*operation{opChat, opEmbeddings, opCompletions}
 
 // servedBy reports whether t can serve op; a nil op is chat, which every
 // target serves.
@@ -40,6 +46,40 @@ var opChat = &operation{
 	name:    "chat",
 	body:    "messages",
 	decided: chatFields,
+	streams: true,
+	output:  true,
 	call:    func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) },
 	answer:  (*Engine).answer,
+}
+
+// opEmbeddings is POST /v1/embeddings, to targets whose model declares
+// embeddings and whose protocol has them.
+var opEmbeddings = &operation{
+	name:    "embeddings",
+	body:    "input",
+	decided: []string{"model", "input", "encoding_format", "dimensions"},
+	call: func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
+		return a.(adapters.Embedder).Embed(c, r)
+	},
+	serves: func(t *target) bool {
+		return t.model.Serves["embeddings"] && adapters.Serves[adapters.Embedder](t.provider.adapter)
+	},
+	answer: (*Engine).answer,
+}
+
+// opCompletions is the legacy POST /v1/completions, to OpenAI-compatible
+// targets; its answers and stream chunks are relayed as they come.
+var opCompletions = &operation{
+	name:    "completions",
+	body:    "prompt",
+	decided: []string{"model", "prompt", "stream", "stream_options", "max_tokens"},
+	streams: true,
+	output:  true,
+	call: func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
+		return a.(adapters.Completer).Complete(c, r)
+	},
+	serves: func(t *target) bool {
+		return t.model.Serves["completions"] && adapters.Serves[adapters.Completer](t.provider.adapter)
+	},
+	answer: (*Engine).answer,
 }

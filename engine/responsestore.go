@@ -29,7 +29,9 @@ type storedResponse struct {
 	at                int64
 }
 
-func (r *storedResponse) bytes() int64 { return int64(len(r.id) + len(r.key) + len(r.response) + len(r.history)) }
+func (r *storedResponse) bytes() int64 {
+	return int64(len(r.id) + len(r.key) + len(r.response) + len(r.history))
+}
 
 func newResponseStore() *responseStore {
 	return &responseStore{byID: map[string]*list.Element{}}

@@ -137,6 +137,9 @@ type walker struct {
 }
 
 func (w *walker) tokensFor(t *target) int64 {
+	if w.op != nil && !w.op.output {
+		return w.prompt
+	}
 	out := t.reserveOut
 	if w.maxOut > 0 {
 		out = w.maxOut

@@ -322,10 +322,10 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		}
 		return byName[name][0].Provider.Name
 	}
-	s.modelsAll = modelList(listed, nil, owner, cfg.LoadedAt.Unix())
+	s.modelsAll = modelList(listed, nil, owner, s.operationsOf, cfg.LoadedAt.Unix())
 	for _, key := range cfg.Auth.Keys {
 		if key.Allowed != nil {
-			s.modelsByKey[key] = modelList(listed, key.Allowed, owner, cfg.LoadedAt.Unix())
+			s.modelsByKey[key] = modelList(listed, key.Allowed, owner, s.operationsOf, cfg.LoadedAt.Unix())
 		}
 	}
 	s.targetsJSON, _ = json.Marshal(map[string][]string{"targets": append([]string{}, cfg.ProviderOrder...)})
@@ -371,18 +371,37 @@ type modelEntry struct {
 	Object  string `json:"object"`
 	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
+	// Operations lists the client APIs the name serves: an extra field
+	// that SDKs ignore.
+	Operations []string `json:"operations"`
+}
+
+// operationsOf lists the operations some target of name's chain serves.
+func (s *snapshot) operationsOf(name string) []string {
+	out := []string{}
+	if g := s.groups[name]; g != nil {
+		for _, op := range operations {
+			for _, t := range g.targets {
+				if op.servedBy(t) {
+					out = append(out, op.name)
+					break
+				}
+			}
+		}
+	}
+	return out
 }
 
 // modelList renders an OpenAI model list of the names allowed lets
 // through (nil: all).
-func modelList(names []string, allowed map[string]bool, owner func(string) string, created int64) []byte {
+func modelList(names []string, allowed map[string]bool, owner func(string) string, ops func(string) []string, created int64) []byte {
 	list := struct {
 		Object string       `json:"object"`
 		Data   []modelEntry `json:"data"`
 	}{Object: "list", Data: []modelEntry{}}
 	for _, n := range names {
 		if allowed == nil || allowed[n] {
-			list.Data = append(list.Data, modelEntry{ID: n, Object: "model", Created: created, OwnedBy: owner(n)})
+			list.Data = append(list.Data, modelEntry{ID: n, Object: "model", Created: created, OwnedBy: owner(n), Operations: ops(n)})
 		}
 	}
 	b, err := json.Marshal(list)
