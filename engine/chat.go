@@ -54,9 +54,10 @@ var stickySeed = maphash.MakeSeed()
 
 var hdrSessionID = []byte("X-Session-Id")
 
-// serve answers one request of op: scan, the key's limits, route, then
-// the runner. Every operation takes this path.
-func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation) {
+// serve answers one request of op whose body (the client's, or what an
+// ingress codec translated it into) is body: scan, the key's limits,
+// route, then the runner. Every operation takes this path.
+func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation, body []byte) {
 	x := exchangePool.Get().(*exchange)
 	start := time.Now()
 	defer func() {
@@ -78,7 +79,6 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		exchangePool.Put(x)
 	}()
 	x.op = op
-	body := ctx.PostBody()
 	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.

@@ -341,7 +341,7 @@ func (e *Engine) post(ctx *fasthttp.RequestCtx, s *snapshot, op *operation) {
 		err.write(ctx)
 		return
 	}
-	e.serve(ctx, s, key, op)
+	e.serve(ctx, s, key, op, ctx.PostBody())
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
