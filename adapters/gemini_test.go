@@ -153,7 +153,7 @@ func (g *golden) set(name, value string) {
 
 // goldenOrder is the order sections are written in: what goes up, then
 // what comes back.
-var goldenOrder = []string{"request.json", "upstream-request.json", "upstream-response.json", "upstream-stream.sse", "response.json", "stream.sse", "error"}
+var goldenOrder = []string{"request.json", "history.json", "upstream-request.json", "upstream-response.json", "upstream-stream.sse", "response.json", "stream.sse", "assistant.json", "error"}
 
 func (g *golden) write(t *testing.T) {
 	t.Helper()
