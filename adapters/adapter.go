@@ -36,6 +36,10 @@ type Call struct {
 	// Key is the index of this attempt's key in the provider's keys; -1
 	// when the provider has none.
 	Key int
+	// Wrap, when set, wraps a stream reply: an ingress codec translating
+	// the chat stream into the client's protocol, so the first frame the
+	// engine waits for is already the client's.
+	Wrap func(Stream) Stream
 }
 
 // Reply is what a successful attempt produced.

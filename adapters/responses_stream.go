@@ -43,7 +43,9 @@ type ResponsesStream struct {
 	calls     map[int64]*outputItem
 	lastCall  int64
 	assistant []byte
-	scratch   []byte
+	// response is the final Response object, once the stream ended.
+	response []byte
+	scratch  []byte
 }
 
 // NewResponsesStream wraps up, a chat stream whose request asked for the
@@ -95,6 +97,10 @@ func (s *ResponsesStream) Usage() Usage { return s.up.Usage() }
 // ended with response.completed or response.incomplete; nil before, and
 // after a failure.
 func (s *ResponsesStream) Assistant() []byte { return s.assistant }
+
+// Response returns the final Response object, as response.completed
+// carries it, once the stream has ended; nil before, and after a failure.
+func (s *ResponsesStream) Response() []byte { return s.response }
 
 // step reads one upstream frame and queues the events it makes. Before
 // anything is queued, an upstream failure is returned as it is.
@@ -324,6 +330,7 @@ func (s *ResponsesStream) finish() {
 	}
 	s.ended = true
 	s.assistant = s.reply.assistant()
+	s.response = s.reply.response(nil, status, nil)
 	s.event("response." + status)
 	s.out = append(s.out, `,"response":`...)
 	s.out = s.reply.response(s.out, status, nil)

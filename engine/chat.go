@@ -22,8 +22,10 @@ import (
 // exchange is the per-request scratch space of a chat completion, pooled
 // so the hot path reuses its buffers.
 type exchange struct {
-	// op is the operation the request asks for.
+	// op is the operation the request asks for; in what its ingress
+	// codec adds, nil for the OpenAI APIs served as they come.
 	op    *operation
+	in    *ingress
 	att   attempt
 	req   chatRequest
 	call  adapters.Call
@@ -57,7 +59,7 @@ var hdrSessionID = []byte("X-Session-Id")
 // serve answers one request of op whose body (the client's, or what an
 // ingress codec translated it into) is body: scan, the key's limits,
 // route, then the runner. Every operation takes this path.
-func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation, body []byte) {
+func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation, body []byte, in *ingress) {
 	x := exchangePool.Get().(*exchange)
 	start := time.Now()
 	defer func() {
@@ -75,10 +77,10 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		x.call = adapters.Call{}
 		x.req = chatRequest{}
 		clear(x.order[:])
-		x.op, x.att = nil, attempt{}
+		x.op, x.in, x.att = nil, nil, attempt{}
 		exchangePool.Put(x)
 	}()
-	x.op = op
+	x.op, x.in = op, in
 	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.
@@ -127,6 +129,9 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		return
 	}
 	x.call.Body = body
+	if in != nil {
+		x.call.Wrap = in.wrap
+	}
 	x.call.ModelStart, x.call.ModelEnd = x.req.modelStart, x.req.modelEnd
 	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream && op.streams, x.req.clientUsage, x.req.streamOptions
 
@@ -286,7 +291,7 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
-		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}}
+		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}, errFrame: x.op.streamError}
 	ctx.Response.SetBodyStream(x.relay, -1)
 }
 
@@ -301,6 +306,11 @@ type relay struct {
 	pending []byte
 	ended   bool
 	res     settlement
+	// errFrame is the operation's last frame for a stream that fails
+	// after it started; nil: the stream's codec wrote its own.
+	errFrame func(error) []byte
+	// onEnd, when set, is told the stream once it has ended.
+	onEnd func(adapters.Stream)
 	// s is the snapshot the stream was answered under, whose cooldown and
 	// breaker settings judge a stream the upstream cuts.
 	s      *snapshot
@@ -333,7 +343,10 @@ func (r *relay) next() ([]byte, bool) {
 		r.interrupted(asFailure(err))
 		r.Close()
 		r.log.Warn("upstream stream failed after the response started", "via", string(r.via), "err", err)
-		return streamError(err), true
+		if r.errFrame == nil {
+			return nil, false
+		}
+		return r.errFrame(err), true
 	}
 	return frame, true
 }
@@ -416,6 +429,9 @@ func (r *relay) Close() error {
 		r.stream.Close()
 		u := r.stream.Usage()
 		r.res.settle(u)
+		if r.onEnd != nil {
+			r.onEnd(r.stream)
+		}
 		if r.access != nil {
 			r.access.latency, r.access.usage = time.Since(r.start), u
 			r.accessLog.write(r.access)

@@ -52,6 +52,8 @@ type Engine struct {
 	access *accessWriter
 	// anon counts auth-off requests per client address across reloads.
 	anon *anonymous
+	// answers keeps Responses API answers for previous_response_id.
+	answers *responseStore
 	// bg holds the background checks of refused keys; stop ends them.
 	bg   sync.WaitGroup
 	stop chan struct{}
@@ -76,6 +78,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		log:          opt.Logger,
 		status:       opt.Status,
 		anon:         newAnonymous(),
+		answers:      newResponseStore(),
 		stop:         make(chan struct{}),
 		version:      opt.Version,
 		started:      time.Now(),
@@ -260,6 +263,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		e.post(ctx, s, opEmbeddings)
 	case "/v1/completions", "/completions":
 		e.post(ctx, s, opCompletions)
+	case "/v1/responses", "/responses":
+		e.responses(ctx, s)
 	case "/v1/models", "/models":
 		if !ctx.IsGet() {
 			methodNotAllowed(ctx, "GET")
@@ -291,6 +296,10 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(s.targetsJSON)
 	default:
+		if id, ok := bytes.CutPrefix(path, []byte("/v1/responses/")); ok {
+			e.storedResponse(ctx, s, string(id))
+			return
+		}
 		if bytes.HasPrefix(path, []byte(proxyPrefix)) {
 			key, err := s.authenticate(ctx)
 			if err != nil {
@@ -341,7 +350,7 @@ func (e *Engine) post(ctx *fasthttp.RequestCtx, s *snapshot, op *operation) {
 		err.write(ctx)
 		return
 	}
-	e.serve(ctx, s, key, op, ctx.PostBody())
+	e.serve(ctx, s, key, op, ctx.PostBody(), nil)
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {

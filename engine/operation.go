@@ -28,12 +28,15 @@ type operation struct {
 	// serves reports whether a target can make the call; a target that
 	// cannot is skipped without one. Nil: every target can.
 	serves func(t *target) bool
+	// streamError is the frame a stream that fails after it started ends
+	// with; nil when the stream's own codec says so itself.
+	streamError func(error) []byte
 	// answer sends a successful reply to the client.
 	answer func(e *Engine, ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement)
 }
 
 // operations are the client APIs, in the order /v1/models lists them.
-var operations = []*operation{opChat, opEmbeddings, opCompletions}
+var operations = []*operation{opChat, opResponses, opEmbeddings, opCompletions}
 
 // servedBy reports whether t can serve op; a nil op is chat, which every
 // target serves.
@@ -43,14 +46,17 @@ func (op *operation) servedBy(t *target) bool {
 
 // opChat is POST /v1/chat/completions.
 var opChat = &operation{
-	name:    "chat",
-	body:    "messages",
-	decided: chatFields,
-	streams: true,
-	output:  true,
-	call:    func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) },
-	answer:  (*Engine).answer,
+	name:        "chat",
+	body:        "messages",
+	decided:     chatFields,
+	streams:     true,
+	output:      true,
+	streamError: streamError,
+	call:        chatCall,
+	answer:      (*Engine).answer,
 }
+
+func chatCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) }
 
 // opEmbeddings is POST /v1/embeddings, to targets whose model declares
 // embeddings and whose protocol has them.
@@ -70,11 +76,12 @@ var opEmbeddings = &operation{
 // opCompletions is the legacy POST /v1/completions, to OpenAI-compatible
 // targets; its answers and stream chunks are relayed as they come.
 var opCompletions = &operation{
-	name:    "completions",
-	body:    "prompt",
-	decided: []string{"model", "prompt", "stream", "stream_options", "max_tokens"},
-	streams: true,
-	output:  true,
+	name:        "completions",
+	body:        "prompt",
+	decided:     []string{"model", "prompt", "stream", "stream_options", "max_tokens"},
+	streams:     true,
+	output:      true,
+	streamError: streamError,
 	call: func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
 		return a.(adapters.Completer).Complete(c, r)
 	},
