@@ -27,7 +27,7 @@ const usage = `usage:
   gateway validate [-secrets] FILE...                check config files without serving;
                                                      -secrets also reads every key reference
   gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
-                  [-max-tokens N] [-stream] [-tools] [-skip-secrets]
+                  [-max-tokens N] [-stream] [-tools] [-operation OP] [-skip-secrets]
                                                      show the route and candidates for a request
   gateway version                                    print the build's version (also: -version)
 
@@ -262,6 +262,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	headers := headerFlags{}
 	fs.StringVar(&req.Model, "model", "", "the model the request asks for (required)")
 	fs.StringVar(&req.Key, "key", "", "the gateway key's name")
+	fs.StringVar(&req.Operation, "operation", "chat", "the client API: chat, responses, embeddings or completions")
 	fs.Var(headers, "header", "a request header as name=value (repeatable)")
 	fs.IntVar(&req.Tokens, "tokens", 100, "estimated prompt tokens")
 	fs.IntVar(&req.MaxTokens, "max-tokens", 0, "the request's max_tokens")

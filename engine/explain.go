@@ -14,6 +14,9 @@ import (
 // ExplainRequest describes a request for Explain.
 type ExplainRequest struct {
 	Model string
+	// Operation is the client API (chat, responses, embeddings,
+	// completions); empty is chat.
+	Operation string
 	// Key is a gateway key's name; empty when auth is off or for none.
 	Key       string
 	Headers   map[string]string
@@ -36,7 +39,16 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	s := e.snap.Load()
 	now := time.Now()
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	env := &config.RequestEnv{Model: req.Model, Operation: opChat.name, Stream: req.Stream, Tokens: req.Tokens, Messages: max(req.Messages, 1),
+	op := opChat
+	for _, o := range operations {
+		if o.name == req.Operation {
+			op = o
+		}
+	}
+	if req.Operation != "" && op.name != req.Operation {
+		return 0, fmt.Errorf("unknown operation %q", req.Operation)
+	}
+	env := &config.RequestEnv{Model: req.Model, Operation: op.name, Stream: req.Stream, Tokens: req.Tokens, Messages: max(req.Messages, 1),
 		Tools: req.Tools, Path: "/v1/chat/completions", Method: "POST", Metadata: req.Metadata, Headers: map[string]string{}}
 	for k, v := range req.Headers {
 		env.Headers[strings.ToLower(k)] = v
@@ -63,7 +75,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	default:
 		p("key: auth is off")
 	}
-	p("request: model %q, ~%d prompt tokens, %d messages, stream %v, tools %v", req.Model, req.Tokens, env.Messages, req.Stream, req.Tools)
+	p("request: %s, model %q, ~%d prompt tokens, %d messages, stream %v, tools %v", op.name, req.Model, req.Tokens, env.Messages, req.Stream, req.Tools)
 	g, r := s.pick(env)
 	switch {
 	case g == nil:
@@ -87,12 +99,15 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 	peek := *g
 	peek.state = &groupState{}
 	peek.state.turn.Store(g.state.turn.Load())
-	wk := &walker{s: s, order: peek.order(nil, nil), clock: nanotime, now: nanotime(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
+	wk := &walker{s: s, op: op, order: peek.order(nil, nil), clock: nanotime, now: nanotime(), prompt: int64(req.Tokens), maxOut: int64(req.MaxTokens), allBreaker: true}
 	p("candidates, in the order they would be tried:")
 	n, usable := 0, 0
 	for _, t := range wk.order {
 		breakerNote := ""
-		if refuses, until := t.state.breaker.refuses(wk.now); refuses {
+		if !op.servedBy(t) {
+			breakerNote = "skipped: " + skipOperation.String() + " (" + op.name + ")"
+			wk.note(skipOperation, 0)
+		} else if refuses, until := t.state.breaker.refuses(wk.now); refuses {
 			breakerNote = fmt.Sprintf("skipped: %s until %s", skipBreaker, time.Unix(0, until).UTC().Format(time.RFC3339))
 			wk.note(skipBreaker, until)
 		}

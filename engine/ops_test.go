@@ -112,3 +112,26 @@ func TestModelsListOperations(t *testing.T) {
 		}
 	}
 }
+
+// explain says which targets cannot serve the operation, and what the
+// server would answer when none can.
+func TestExplainOperation(t *testing.T) {
+	g := newFakeGateway(t, opsYAML, newFakeNet(t))
+	var out strings.Builder
+	status, err := g.eng.Explain(&out, ExplainRequest{Model: "embed", Operation: "embeddings", Tokens: 10})
+	if err != nil || status != 200 {
+		t.Fatalf("status %d err %v", status, err)
+	}
+	for _, want := range []string{"request: embeddings", "p3/m", "skipped: does not serve this operation (embeddings)", "p1/e", "eligible"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if status, _ := g.eng.Explain(&out, ExplainRequest{Model: "chatonly", Operation: "embeddings"}); status != 400 || !strings.Contains(out.String(), "unsupported_operation") {
+		t.Errorf("status %d:\n%s", status, out.String())
+	}
+	if _, err := g.eng.Explain(&out, ExplainRequest{Model: "embed", Operation: "telepathy"}); err == nil {
+		t.Error("an unknown operation was explained")
+	}
+}
