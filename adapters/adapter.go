@@ -36,6 +36,10 @@ type Call struct {
 	// Key is the index of this attempt's key in the provider's keys; -1
 	// when the provider has none.
 	Key int
+	// Beta is the client's anthropic-beta header on the Messages
+	// endpoint, forwarded by a native Messages call (the features it
+	// names change what the body may hold); configured headers win.
+	Beta []byte
 }
 
 // Reply is what a successful attempt produced.
@@ -89,6 +93,28 @@ type Stream interface {
 type Provider interface {
 	// Chat makes one attempt. A failure is always a *Failure.
 	Chat(c *Call, r *Reply) error
+}
+
+// MessagesProvider is a Provider whose upstream serves Anthropic's
+// Messages API itself. A Messages request goes to it as the client wrote
+// it, only "model" patched, rather than through chat completions and
+// back. Every Provider New returns has the method; ServesMessages tells
+// which really serve it.
+type MessagesProvider interface {
+	// Messages makes one attempt with c.Body a Messages request body
+	// (ModelStart/ModelEnd and UpstreamJSON as for Chat). r.Body and
+	// r.Stream are in Messages shape: a Message, or its event stream
+	// ending with message_stop. A failure is always a *Failure.
+	Messages(c *Call, r *Reply) error
+}
+
+// ServesMessages reports whether p serves the Messages API natively.
+func ServesMessages(p Provider) bool {
+	if w, ok := p.(redacting); ok {
+		p = w.p
+	}
+	_, ok := p.(MessagesProvider)
+	return ok
 }
 
 // Class says what a failure means for routing.

@@ -539,8 +539,24 @@ type redacting struct {
 	red *Redactor
 }
 
-func (w redacting) Chat(c *Call, r *Reply) error {
-	if err := w.p.Chat(c, r); err != nil {
+func (w redacting) Chat(c *Call, r *Reply) error { return w.reply(w.p.Chat(c, r), r) }
+
+// errNoMessages refuses a Messages call to a provider that does not serve
+// Messages natively: another target may, or the request goes through chat.
+var errNoMessages = &Failure{Class: Unsupported, Msg: "this provider does not serve the Messages API natively"}
+
+// Messages forwards a native Messages call, redacted like Chat.
+func (w redacting) Messages(c *Call, r *Reply) error {
+	m, ok := w.p.(MessagesProvider)
+	if !ok {
+		return errNoMessages
+	}
+	return w.reply(m.Messages(c, r), r)
+}
+
+// reply redacts what an attempt that ended with err returned.
+func (w redacting) reply(err error, r *Reply) error {
+	if err != nil {
 		return w.red.failure(err)
 	}
 	if r.Stream == nil {
