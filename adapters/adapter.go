@@ -40,6 +40,10 @@ type Call struct {
 	// the chat stream into the client's protocol, so the first frame the
 	// engine waits for is already the client's.
 	Wrap func(Stream) Stream
+	// Beta is the client's anthropic-beta header on the Messages
+	// endpoint, forwarded by a native Messages call (the features it
+	// names change what the body may hold); configured headers win.
+	Beta []byte
 }
 
 // Reply is what a successful attempt produced.
@@ -122,7 +126,7 @@ type Completer interface {
 }
 
 // Serves reports whether p's protocol serves the upstream call T
-// (Embedder, Completer; every Provider serves Chat), so that the engine
+// (Embedder, Completer, MessagesProvider; every Provider serves Chat), so that the engine
 // skips a target that cannot without calling it. The wrapper New puts
 // around an adapter has every call, each refusing as Unsupported what
 // its adapter lacks; Serves looks through it.
@@ -132,6 +136,19 @@ func Serves[T any](p Provider) bool {
 	}
 	_, ok := p.(T)
 	return ok
+}
+
+// MessagesProvider is a Provider whose upstream serves Anthropic's
+// Messages API itself. A Messages request goes to it as the client wrote
+// it, only "model" patched, rather than through chat completions and
+// back. Every Provider New returns has the method; Serves[MessagesProvider] tells
+// which really serve it.
+type MessagesProvider interface {
+	// Messages makes one attempt with c.Body a Messages request body
+	// (ModelStart/ModelEnd and UpstreamJSON as for Chat). r.Body and
+	// r.Stream are in Messages shape: a Message, or its event stream
+	// ending with message_stop. A failure is always a *Failure.
+	Messages(c *Call, r *Reply) error
 }
 
 // Class says what a failure means for routing.

@@ -75,31 +75,12 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 	if f != nil {
 		return f
 	}
-	req := fasthttp.AcquireRequest()
-	req.SetRequestURI(a.url)
-	req.Header.SetMethodBytes(strPost)
-	req.Header.SetContentTypeBytes(strJSON)
-	if k := a.key(c.Key); k != nil {
-		req.Header.SetBytesV("X-Api-Key", k)
-	}
-	req.Header.Set("Anthropic-Version", AnthropicVersion)
-	// Configured headers come last, so anthropic-beta can be added and
-	// anthropic-version pinned.
-	for _, h := range a.headers {
-		req.Header.Set(h[0], h[1])
-	}
+	req := a.request(c.Key, nil)
 	req.SetBodyRaw(body)
-	resp, f := send(a.client, req, c.Stream, a.firstByte, a.timeout)
+	resp, f := a.exchange(req, c.Stream, r)
 	if f != nil {
 		return f
 	}
-	now := time.Now()
-	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := anthropicFailure(status, &resp.Header, resp.Body(), now)
-		fasthttp.ReleaseResponse(resp)
-		return f
-	}
-	r.Exhausted = anthropicExhausted(&resp.Header, now)
 	if c.Stream {
 		s := newAnthropicStream(resp.BodyStream(), c.ClientUsage, a.now().Unix())
 		s.resp = resp
@@ -115,6 +96,87 @@ func (a *anthropic) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	r.Body, r.Usage = out, u
+	return nil
+}
+
+// exchange sends req and classifies a failure; a success's response is
+// the caller's to release, and r.Exhausted says whether its key is spent.
+func (a *anthropic) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fasthttp.Response, *Failure) {
+	resp, f := send(a.client, req, stream, a.firstByte, a.timeout)
+	if f != nil {
+		return nil, f
+	}
+	now := time.Now()
+	if status := resp.StatusCode(); status < 200 || status > 299 {
+		f := anthropicFailure(status, &resp.Header, resp.Body(), now)
+		fasthttp.ReleaseResponse(resp)
+		return nil, f
+	}
+	r.Exhausted = anthropicExhausted(&resp.Header, now)
+	return resp, nil
+}
+
+// request starts a Messages API request with key i's key, the client's
+// anthropic-beta (native calls only) and the configured headers.
+func (a *anthropic) request(i int, beta []byte) *fasthttp.Request {
+	req := fasthttp.AcquireRequest()
+	req.SetRequestURI(a.url)
+	req.Header.SetMethodBytes(strPost)
+	req.Header.SetContentTypeBytes(strJSON)
+	if k := a.key(i); k != nil {
+		req.Header.SetBytesV("X-Api-Key", k)
+	}
+	req.Header.Set("Anthropic-Version", AnthropicVersion)
+	if len(beta) > 0 {
+		req.Header.SetBytesV("Anthropic-Beta", beta)
+	}
+	// Configured headers come last, so anthropic-beta can be added and
+	// anthropic-version pinned.
+	for _, h := range a.headers {
+		req.Header.Set(h[0], h[1])
+	}
+	return req
+}
+
+// Messages sends c.Body, a client's Messages request, with only its model
+// replaced, and relays the answer as the upstream sent it: a reply body
+// once it is known to be JSON, a stream event by event (pings included),
+// reading the usage on the way. Failures are classified as Chat's are.
+func (a *anthropic) Messages(c *Call, r *Reply) error {
+	req := a.request(c.Key, c.Beta)
+	req.AppendBody(c.Body[:c.ModelStart])
+	req.AppendBody(c.UpstreamJSON)
+	req.AppendBody(c.Body[c.ModelEnd:])
+	resp, f := a.exchange(req, c.Stream, r)
+	if f != nil {
+		return f
+	}
+	if c.Stream {
+		s := &anthropicRelay{resp: resp, sse: newSSEReader(resp.BodyStream())}
+		s.sse.max = a.client.MaxResponseBodySize
+		s.sse.watch(resp, a.firstByte, a.idle)
+		r.Stream = s
+		return nil
+	}
+	defer fasthttp.ReleaseResponse(resp)
+	body := resp.Body()
+	if CheckJSON(body) != nil {
+		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
+	}
+	if typ := gjson.GetBytes(body, "type").Str; typ != "message" {
+		// An error object with a 200, or something else entirely.
+		msg := "upstream answered 200 without a message"
+		if e := gjson.GetBytes(body, "error.message"); e.Type == gjson.String {
+			msg = "upstream error: " + truncate(e.Str, 300)
+		}
+		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: msg}
+	}
+	var u anthropicUsage
+	r.Usage = Usage{}
+	if u.add(gjson.GetBytes(body, "usage")) {
+		r.Usage = u.usage()
+	}
+	r.Body = append(r.Body[:0], body...)
 	return nil
 }
 
@@ -378,6 +440,27 @@ func (u *anthropicUsage) prompt() int {
 		n += *u.CacheCreation
 	}
 	return n
+}
+
+// add takes the counts a usage object (a reply's, or a stream event's)
+// reports; it reports whether r is one.
+func (u *anthropicUsage) add(r gjson.Result) bool {
+	if !r.IsObject() {
+		return false
+	}
+	if v := r.Get("input_tokens"); v.Type == gjson.Number {
+		u.InputTokens = int(v.Int())
+	}
+	if v := r.Get("output_tokens"); v.Type == gjson.Number {
+		u.OutputTokens = int(v.Int())
+	}
+	if v := r.Get("cache_read_input_tokens"); v.Type == gjson.Number {
+		u.CacheRead = Ptr(int(v.Int()))
+	}
+	if v := r.Get("cache_creation_input_tokens"); v.Type == gjson.Number {
+		u.CacheCreation = Ptr(int(v.Int()))
+	}
+	return true
 }
 
 func (u *anthropicUsage) openAI() *UsageJS {
@@ -707,22 +790,7 @@ func (s *anthropicStream) toolIndex(i int64) (int, bool) {
 }
 
 func (s *anthropicStream) addUsage(u gjson.Result) {
-	if !u.IsObject() {
-		return
-	}
-	s.hasUsage = true
-	if v := u.Get("input_tokens"); v.Type == gjson.Number {
-		s.usage.InputTokens = int(v.Int())
-	}
-	if v := u.Get("output_tokens"); v.Type == gjson.Number {
-		s.usage.OutputTokens = int(v.Int())
-	}
-	if v := u.Get("cache_read_input_tokens"); v.Type == gjson.Number {
-		s.usage.CacheRead = Ptr(int(v.Int()))
-	}
-	if v := u.Get("cache_creation_input_tokens"); v.Type == gjson.Number {
-		s.usage.CacheCreation = Ptr(int(v.Int()))
-	}
+	s.hasUsage = s.usage.add(u) || s.hasUsage
 }
 
 // event translates one upstream event into the frames it yields.

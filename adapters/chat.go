@@ -24,6 +24,7 @@ type ChatRequest struct {
 	Stop                StringList      `json:"stop,omitempty"`
 	Tools               []Tool          `json:"tools,omitempty"`
 	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
 	ResponseFormat      *ResponseFormat `json:"response_format,omitempty"`
 	Metadata            map[string]any  `json:"metadata,omitempty"`
 	User                string          `json:"user,omitempty"`
@@ -96,12 +97,24 @@ func (c *Content) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the content back in the form it came in.
 func (c Content) MarshalJSON() ([]byte, error) {
 	if c.IsStr {
-		return json.Marshal(c.Text)
+		return marshalPlain(c.Text)
 	}
 	if c.Parts == nil {
 		return []byte("null"), nil
 	}
-	return json.Marshal(c.Parts)
+	return marshalPlain(c.Parts)
+}
+
+// marshalPlain encodes v as JSON without escaping <, > and &: prompts
+// and answers are full of code, where each escape costs six bytes.
+func marshalPlain(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // String joins the text parts.

@@ -566,8 +566,20 @@ var (
 	errNoCompletions = untranslatable("this provider's protocol does not serve legacy completions")
 )
 
-// reply redacts what an adapter's call returned: the failure, or the
-// reply's body or stream.
+// errNoMessages refuses a Messages call to a provider that does not serve
+// Messages natively: another target may, or the request goes through chat.
+var errNoMessages = untranslatable("this provider does not serve the Messages API natively")
+
+// Messages forwards a native Messages call, redacted like Chat.
+func (w redacting) Messages(c *Call, r *Reply) error {
+	m, ok := w.p.(MessagesProvider)
+	if !ok {
+		return errNoMessages
+	}
+	return w.reply(m.Messages(c, r), r)
+}
+
+// reply redacts what an attempt that ended with err returned.
 func (w redacting) reply(err error, r *Reply) error {
 	if err != nil {
 		return w.red.failure(err)
