@@ -40,6 +40,10 @@ type Call struct {
 	// the chat stream into the client's protocol, so the first frame the
 	// engine waits for is already the client's.
 	Wrap func(Stream) Stream
+	// Native is the client's own request when it came in a protocol a
+	// target may speak itself (Anthropic Messages): its Body, ModelStart,
+	// ModelEnd, Stream and Beta; nil on the OpenAI endpoints.
+	Native *Call
 	// Beta is the client's anthropic-beta header on the Messages
 	// endpoint, forwarded by a native Messages call (the features it
 	// names change what the body may hold); configured headers win.

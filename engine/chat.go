@@ -130,7 +130,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	}
 	x.call.Body = body
 	if in != nil {
-		x.call.Wrap = in.wrap
+		x.call.Wrap, x.call.Native = in.wrap, in.native
 	}
 	x.call.ModelStart, x.call.ModelEnd = x.req.modelStart, x.req.modelEnd
 	x.call.Stream, x.call.ClientUsage, x.call.StreamOptions = x.req.stream && op.streams, x.req.clientUsage, x.req.streamOptions

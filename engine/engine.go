@@ -265,6 +265,10 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		e.post(ctx, s, opCompletions)
 	case "/v1/responses", "/responses":
 		e.responses(ctx, s)
+	case "/v1/messages":
+		e.messages(ctx, s)
+	case "/v1/messages/count_tokens":
+		e.countTokens(ctx, s)
 	case "/v1/models", "/models":
 		if !ctx.IsGet() {
 			methodNotAllowed(ctx, "GET")

@@ -36,7 +36,7 @@ type operation struct {
 }
 
 // operations are the client APIs, in the order /v1/models lists them.
-var operations = []*operation{opChat, opResponses, opEmbeddings, opCompletions}
+var operations = []*operation{opChat, opResponses, opMessages, opEmbeddings, opCompletions}
 
 // servedBy reports whether t can serve op; a nil op is chat, which every
 // target serves.
@@ -57,6 +57,17 @@ var opChat = &operation{
 }
 
 func chatCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) }
+
+// translatedCall is a chat call for an ingress codec: a stream reply is
+// wrapped into the client's protocol, so the first frame the runner
+// waits for is already the client's.
+func translatedCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
+	err := a.Chat(c, r)
+	if err == nil && r.Stream != nil && c.Wrap != nil {
+		r.Stream = c.Wrap(r.Stream)
+	}
+	return err
+}
 
 // opEmbeddings is POST /v1/embeddings, to targets whose model declares
 // embeddings and whose protocol has them.

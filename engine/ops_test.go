@@ -105,7 +105,7 @@ func TestModelsListOperations(t *testing.T) {
 	g := newFakeGateway(t, opsYAML, newFakeNet(t))
 	body := g.get("/v1/models").body
 	for name, want := range map[string]string{
-		"embed": `["chat","responses","embeddings","completions"]`, "chatonly": `["chat","responses","completions"]`, "text": `["chat","responses","completions"]`,
+		"embed": `["chat","responses","messages","embeddings","completions"]`, "chatonly": `["chat","responses","messages","completions"]`, "text": `["chat","responses","messages","completions"]`,
 	} {
 		if got := gjson.GetBytes(body, `data.#(id=="`+name+`").operations`).Raw; got != want {
 			t.Errorf("%s operations %s, want %s", name, got, want)

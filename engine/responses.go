@@ -19,6 +19,10 @@ type ingress struct {
 	resp    *adapters.ResponsesRequest
 	id      string
 	created int64
+	// msg and native: an Anthropic Messages request, and the client's
+	// own body for a target that speaks Messages itself.
+	msg    *adapters.MessagesRequest
+	native *adapters.Call
 }
 
 // opResponses is POST /v1/responses, translated onto chat completions for
@@ -29,7 +33,7 @@ var opResponses = &operation{
 	decided: chatFields,
 	streams: true,
 	output:  true,
-	call:    chatCall,
+	call:    translatedCall,
 	serves:  func(t *target) bool { return t.model.Serves["responses"] },
 	answer:  (*Engine).answerResponse,
 }

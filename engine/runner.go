@@ -30,9 +30,6 @@ func try(op *operation, c candidate, call *adapters.Call, r *adapters.Reply) ([]
 	if err != nil || !call.Stream {
 		return nil, err
 	}
-	if call.Wrap != nil {
-		r.Stream = call.Wrap(r.Stream)
-	}
 	first, err := r.Stream.Next()
 	if err != nil {
 		r.Stream.Close()

@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"strconv"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+
+	"gateway/adapters"
+)
+
+// opMessages is POST /v1/messages (Anthropic's Messages API): an
+// Anthropic target gets the client's body with only "model" patched;
+// every other target of the chat family gets it translated onto chat
+// completions, and its answer translated back.
+var opMessages = &operation{
+	name:    "messages",
+	body:    "messages",
+	decided: chatFields,
+	streams: true,
+	output:  true,
+	call:    messagesCall,
+	serves:  func(t *target) bool { return t.model.Serves["messages"] },
+	answer:  (*Engine).answerMessage,
+}
+
+// opMessagesNative serves a Messages request that chat completions
+// cannot express (documents, server tools...): only targets that speak
+// the Messages API themselves, with the client's body as it came.
+var opMessagesNative = &operation{
+	name:    "messages",
+	body:    "messages",
+	decided: chatFields,
+	streams: true,
+	output:  true,
+	call:    messagesCall,
+	serves: func(t *target) bool {
+		return t.model.Serves["messages"] && adapters.Serves[adapters.MessagesProvider](t.provider.adapter)
+	},
+	answer: (*Engine).answerMessage,
+}
+
+// messagesCall sends the client's Messages body to a target that speaks
+// the Messages API, and the chat translation to any other.
+func messagesCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
+	if !adapters.Serves[adapters.MessagesProvider](a) {
+		return translatedCall(a, c, r)
+	}
+	n := *c.Native
+	n.Upstream, n.UpstreamJSON, n.Key = c.Upstream, c.UpstreamJSON, c.Key
+	return a.(adapters.MessagesProvider).Messages(&n, r)
+}
+
+// messages serves POST /v1/messages at the gateway's root, as Anthropic's
+// SDKs and Claude Code call it, with errors in Anthropic's shape.
+func (e *Engine) messages(ctx *fasthttp.RequestCtx, s *snapshot) {
+	defer anthropicErrors(ctx)
+	if !ctx.IsPost() {
+		methodNotAllowed(ctx, "POST")
+		return
+	}
+	key, err := s.authenticate(ctx)
+	if err != nil {
+		err.write(ctx)
+		return
+	}
+	body := ctx.PostBody()
+	chat, req, f := adapters.MessagesToChat(body)
+	if f != nil {
+		relayFailure(ctx, f)
+		return
+	}
+	native := &adapters.Call{Body: body, ModelStart: req.ModelStart, ModelEnd: req.ModelEnd, Stream: req.Stream,
+		Beta: ctx.Request.Header.Peek("Anthropic-Beta")}
+	in := &ingress{msg: req, native: native}
+	op := opMessages
+	if req.Untranslatable != "" {
+		// Only a native target can serve it: route on the client's own
+		// body, which the scan reads like a chat body.
+		op, chat = opMessagesNative, body
+	} else {
+		in.wrap = func(up adapters.Stream) adapters.Stream { return adapters.NewMessagesStream(up, req) }
+	}
+	e.serve(ctx, s, key, op, chat, in)
+}
+
+// answerMessage sends the winning reply in Messages shape: as it came
+// from a native target, translated from anyone else's chat completion.
+func (e *Engine) answerMessage(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
+	if x.reply.Stream == nil && !adapters.Serves[adapters.MessagesProvider](t.provider.adapter) {
+		msg, f := adapters.ChatToMessage(x.reply.Body, x.in.msg)
+		if f != nil {
+			(&apiError{status: fasthttp.StatusBadGateway, typ: "server_error", code: "upstream_invalid_response",
+				msg: t.name + " answered with something that is not a chat completion"}).write(ctx)
+			return
+		}
+		x.reply.Body = append(x.reply.Body[:0], msg...)
+	}
+	e.answer(ctx, s, t, x, fallbacks, first, res)
+}
+
+// countTokens serves POST /v1/messages/count_tokens with the gateway's
+// estimate of a Messages request's input tokens.
+func (e *Engine) countTokens(ctx *fasthttp.RequestCtx, s *snapshot) {
+	defer anthropicErrors(ctx)
+	if !ctx.IsPost() {
+		methodNotAllowed(ctx, "POST")
+		return
+	}
+	if _, err := s.authenticate(ctx); err != nil {
+		err.write(ctx)
+		return
+	}
+	n, f := adapters.CountTokens(ctx.PostBody())
+	if f != nil {
+		relayFailure(ctx, f)
+		return
+	}
+	ctx.SetContentTypeBytes(strJSON)
+	ctx.SetBodyString(`{"input_tokens":` + strconv.Itoa(n) + `}`)
+}
+
+// anthropicErrors rewrites an error answered in OpenAI's shape, the
+// gateway's own or an upstream's, into Anthropic's, which the Messages
+// endpoint's clients parse. Headers (Retry-After, X-RateLimit-*) stay.
+func anthropicErrors(ctx *fasthttp.RequestCtx) {
+	status := ctx.Response.StatusCode()
+	if status < 400 || ctx.Response.IsBodyStream() {
+		return
+	}
+	body := ctx.Response.Body()
+	if gjson.GetBytes(body, "type").Str == "error" {
+		return
+	}
+	msg := gjson.GetBytes(body, "error.message").Str
+	if msg == "" {
+		msg = fasthttp.StatusMessage(status)
+	}
+	ctx.SetBody(adapters.MessagesErrorBody(status, msg))
+}

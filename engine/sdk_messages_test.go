@@ -1,0 +1,130 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"gateway/config"
+	"gateway/engine"
+)
+
+const sdkMessagesConfig = `
+auth:
+  keys: [{name: sdk, key: "${GW}"}]
+providers:
+  down: {type: openai, base_url: "http://down.test/v1", keys: ["${DOWN}"], models: {m: {}}}
+  claude: {type: anthropic, base_url: "http://claude.test", keys: ["${ANTH}"], models: {sonnet: {upstream: claude-sonnet-test}}}
+  mock: {type: mock, models: {echo: {}}}
+models:
+  native: {targets: [down/m, claude/sonnet]}
+  translated: {targets: [down/m, mock/echo]}
+`
+
+// anthropicClient serves the gateway for cfgYAML in memory and returns
+// the official Anthropic SDK pointed at its root, as Claude Code is.
+func anthropicClient(t *testing.T, cfgYAML string, dial fasthttp.DialFunc) sdk.Client {
+	t.Helper()
+	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "v-" + k, true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(cfg, engine.Options{Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: eng.Handler}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(context.Context, string, string) (net.Conn, error) { return ln.Dial() },
+	}}
+	return sdk.NewClient(option.WithBaseURL("http://gateway.test"), option.WithAPIKey("v-GW"),
+		option.WithHTTPClient(hc), option.WithMaxRetries(0))
+}
+
+// The Anthropic SDK through /v1/messages: an Anthropic target gets the
+// client's body with only the model patched and answers as it is; a chat
+// target is translated both ways; both fail over from an unreachable
+// first target; errors come in Anthropic's shape.
+func TestSDKMessages(t *testing.T) {
+	claude := anthNewFake(t, func(ctx *fasthttp.RequestCtx, body []byte) {
+		if gjson.GetBytes(body, "stream").Bool() {
+			anthEvents(ctx, "message_start", anthMessageStart("msg_native", 9), "ping", `{"type":"ping"}`,
+				"content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`,
+				"content_block_delta", anthTextDelta(0, "native stream"),
+				"content_block_stop", `{"type":"content_block_stop","index":0}`,
+				"message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}`,
+				"message_stop", `{"type":"message_stop"}`)
+			return
+		}
+		anthJSON(ctx, 200, `{"id":"msg_native","type":"message","role":"assistant","model":"claude-sonnet-test","content":[{"type":"text","text":"native answer"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":2}}`)
+	})
+	client := anthropicClient(t, sdkMessagesConfig, anthDial(map[string]*anthFake{"claude.test": claude}))
+	ctx := context.Background()
+	params := func(model string) sdk.MessageNewParams {
+		return sdk.MessageNewParams{Model: sdk.Model(model), MaxTokens: 64,
+			System:   []sdk.TextBlockParam{{Text: "Be brief."}},
+			Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi there"))}}
+	}
+
+	msg, err := client.Messages.New(ctx, params("native"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.ID != "msg_native" || msg.Content[0].Text != "native answer" {
+		t.Errorf("native answer %+v", msg)
+	}
+	seen := claude.requests()[0]
+	if gjson.GetBytes(seen.body, "model").Str != "claude-sonnet-test" || gjson.GetBytes(seen.body, "system.0.text").Str != "Be brief." ||
+		seen.apiKey != "v-ANTH" {
+		t.Errorf("the Anthropic target saw %s (key %q)", seen.body, seen.apiKey)
+	}
+
+	msg, err = client.Messages.New(ctx, params("translated"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Type != "message" || msg.Role != "assistant" || !strings.Contains(msg.Content[0].Text, "You said: hi there") ||
+		msg.StopReason != sdk.StopReasonEndTurn || msg.Usage.OutputTokens == 0 {
+		t.Errorf("translated answer %+v", msg)
+	}
+
+	for model, want := range map[string]string{"native": "native stream", "translated": "You said: hi there"} {
+		stream := client.Messages.NewStreaming(ctx, params(model))
+		acc := sdk.Message{}
+		for stream.Next() {
+			if err := acc.Accumulate(stream.Current()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stream.Err(); err != nil {
+			t.Fatalf("%s stream: %v", model, err)
+		}
+		if len(acc.Content) == 0 || !strings.Contains(acc.Content[0].Text, want) || acc.StopReason != sdk.StopReasonEndTurn {
+			t.Errorf("%s stream: %+v", model, acc)
+		}
+	}
+
+	var apiErr *sdk.Error
+	if _, err := client.Messages.New(ctx, params("no-such-model")); !errors.As(err, &apiErr) || apiErr.StatusCode != 404 ||
+		gjson.Get(apiErr.RawJSON(), "error.type").Str != "not_found_error" {
+		t.Errorf("unknown model: %v", err)
+	}
+	count, err := client.Messages.CountTokens(ctx, sdk.MessageCountTokensParams{Model: "native",
+		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi there"))}})
+	if err != nil || count.InputTokens == 0 {
+		t.Errorf("count_tokens: %v %+v", err, count)
+	}
+}
