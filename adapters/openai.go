@@ -28,9 +28,9 @@ type openAI struct {
 	// auth holds the ready "Bearer <key>" value for each key.
 	auth [][]byte
 	keys [][]byte
-	// embeddings and completions are the endpoints of the calls besides
-	// chat (url).
-	embeddings, completions string
+	// embeddings, completions and responses are the endpoints of the
+	// calls besides chat (url).
+	embeddings, completions, responses string
 }
 
 func init() { register("openai", newOpenAI) }
@@ -41,6 +41,7 @@ func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 		url:         p.BaseURL + "/chat/completions",
 		embeddings:  p.BaseURL + "/embeddings",
 		completions: p.BaseURL + "/completions",
+		responses:   p.BaseURL + "/responses",
 		timeout:     p.Timeout.D(),
 		firstByte:   p.FirstByteTimeout.D(),
 		idle:        p.IdleTimeout.D(),

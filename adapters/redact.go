@@ -551,6 +551,16 @@ func (w redacting) Embed(c *Call, r *Reply) error {
 	return w.reply(e.Embed(c, r), r)
 }
 
+// Responses is the adapter's native Responses call, redacted; a protocol
+// without one refuses as Embed does.
+func (w redacting) Responses(c *Call, r *Reply) error {
+	n, ok := w.p.(ResponsesProvider)
+	if !ok {
+		return errNoResponses
+	}
+	return w.reply(n.Responses(c, r), r)
+}
+
 // Complete is the adapter's Complete, redacted, and refuses as Embed does.
 func (w redacting) Complete(c *Call, r *Reply) error {
 	e, ok := w.p.(Completer)
@@ -564,6 +574,7 @@ func (w redacting) Complete(c *Call, r *Reply) error {
 var (
 	errNoEmbeddings  = untranslatable("this provider's protocol does not serve embeddings")
 	errNoCompletions = untranslatable("this provider's protocol does not serve legacy completions")
+	errNoResponses   = untranslatable("this provider's protocol does not serve the Responses API natively")
 )
 
 // errNoMessages refuses a Messages call to a provider that does not serve

@@ -205,6 +205,10 @@ type Provider struct {
 	// stream (stream_options.include_usage); turn it off for servers that
 	// reject the field.
 	StreamUsage *bool `yaml:"stream_usage"`
+	// Responses is how POST /v1/responses reaches this provider:
+	// "translate" (the default) onto chat completions, or "native" to an
+	// OpenAI-compatible upstream that serves the Responses API itself.
+	Responses string `yaml:"responses"`
 	// ListModels adds the upstream's own model list (fetched at load) to
 	// the models this provider serves, each under its upstream name.
 	ListModels bool                      `yaml:"list_models"`

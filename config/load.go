@@ -468,6 +468,12 @@ func (p *parser) validateProviders(c *Config) {
 		if pv.DefaultMaxTokens < 0 {
 			p.errorf(path+".default_max_tokens", "must not be negative, got %d", pv.DefaultMaxTokens)
 		}
+		switch {
+		case pv.Responses != "" && pv.Responses != "translate" && pv.Responses != "native":
+			p.errorf(path+".responses", "want translate or native, got %q", pv.Responses)
+		case pv.Responses == "native" && pv.Protocol != "openai":
+			p.errorf(path+".responses", "native needs an OpenAI-compatible provider; %s is translated", pv.Protocol)
+		}
 		if pv.ReserveMaxTokens < 0 {
 			p.errorf(path+".reserve_max_tokens", "must not be negative, got %d", pv.ReserveMaxTokens)
 		}

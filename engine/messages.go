@@ -42,13 +42,20 @@ var opMessagesNative = &operation{
 
 // messagesCall sends the client's Messages body to a target that speaks
 // the Messages API, and the chat translation to any other.
-func messagesCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
+func messagesCall(t *target, c *adapters.Call, r *adapters.Reply) error {
+	a := t.provider.adapter
 	if !adapters.Serves[adapters.MessagesProvider](a) {
-		return translatedCall(a, c, r)
+		return translatedCall(t, c, r)
 	}
+	return a.(adapters.MessagesProvider).Messages(nativeCall(c), r)
+}
+
+// nativeCall is the attempt c with the client's own body, for a target
+// that speaks the client's protocol.
+func nativeCall(c *adapters.Call) *adapters.Call {
 	n := *c.Native
 	n.Upstream, n.UpstreamJSON, n.Key = c.Upstream, c.UpstreamJSON, c.Key
-	return a.(adapters.MessagesProvider).Messages(&n, r)
+	return &n
 }
 
 // messages serves POST /v1/messages at the gateway's root, as Anthropic's

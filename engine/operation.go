@@ -23,8 +23,8 @@ type operation struct {
 	// streams: the operation may stream (a body's "stream" is read);
 	// output: its calls generate tokens, reserved against token caps.
 	streams, output bool
-	// call makes one upstream attempt through a provider's adapter.
-	call func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error
+	// call makes one upstream attempt on target t.
+	call func(t *target, c *adapters.Call, r *adapters.Reply) error
 	// serves reports whether a target can make the call; a target that
 	// cannot is skipped without one. Nil: every target can.
 	serves func(t *target) bool
@@ -56,13 +56,15 @@ var opChat = &operation{
 	answer:      (*Engine).answer,
 }
 
-func chatCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error { return a.Chat(c, r) }
+func chatCall(t *target, c *adapters.Call, r *adapters.Reply) error {
+	return t.provider.adapter.Chat(c, r)
+}
 
 // translatedCall is a chat call for an ingress codec: a stream reply is
 // wrapped into the client's protocol, so the first frame the runner
 // waits for is already the client's.
-func translatedCall(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
-	err := a.Chat(c, r)
+func translatedCall(t *target, c *adapters.Call, r *adapters.Reply) error {
+	err := t.provider.adapter.Chat(c, r)
 	if err == nil && r.Stream != nil && c.Wrap != nil {
 		r.Stream = c.Wrap(r.Stream)
 	}
@@ -75,8 +77,8 @@ var opEmbeddings = &operation{
 	name:    "embeddings",
 	body:    "input",
 	decided: []string{"model", "input", "encoding_format", "dimensions"},
-	call: func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
-		return a.(adapters.Embedder).Embed(c, r)
+	call: func(t *target, c *adapters.Call, r *adapters.Reply) error {
+		return t.provider.adapter.(adapters.Embedder).Embed(c, r)
 	},
 	serves: func(t *target) bool {
 		return t.model.Serves["embeddings"] && adapters.Serves[adapters.Embedder](t.provider.adapter)
@@ -93,8 +95,8 @@ var opCompletions = &operation{
 	streams:     true,
 	output:      true,
 	streamError: streamError,
-	call: func(a adapters.Provider, c *adapters.Call, r *adapters.Reply) error {
-		return a.(adapters.Completer).Complete(c, r)
+	call: func(t *target, c *adapters.Call, r *adapters.Reply) error {
+		return t.provider.adapter.(adapters.Completer).Complete(c, r)
 	},
 	serves: func(t *target) bool {
 		return t.model.Serves["completions"] && adapters.Serves[adapters.Completer](t.provider.adapter)

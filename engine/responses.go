@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
 
 	"gateway/adapters"
@@ -33,9 +34,38 @@ var opResponses = &operation{
 	decided: chatFields,
 	streams: true,
 	output:  true,
-	call:    translatedCall,
+	call:    responsesCall,
 	serves:  func(t *target) bool { return t.model.Serves["responses"] },
 	answer:  (*Engine).answerResponse,
+}
+
+// opResponsesNative serves a request that continues a response the
+// gateway did not store (previous_response_id of an upstream's own
+// answer): only targets with `responses: native`, with the client's body.
+var opResponsesNative = &operation{
+	name:    "responses",
+	body:    "input",
+	decided: []string{"model", "input", "stream", "tools", "previous_response_id"},
+	streams: true,
+	output:  true,
+	call:    responsesCall,
+	serves:  func(t *target) bool { return t.model.Serves["responses"] && nativeResponses(t) },
+	answer:  (*Engine).answerResponse,
+}
+
+// nativeResponses reports whether t takes Responses requests as they
+// are.
+func nativeResponses(t *target) bool {
+	return t.provider.cfg.Responses == "native" && adapters.Serves[adapters.ResponsesProvider](t.provider.adapter)
+}
+
+// responsesCall sends the client's Responses body to a native target, and
+// the chat translation to any other.
+func responsesCall(t *target, c *adapters.Call, r *adapters.Reply) error {
+	if !nativeResponses(t) {
+		return translatedCall(t, c, r)
+	}
+	return t.provider.adapter.(adapters.ResponsesProvider).Responses(nativeCall(c), r)
 }
 
 // responses serves POST /v1/responses: the request is translated onto
@@ -53,29 +83,59 @@ func (e *Engine) responses(ctx *fasthttp.RequestCtx, s *snapshot) {
 	}
 	body := ctx.PostBody()
 	chat, req, f := adapters.ResponsesToChat(body, nil)
-	if f == nil && req.PreviousResponseID != "" {
-		prev, ok := e.answers.get(req.PreviousResponseID, keyName(key), nanotime(), int64(s.cfg.ResponseStore.StoreTTL))
-		if !ok {
-			(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "previous_response_not_found",
-				param: "previous_response_id", msg: "Previous response with id " + strconv.Quote(req.PreviousResponseID) + " not found."}).write(ctx)
-			return
-		}
-		chat, req, f = adapters.ResponsesToChat(body, prev.history)
-	}
 	if f != nil {
 		relayFailure(ctx, f)
 		return
 	}
-	in := &ingress{resp: req, id: newResponseID(), created: time.Now().Unix()}
+	model := gjson.GetBytes(body, "model")
+	in := &ingress{resp: req, id: newResponseID(), created: time.Now().Unix(),
+		native: &adapters.Call{Body: body, ModelStart: model.Index, ModelEnd: model.Index + len(model.Raw), Stream: req.Stream}}
 	in.wrap = func(up adapters.Stream) adapters.Stream {
-		return adapters.NewResponsesStream(up, req, in.id, in.created)
+		return adapters.NewResponsesStream(up, in.resp, in.id, in.created)
 	}
-	e.serve(ctx, s, key, opResponses, chat, in)
+	op := opResponses
+	if req.PreviousResponseID != "" {
+		prev, ok := e.answers.get(req.PreviousResponseID, keyName(key), nanotime(), int64(s.cfg.ResponseStore.StoreTTL))
+		switch {
+		case ok:
+			chat, req, f = adapters.ResponsesToChat(body, prev.history)
+			if f != nil {
+				relayFailure(ctx, f)
+				return
+			}
+			in.resp = req
+		case s.hasNativeResponses():
+			// Not one of the gateway's: perhaps a native upstream's own,
+			// which only such a target can continue.
+			op, chat = opResponsesNative, body
+		default:
+			(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "previous_response_not_found",
+				param: "previous_response_id", msg: "Previous response with id " + strconv.Quote(req.PreviousResponseID) + " not found."}).write(ctx)
+			return
+		}
+	}
+	e.serve(ctx, s, key, op, chat, in)
+}
+
+// hasNativeResponses reports whether any provider takes Responses
+// requests as they are.
+func (s *snapshot) hasNativeResponses() bool {
+	for _, p := range s.providers {
+		if p.cfg.Responses == "native" {
+			return true
+		}
+	}
+	return false
 }
 
 // answerResponse sends a chat reply as a Responses API answer, and keeps
 // it for previous_response_id unless the client said store: false.
 func (e *Engine) answerResponse(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exchange, fallbacks int, first []byte, res settlement) {
+	if nativeResponses(t) {
+		// The upstream's own Response, which it stores itself.
+		e.answer(ctx, s, t, x, fallbacks, first, res)
+		return
+	}
 	in, key := x.in, keyName(res.key)
 	keep := func(response, assistant []byte) {
 		if in.resp.Store && assistant != nil {

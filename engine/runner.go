@@ -26,7 +26,7 @@ type attempt struct {
 func try(op *operation, c candidate, call *adapters.Call, r *adapters.Reply) ([]byte, error) {
 	call.Upstream, call.UpstreamJSON, call.Key = c.t.model.Upstream, c.t.upstreamJSON, c.key
 	r.Stream, r.Exhausted = nil, 0
-	err := op.call(c.t.provider.adapter, call, r)
+	err := op.call(c.t, call, r)
 	if err != nil || !call.Stream {
 		return nil, err
 	}
