@@ -142,6 +142,35 @@ func (a *anthropic) request(i int, beta []byte) *fasthttp.Request {
 // replaced, and relays the answer as the upstream sent it: a reply body
 // once it is known to be JSON, a stream event by event (pings included),
 // reading the usage on the way. Failures are classified as Chat's are.
+// TokenCounter is a Provider whose upstream counts a Messages request's
+// input tokens itself (Anthropic's POST /v1/messages/count_tokens).
+type TokenCounter interface {
+	// CountTokens sends c.Body, a count_tokens request with "model" at
+	// ModelStart:ModelEnd, patched to UpstreamJSON; r.Body is the
+	// upstream's {"input_tokens": N}.
+	CountTokens(c *Call, r *Reply) error
+}
+
+// CountTokens asks Anthropic's own count.
+func (a *anthropic) CountTokens(c *Call, r *Reply) error {
+	req := a.request(c.Key, c.Beta)
+	req.SetRequestURI(a.url + "/count_tokens")
+	req.AppendBody(c.Body[:c.ModelStart])
+	req.AppendBody(c.UpstreamJSON)
+	req.AppendBody(c.Body[c.ModelEnd:])
+	resp, f := a.exchange(req, false, r)
+	if f != nil {
+		return f
+	}
+	defer fasthttp.ReleaseResponse(resp)
+	body := resp.Body()
+	if CheckJSON(body) != nil || gjson.GetBytes(body, "input_tokens").Type != gjson.Number {
+		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered count_tokens without input_tokens"}
+	}
+	r.Body = append(r.Body[:0], body...)
+	return nil
+}
+
 func (a *anthropic) Messages(c *Call, r *Reply) error {
 	req := a.request(c.Key, c.Beta)
 	req.AppendBody(c.Body[:c.ModelStart])

@@ -561,6 +561,16 @@ func (w redacting) Responses(c *Call, r *Reply) error {
 	return w.reply(n.Responses(c, r), r)
 }
 
+// CountTokens is the adapter's own token count, redacted; a protocol
+// without one refuses as Embed does.
+func (w redacting) CountTokens(c *Call, r *Reply) error {
+	n, ok := w.p.(TokenCounter)
+	if !ok {
+		return errNoCount
+	}
+	return w.reply(n.CountTokens(c, r), r)
+}
+
 // Complete is the adapter's Complete, redacted, and refuses as Embed does.
 func (w redacting) Complete(c *Call, r *Reply) error {
 	e, ok := w.p.(Completer)
@@ -575,6 +585,7 @@ var (
 	errNoEmbeddings  = untranslatable("this provider's protocol does not serve embeddings")
 	errNoCompletions = untranslatable("this provider's protocol does not serve legacy completions")
 	errNoResponses   = untranslatable("this provider's protocol does not serve the Responses API natively")
+	errNoCount       = untranslatable("this provider's protocol does not count tokens")
 )
 
 // errNoMessages refuses a Messages call to a provider that does not serve

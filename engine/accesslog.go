@@ -149,6 +149,11 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = strconv.AppendInt(b, int64(l.usage.Prompt), 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, int64(l.usage.Completion), 10)
+	if l.usage.Estimated {
+		// The provider reported none (Gemini embeddings): the gateway
+		// counted bytes / 4.
+		b = append(b, `,"usage_estimated":true`...)
+	}
 	b = append(b, `,"cache":`...)
 	b = appendJSONString(b, l.cache)
 	return append(b, "}\n"...)

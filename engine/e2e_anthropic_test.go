@@ -56,6 +56,11 @@ func anthNewFake(t *testing.T, answer func(ctx *fasthttp.RequestCtx, body []byte
 		f.mu.Lock()
 		f.seen = append(f.seen, s)
 		f.mu.Unlock()
+		if s.method == "POST" && s.path == "/v1/messages/count_tokens" {
+			// Anthropic's own count, told apart from the gateway's estimate.
+			anthJSON(ctx, 200, `{"input_tokens":4242}`)
+			return
+		}
 		if s.method != "POST" || s.path != "/v1/messages" {
 			ctx.SetStatusCode(fasthttp.StatusNotFound)
 			ctx.SetBodyString(`{"type":"error","error":{"type":"not_found_error","message":"Not found"}}`)

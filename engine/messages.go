@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gateway/adapters"
+	"gateway/config"
 )
 
 // opMessages is POST /v1/messages (Anthropic's Messages API): an
@@ -118,13 +119,46 @@ func (e *Engine) countTokens(ctx *fasthttp.RequestCtx, s *snapshot) {
 		err.write(ctx)
 		return
 	}
-	n, f := adapters.CountTokens(ctx.PostBody())
+	body := ctx.PostBody()
+	n, f := adapters.CountTokens(body)
 	if f != nil {
 		relayFailure(ctx, f)
 		return
 	}
+	if own := s.anthropicCount(body); own != nil {
+		ctx.SetContentTypeBytes(strJSON)
+		ctx.SetBody(own)
+		return
+	}
 	ctx.SetContentTypeBytes(strJSON)
 	ctx.SetBodyString(`{"input_tokens":` + strconv.Itoa(n) + `}`)
+}
+
+// anthropicCount asks the first Anthropic target the request's model
+// routes to for its own count; nil when there is none or it failed, and
+// the gateway's estimate answers.
+func (s *snapshot) anthropicCount(body []byte) []byte {
+	model := gjson.GetBytes(body, "model")
+	g, _ := s.pick(&config.RequestEnv{Model: model.Str, Operation: opMessages.name, Path: "/v1/messages/count_tokens", Method: "POST"})
+	if g == nil {
+		return nil
+	}
+	for _, t := range g.targets {
+		if !t.model.Serves["messages"] || !adapters.Serves[adapters.TokenCounter](t.provider.adapter) {
+			continue
+		}
+		c := adapters.Call{Body: body, ModelStart: model.Index, ModelEnd: model.Index + len(model.Raw),
+			Upstream: t.model.Upstream, UpstreamJSON: t.upstreamJSON, Key: -1}
+		if len(t.provider.cfg.Keys) > 0 {
+			c.Key = 0
+		}
+		var r adapters.Reply
+		if t.provider.adapter.(adapters.TokenCounter).CountTokens(&c, &r) != nil {
+			return nil
+		}
+		return r.Body
+	}
+	return nil
 }
 
 // anthropicErrors rewrites an error answered in OpenAI's shape, the

@@ -135,3 +135,24 @@ func TestExplainOperation(t *testing.T) {
 		t.Error("an unknown operation was explained")
 	}
 }
+
+// Usage the provider did not report is estimated, and the access log says
+// so: Gemini's embeddings report none.
+func TestEstimatedUsageIsLabelled(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("g.test", func(ctx *fasthttp.RequestCtx, _ int) {
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"embeddings":[{"values":[0.5,0.25]}]}`)
+	})
+	g, access := obGateway(t, `
+providers:
+  g: {type: gemini, base_url: "http://g.test/v1beta", keys: ["${P1_KEY}"], models: {e: {upstream: text-embedding-004, operations: [embeddings]}}}
+`, n)
+	if r := g.do("POST", "/v1/embeddings", `{"model":"g/e","input":"hello world, twelve"}`); r.status != 200 {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	lines := obLines(t, g, access)
+	if len(lines) != 1 || lines[0]["usage_estimated"] != true || lines[0]["prompt_tokens"].(float64) == 0 || lines[0]["model"] != "g/e" {
+		t.Errorf("access log: %v", lines)
+	}
+}

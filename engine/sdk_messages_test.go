@@ -122,9 +122,19 @@ func TestSDKMessages(t *testing.T) {
 		gjson.Get(apiErr.RawJSON(), "error.type").Str != "not_found_error" {
 		t.Errorf("unknown model: %v", err)
 	}
-	count, err := client.Messages.CountTokens(ctx, sdk.MessageCountTokensParams{Model: "native",
-		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi there"))}})
-	if err != nil || count.InputTokens == 0 {
-		t.Errorf("count_tokens: %v %+v", err, count)
+	// count_tokens: the Anthropic target's own count where the model
+	// routes to one, else the gateway's estimate.
+	for model, want := range map[string]func(int64) bool{
+		"native":     func(n int64) bool { return n == 4242 },
+		"translated": func(n int64) bool { return n > 0 && n != 4242 },
+	} {
+		count, err := client.Messages.CountTokens(ctx, sdk.MessageCountTokensParams{Model: sdk.Model(model),
+			Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi there"))}})
+		if err != nil || !want(count.InputTokens) {
+			t.Errorf("count_tokens for %s: %v %+v", model, err, count)
+		}
+	}
+	if got := gjson.GetBytes(claude.requests()[len(claude.requests())-1].body, "model").Str; got != "claude-sonnet-test" {
+		t.Errorf("count_tokens went upstream with model %q", got)
 	}
 }
