@@ -138,3 +138,61 @@ func TestSDKMessages(t *testing.T) {
 		t.Errorf("count_tokens went upstream with model %q", got)
 	}
 }
+
+// The Anthropic SDK's tool conversation through an OpenAI-compatible
+// upstream: tool_use out of the upstream's tool_calls, tool_result back
+// in as a tool message, the final answer streamed.
+func TestSDKMessagesToolsTranslated(t *testing.T) {
+	f := &oaiFake{ln: fasthttputil.NewInmemoryListener()}
+	srv := &fasthttp.Server{Handler: f.serve}
+	go func() { _ = srv.Serve(f.ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	dial := func(addr string) (net.Conn, error) {
+		if addr != "oai.test:80" {
+			return nil, errors.New("refused")
+		}
+		return f.ln.Dial()
+	}
+	client := anthropicClient(t, `
+auth:
+  keys: [{name: sdk, key: "${GW}"}]
+providers:
+  oai: {type: openai, base_url: http://oai.test/v1, keys: ["${OAI}"], models: {gpt: {upstream: gpt-up}}}
+models:
+  weather: {targets: [oai/gpt]}
+`, dial)
+	ctx := context.Background()
+	tool := sdk.ToolParam{Name: "get_weather", InputSchema: sdk.ToolInputSchemaParam{
+		Properties: map[string]any{"city": map[string]any{"type": "string"}}}}
+	params := sdk.MessageNewParams{Model: "weather", MaxTokens: 128,
+		Tools:    []sdk.ToolUnionParam{{OfTool: &tool}},
+		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("Weather in Paris?"))}}
+	msg, err := client.Messages.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.StopReason != sdk.StopReasonToolUse || len(msg.Content) != 1 || msg.Content[0].Type != "tool_use" ||
+		msg.Content[0].Name != "get_weather" || gjson.Get(string(msg.Content[0].Input), "city").Str != "Paris" {
+		t.Fatalf("tool_use answer %+v", msg)
+	}
+	params.Messages = append(params.Messages, msg.ToParam(),
+		sdk.NewUserMessage(sdk.NewToolResultBlock(msg.Content[0].ID, "sunny", false)))
+	stream := client.Messages.NewStreaming(ctx, params)
+	acc := sdk.Message{}
+	for stream.Next() {
+		if err := acc.Accumulate(stream.Current()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(acc.Content) == 0 || acc.Content[0].Text != "Paris is sunny." {
+		t.Errorf("final answer %+v", acc)
+	}
+	last := gjson.ParseBytes(f.bodies[len(f.bodies)-1])
+	if last.Get("messages.1.tool_calls.0.function.name").Str != "get_weather" || last.Get("messages.2.role").Str != "tool" ||
+		last.Get("messages.2.content").Str != "sunny" || last.Get("model").Str != "gpt-up" {
+		t.Errorf("the upstream saw %s", last.Raw)
+	}
+}
