@@ -161,11 +161,15 @@ func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) e
 }
 
 // usageOf reads an OpenAI usage object.
-func usageOf(u gjson.Result) Usage {
+func usageOf(u gjson.Result) Usage { return tokensOf(u, "prompt_tokens", "completion_tokens") }
+
+// tokensOf reads a usage object whose counts are named prompt and
+// completion.
+func tokensOf(u gjson.Result, prompt, completion string) Usage {
 	if !u.IsObject() {
 		return Usage{}
 	}
-	return Usage{Prompt: int(u.Get("prompt_tokens").Int()), Completion: int(u.Get("completion_tokens").Int()), Known: true}
+	return Usage{Prompt: int(u.Get(prompt).Int()), Completion: int(u.Get(completion).Int()), Known: true}
 }
 
 // Handshake states of doWithin.

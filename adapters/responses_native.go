@@ -54,12 +54,7 @@ func (o *openAI) Responses(c *Call, r *Reply) error {
 }
 
 // responsesUsage reads a Response's usage.
-func responsesUsage(u gjson.Result) Usage {
-	if !u.IsObject() {
-		return Usage{}
-	}
-	return Usage{Prompt: int(u.Get("input_tokens").Int()), Completion: int(u.Get("output_tokens").Int()), Known: true}
-}
+func responsesUsage(u gjson.Result) Usage { return tokensOf(u, "input_tokens", "output_tokens") }
 
 // nativeResponsesStream relays a Responses event stream frame by frame,
 // reading the usage of its final event.

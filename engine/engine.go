@@ -345,16 +345,24 @@ func panicText(p any) string {
 
 // post serves a POST of op's endpoint from an authenticated key.
 func (e *Engine) post(ctx *fasthttp.RequestCtx, s *snapshot, op *operation) {
-	if !ctx.IsPost() {
-		methodNotAllowed(ctx, "POST")
-		return
+	if key, ok := admit(ctx, s, fasthttp.MethodPost); ok {
+		e.serve(ctx, s, key, op, ctx.PostBody(), nil)
+	}
+}
+
+// admit checks an API request's method and gateway key, answering when
+// either is wrong; ok reports that the request may go on.
+func admit(ctx *fasthttp.RequestCtx, s *snapshot, method string) (key *gatewayKey, ok bool) {
+	if string(ctx.Method()) != method {
+		methodNotAllowed(ctx, method)
+		return nil, false
 	}
 	key, err := s.authenticate(ctx)
 	if err != nil {
 		err.write(ctx)
-		return
+		return nil, false
 	}
-	e.serve(ctx, s, key, op, ctx.PostBody(), nil)
+	return key, true
 }
 
 func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {

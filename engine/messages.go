@@ -28,18 +28,13 @@ var opMessages = &operation{
 // opMessagesNative serves a Messages request that chat completions
 // cannot express (documents, server tools...): only targets that speak
 // the Messages API themselves, with the client's body as it came.
-var opMessagesNative = &operation{
-	name:    "messages",
-	body:    "messages",
-	decided: chatFields,
-	streams: true,
-	output:  true,
-	call:    messagesCall,
-	serves: func(t *target) bool {
+var opMessagesNative = func() *operation {
+	op := *opMessages
+	op.serves = func(t *target) bool {
 		return t.model.Serves["messages"] && adapters.Serves[adapters.MessagesProvider](t.provider.adapter)
-	},
-	answer: (*Engine).answerMessage,
-}
+	}
+	return &op
+}()
 
 // messagesCall sends the client's Messages body to a target that speaks
 // the Messages API, and the chat translation to any other.
@@ -63,13 +58,8 @@ func nativeCall(c *adapters.Call) *adapters.Call {
 // SDKs and Claude Code call it, with errors in Anthropic's shape.
 func (e *Engine) messages(ctx *fasthttp.RequestCtx, s *snapshot) {
 	defer anthropicErrors(ctx)
-	if !ctx.IsPost() {
-		methodNotAllowed(ctx, "POST")
-		return
-	}
-	key, err := s.authenticate(ctx)
-	if err != nil {
-		err.write(ctx)
+	key, ok := admit(ctx, s, fasthttp.MethodPost)
+	if !ok {
 		return
 	}
 	body := ctx.PostBody()
@@ -111,12 +101,7 @@ func (e *Engine) answerMessage(ctx *fasthttp.RequestCtx, s *snapshot, t *target,
 // estimate of a Messages request's input tokens.
 func (e *Engine) countTokens(ctx *fasthttp.RequestCtx, s *snapshot) {
 	defer anthropicErrors(ctx)
-	if !ctx.IsPost() {
-		methodNotAllowed(ctx, "POST")
-		return
-	}
-	if _, err := s.authenticate(ctx); err != nil {
-		err.write(ctx)
+	if _, ok := admit(ctx, s, fasthttp.MethodPost); !ok {
 		return
 	}
 	body := ctx.PostBody()

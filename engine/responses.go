@@ -42,16 +42,12 @@ var opResponses = &operation{
 // opResponsesNative serves a request that continues a response the
 // gateway did not store (previous_response_id of an upstream's own
 // answer): only targets with `responses: native`, with the client's body.
-var opResponsesNative = &operation{
-	name:    "responses",
-	body:    "input",
-	decided: []string{"model", "input", "stream", "tools", "previous_response_id"},
-	streams: true,
-	output:  true,
-	call:    responsesCall,
-	serves:  func(t *target) bool { return t.model.Serves["responses"] && nativeResponses(t) },
-	answer:  (*Engine).answerResponse,
-}
+var opResponsesNative = func() *operation {
+	op := *opResponses
+	op.body, op.decided = "input", []string{"model", "input", "stream", "tools", "previous_response_id"}
+	op.serves = func(t *target) bool { return t.model.Serves["responses"] && nativeResponses(t) }
+	return &op
+}()
 
 // nativeResponses reports whether t takes Responses requests as they
 // are.
@@ -72,13 +68,8 @@ func responsesCall(t *target, c *adapters.Call, r *adapters.Reply) error {
 // chat completions, with the stored conversation of previous_response_id
 // before it, and served by the one request path.
 func (e *Engine) responses(ctx *fasthttp.RequestCtx, s *snapshot) {
-	if !ctx.IsPost() {
-		methodNotAllowed(ctx, "POST")
-		return
-	}
-	key, err := s.authenticate(ctx)
-	if err != nil {
-		err.write(ctx)
+	key, ok := admit(ctx, s, fasthttp.MethodPost)
+	if !ok {
 		return
 	}
 	body := ctx.PostBody()
@@ -166,13 +157,8 @@ func (e *Engine) answerResponse(ctx *fasthttp.RequestCtx, s *snapshot, t *target
 // storedResponse serves GET /v1/responses/{id}: a stored answer, to the
 // gateway key that created it only.
 func (e *Engine) storedResponse(ctx *fasthttp.RequestCtx, s *snapshot, id string) {
-	if !ctx.IsGet() {
-		methodNotAllowed(ctx, "GET")
-		return
-	}
-	key, err := s.authenticate(ctx)
-	if err != nil {
-		err.write(ctx)
+	key, ok := admit(ctx, s, fasthttp.MethodGet)
+	if !ok {
 		return
 	}
 	r, ok := e.answers.get(id, keyName(key), nanotime(), int64(s.cfg.ResponseStore.StoreTTL))
