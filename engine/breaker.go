@@ -9,7 +9,7 @@ const (
 	breakerHalfOpen
 )
 
-// breaker is the circuit breaker of one (provider, model). Closed, it lets
+// breaker is the in-memory Breaker, the circuit breaker of one (provider, model). Closed, it lets
 // every call through and counts consecutive failures; at the threshold it
 // opens for a while, refusing calls; then it lets one probe through
 // (half-open), which closes it on success or opens it again on failure.
@@ -20,9 +20,9 @@ type breaker struct {
 	openUntil atomic.Int64
 }
 
-// allow reports whether a call may go now, and if not, until when the
+// Allow reports whether a call may go now, and if not, until when the
 // breaker refuses.
-func (b *breaker) allow(now int64) (bool, int64) {
+func (b *breaker) Allow(now int64) (bool, int64) {
 	switch b.state.Load() {
 	case breakerClosed:
 		return true, 0
@@ -41,8 +41,8 @@ func (b *breaker) allow(now int64) (bool, int64) {
 	return false, b.openUntil.Load()
 }
 
-// success records a call that reached a working upstream.
-func (b *breaker) success() {
+// Success records a call that reached a working upstream.
+func (b *breaker) Success() {
 	if b.fails.Load() != 0 {
 		b.fails.Store(0)
 	}
@@ -51,9 +51,9 @@ func (b *breaker) success() {
 	}
 }
 
-// failure records a call that failed in a way that says the upstream is
+// Failure records a call that failed in a way that says the upstream is
 // unwell, opening the breaker at threshold consecutive failures.
-func (b *breaker) failure(now int64, threshold int32, openFor int64) {
+func (b *breaker) Failure(now int64, threshold int32, openFor int64) {
 	if b.state.Load() == breakerHalfOpen {
 		b.openUntil.Store(now + openFor)
 		b.state.Store(breakerOpen)
@@ -68,9 +68,9 @@ func (b *breaker) failure(now int64, threshold int32, openFor int64) {
 	}
 }
 
-// refuses reports, without taking the probe, whether the breaker would
+// Refuses reports, without taking the probe, whether the breaker would
 // refuse a call at now, and until when.
-func (b *breaker) refuses(now int64) (bool, int64) {
+func (b *breaker) Refuses(now int64) (bool, int64) {
 	switch b.state.Load() {
 	case breakerClosed:
 		return false, 0
@@ -79,4 +79,18 @@ func (b *breaker) refuses(now int64) (bool, int64) {
 		return now < until, until
 	}
 	return true, b.openUntil.Load()
+}
+
+// State implements Breaker.
+func (b *breaker) State(now int64) string {
+	switch b.state.Load() {
+	case breakerOpen:
+		if refuses, _ := b.Refuses(now); refuses {
+			return "open"
+		}
+		return "half_open"
+	case breakerHalfOpen:
+		return "half_open"
+	}
+	return "closed"
 }

@@ -92,23 +92,22 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	now := nanotime()
 	// Tokens the key is charged up front: the prompt and what the request
 	// allows itself, the completion bounded as reservation says; settled
-	// against the real usage after, in the bucket they went into (keyAt).
-	var keyTokens int64
-	keyAt := now
+	// against the real usage after, in the bucket they went into.
+	var keyRes Reservation
 	if key != nil {
-		keyTokens = reservation(int64(x.req.tokens), int64(x.req.maxTokens), config.DefaultReserveMaxTokens, key.caps)
+		keyTokens := reservation(int64(x.req.tokens), int64(x.req.maxTokens), config.DefaultReserveMaxTokens, key.caps)
 		if err := key.modelRefusal(x.req.model); err != nil {
 			key.rateHeaders(ctx, now)
 			err.write(ctx)
 			return
 		}
-		ok, at := key.lim.reserve(now, key.caps, keyTokens)
+		res, ok, at := key.lim.Reserve(now, key.caps, keyTokens)
 		key.rateHeaders(ctx, now)
 		if !ok {
 			keyLimited(ctx, key, now, at)
 			return
 		}
-		keyAt = at
+		keyRes = res
 	}
 	g, r := s.route(ctx, key, x)
 	x.route, x.routeName = s.defaultRoute, "default"
@@ -116,14 +115,14 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		x.route, x.routeName = r.stats, r.cfg.Name
 	}
 	if g == nil {
-		e.refundKey(key, keyAt, keyTokens)
+		keyRes.Settle(nanotime(), 0)
 		(&apiError{status: fasthttp.StatusNotFound, typ: "invalid_request_error", code: "model_not_found", param: "model",
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
 	ctx.Response.Header.SetCanonical(hdrRoute, []byte(x.routeName))
 	if len(g.targets) == 0 {
-		e.refundKey(key, keyAt, keyTokens)
+		keyRes.Settle(nanotime(), 0)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",
 			msg: "no provider serves model " + strconv.Quote(x.req.model) + ": every provider in its chain was left out at load"}).write(ctx)
 		return
@@ -138,7 +137,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	session := s.session(ctx, key, &x.req)
 	var sticky *target
 	if session != 0 {
-		if via, ok := e.sticky.get(session, now); ok {
+		if via, ok := e.sticky.Get(session, now); ok {
 			for _, t := range g.targets {
 				if t.name == via {
 					sticky = t
@@ -148,7 +147,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	}
 	w := &walker{s: s, op: x.op, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
 		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
-	res := settlement{key: key, keyTokens: keyTokens, at: keyAt}
+	res := settlement{key: key, keyRes: keyRes}
 	e.run(ctx, s, g, x, w, res, session, start)
 }
 

@@ -16,26 +16,26 @@ const (
 	coolAuth
 )
 
-// cooldown is the time until which a key is skipped, and why.
+// cooldown is the in-memory Cooldown: the time until which a key is
+// skipped, and why.
 type cooldown struct {
 	until  atomic.Int64 // unix nanoseconds
 	reason atomic.Int32
 }
 
-// active reports whether the cooldown runs at now, and until when.
-func (c *cooldown) active(now int64) (int64, bool) {
+// Active implements Cooldown.
+func (c *cooldown) Active(now int64) (int64, int32, bool) {
 	u := c.until.Load()
-	return u, u > now
+	return u, c.reason.Load(), u > now
 }
 
-// lift ends the cooldown that runs until until, unless a newer one has
-// replaced it since.
-func (c *cooldown) lift(until int64) {
+// Lift implements Cooldown.
+func (c *cooldown) Lift(until int64) {
 	c.until.CompareAndSwap(until, 0)
 }
 
-// start begins a cooldown of d from now. A longer running cooldown is kept.
-func (c *cooldown) start(now int64, d time.Duration, reason int32) {
+// Start implements Cooldown.
+func (c *cooldown) Start(now int64, d time.Duration, reason int32) {
 	end := now + int64(d)
 	for {
 		cur := c.until.Load()

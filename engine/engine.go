@@ -44,7 +44,7 @@ type Engine struct {
 	snap   atomic.Pointer[snapshot]
 	ups    upstreams
 	states states
-	sticky stickyStore
+	sticky Sessions
 	cache  *responseCache
 	listMu sync.Mutex
 	lists  map[string]fetchedModels
@@ -83,8 +83,10 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		version:      opt.Version,
 		started:      time.Now(),
 		ups:          upstreams{dial: opt.Dial},
+		states:       states{backend: memory{}},
 		writeTimeout: cfg.ClientWriteTimeout.D(),
 	}
+	e.sticky = e.states.backend.Sessions()
 	// fasthttp pools body buffers, request and response, upstream and
 	// client side, and a pooled buffer keeps its capacity: one large body
 	// would stay in memory for good, reused by small ones. Larger ones are

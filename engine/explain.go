@@ -107,7 +107,7 @@ func (e *Engine) Explain(w io.Writer, req ExplainRequest) (int, error) {
 		if !op.servedBy(t) {
 			breakerNote = "skipped: " + skipOperation.String() + " (" + op.name + ")"
 			wk.note(skipOperation, 0)
-		} else if refuses, until := t.state.breaker.refuses(wk.now); refuses {
+		} else if refuses, until := t.state.breaker.Refuses(wk.now); refuses {
 			breakerNote = fmt.Sprintf("skipped: %s until %s", skipBreaker, time.Unix(0, until).UTC().Format(time.RFC3339))
 			wk.note(skipBreaker, until)
 		}

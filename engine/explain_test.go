@@ -75,10 +75,10 @@ func TestExplainSeesLiveState(t *testing.T) {
 	s := eng.snap.Load()
 	auto := s.groups["auto"]
 	now := nanotime()
-	auto.targets[0].keys[0].until.start(now, time.Minute, coolRate)
-	auto.targets[0].keys[1].until.start(now, time.Minute, coolAuth)
+	auto.targets[0].keys[0].until.Start(now, time.Minute, coolRate)
+	auto.targets[0].keys[1].until.Start(now, time.Minute, coolAuth)
 	claude := auto.targets[1]
-	claude.state.breaker.failure(now, 1, int64(time.Minute))
+	claude.state.breaker.Failure(now, 1, int64(time.Minute))
 	var out bytes.Buffer
 	status, err := eng.Explain(&out, ExplainRequest{Model: "auto", Key: "web"})
 	if err != nil {
@@ -99,7 +99,7 @@ func TestExplainSeesLiveState(t *testing.T) {
 			t.Errorf("explain output lacks %q:\n%s", want, out.String())
 		}
 	}
-	if refuses, _ := claude.state.breaker.refuses(now); !refuses || claude.state.breaker.state.Load() != breakerOpen {
+	if refuses, _ := claude.state.breaker.Refuses(now); !refuses || claude.state.breaker.State(now) != "open" {
 		t.Error("explain changed the breaker's state")
 	}
 }

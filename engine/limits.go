@@ -19,7 +19,7 @@ func (k *gatewayKey) rateHeaders(ctx *fasthttp.RequestCtx, now int64) {
 	if k.caps.rpm == 0 {
 		return
 	}
-	rem, reset := k.lim.requests(now, k.caps.rpm)
+	rem, reset := k.lim.Requests(now, k.caps.rpm)
 	var buf [20]byte
 	h := &ctx.Response.Header
 	h.SetCanonical(hdrLimit, strconv.AppendInt(buf[:0], k.caps.rpm, 10))

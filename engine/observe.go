@@ -113,27 +113,14 @@ func codesOf(s *statusCounts) map[string]int64 {
 	return m
 }
 
-func breakerName(b *breaker, now int64) string {
-	switch b.state.Load() {
-	case breakerOpen:
-		if refuses, _ := b.refuses(now); refuses {
-			return "open"
-		}
-		return "half_open"
-	case breakerHalfOpen:
-		return "half_open"
-	}
-	return "closed"
-}
-
 // keyStateOf names the state of one (provider, model, key) of t. A key
 // whose rate caps hold no room for one more request is rate_limited until
 // they do, as much as one cooling down after a 429.
 func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
-	until, on := ks.until.active(now)
+	until, reason, on := ks.until.Active(now)
 	if !on {
-		if lim := ks.lim.Load(); lim != nil && !t.caps.none() {
-			if ok, at := lim.check(now, t.caps, 1); !ok {
+		if lim := ks.limiter(); lim != nil && !t.caps.none() {
+			if ok, at := lim.Check(now, t.caps, 1); !ok {
 				js := keyStateJS{State: "rate_limited"}
 				if at > now {
 					free := time.Unix(0, at).UTC()
@@ -145,7 +132,7 @@ func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
 		return keyStateJS{State: "healthy"}
 	}
 	end := time.Unix(0, until).UTC()
-	switch ks.until.reason.Load() {
+	switch reason {
 	case coolRate:
 		return keyStateJS{State: "rate_limited", Until: &end}
 	case coolAuth:
@@ -184,7 +171,7 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		RateLimitMax: s.cfg.Auth.DefaultRPM, RateLimitWindow: time.Minute.Milliseconds(),
 		Config:    configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
 		Providers: map[string]providerBody{}, Keys: map[string]usageBody{}, Routes: map[string]routeBody{},
-		CacheHitRate: "0.0%", StickySessions: e.sticky.len(),
+		CacheHitRate: "0.0%", StickySessions: e.sticky.Len(),
 	}
 	if e.cache != nil {
 		b.CacheHits, b.CacheMisses = e.cache.hits.Load(), e.cache.misses.Load()
@@ -199,7 +186,7 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&t.provider.stats.codes)}
 		}
 		u := usageOf(&t.state.use, true)
-		m := modelStatsJS{usageBody: u, Breaker: breakerName(&t.state.breaker, nanotime()), TTFB: latencyOf(&t.state.use.ttfb)}
+		m := modelStatsJS{usageBody: u, Breaker: t.state.breaker.State(nanotime()), TTFB: latencyOf(&t.state.use.ttfb)}
 		for i, ks := range t.keys {
 			k := keyStateOf(t, ks, nanotime())
 			k.Index = i + 1
@@ -314,7 +301,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 	family("gateway_circuit_breaker_state", "gauge", "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.")
 	now := nanotime()
 	for _, t := range targets {
-		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[breakerName(&t.state.breaker, now)]
+		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[t.state.breaker.State(now)]
 		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)
 	}
 	family("gateway_keys_available", "gauge", "Provider keys neither cooling down nor at a rate cap, per provider and model.")

@@ -17,7 +17,7 @@ import (
 // won records a success: the breaker closes, latency is measured, the
 // session sticks, and an upstream that said the key is spent cools it.
 func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int) {
-	c.t.state.breaker.success()
+	c.t.state.breaker.Success()
 	c.t.observe(ttfb)
 	u := &c.t.state.use
 	u.requests.Add(1)
@@ -28,10 +28,10 @@ func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted tim
 	}
 	now := nanotime()
 	if exhausted > 0 {
-		c.ks.until.start(now, exhausted, coolRate)
+		c.ks.until.Start(now, exhausted, coolRate)
 	}
 	if session != 0 {
-		e.sticky.set(session, c.t.name, now, s.stickyTTL)
+		e.sticky.Set(session, c.t.name, now, s.stickyTTL)
 	}
 }
 
@@ -61,23 +61,23 @@ func penalize(s *snapshot, c candidate, f *adapters.Failure, now int64) {
 	switch f.Class {
 	case adapters.BadRequest:
 		// The upstream is well; the request is not.
-		c.t.state.breaker.success()
+		c.t.state.breaker.Success()
 	case adapters.RateLimited:
 		d := time.Duration(s.cooldown)
 		if f.RetryAfter > 0 {
 			d = f.RetryAfter
 		}
-		c.ks.until.start(now, d, coolRate)
-		c.t.state.breaker.success()
+		c.ks.until.Start(now, d, coolRate)
+		c.t.state.breaker.Success()
 	case adapters.Auth:
-		c.ks.until.start(now, time.Duration(s.authCool), coolAuth)
-		c.t.state.breaker.success()
+		c.ks.until.Start(now, time.Duration(s.authCool), coolAuth)
+		c.t.state.breaker.Success()
 	case adapters.ContextTooLong, adapters.Unsupported:
 		// Nothing is wrong with the key; another model may take it.
-		c.t.state.breaker.success()
+		c.t.state.breaker.Success()
 	default:
-		c.ks.until.start(now, time.Duration(s.cooldown), coolFailure)
-		c.t.state.breaker.failure(now, s.breakAfter, s.openFor)
+		c.ks.until.Start(now, time.Duration(s.cooldown), coolFailure)
+		c.t.state.breaker.Failure(now, s.breakAfter, s.openFor)
 	}
 }
 
@@ -95,10 +95,10 @@ func asFailure(err error) *adapters.Failure {
 // settlement is what one answered request reserved, to correct against
 // the real usage once it is known.
 type settlement struct {
-	c         candidate
-	key       *gatewayKey
-	keyTokens int64
-	at        int64
+	c   candidate
+	key *gatewayKey
+	// keyRes is what the gateway key reserved.
+	keyRes Reservation
 }
 
 func (r *settlement) settle(u adapters.Usage) {
@@ -111,18 +111,10 @@ func (r *settlement) settle(u adapters.Usage) {
 	if r.c.t != nil {
 		r.c.t.state.use.tokens(u)
 	}
-	if r.c.lim != nil {
-		r.c.lim.settle(r.c.t.caps, r.c.at, now, used-r.c.tokens)
-	}
+	r.c.res.Settle(now, used)
+	r.keyRes.Settle(now, used)
 	if r.key != nil {
-		r.key.lim.settle(r.key.caps, r.at, now, used-r.keyTokens)
 		r.key.stats.use.tokens(u)
-	}
-}
-
-func (e *Engine) refundKey(key *gatewayKey, at, tokens int64) {
-	if key != nil {
-		key.lim.settle(key.caps, at, nanotime(), -tokens)
 	}
 }
 
@@ -184,7 +176,7 @@ func (e *Engine) exhausted(ctx *fasthttp.RequestCtx, g *group, x *exchange, w *w
 		if a.f.Class != adapters.RateLimited {
 			allRate = false
 		}
-		if until, _ := a.c.ks.until.active(now); soonest == 0 || until < soonest {
+		if until, _, _ := a.c.ks.until.Active(now); soonest == 0 || until < soonest {
 			soonest = until
 		}
 	}

@@ -35,12 +35,12 @@ func passAdmit(ctx *fasthttp.RequestCtx, key *gatewayKey, p *provider, sub []byt
 		return nil, false
 	}
 	now := nanotime()
-	ok, at := key.lim.reserve(now, key.caps, passReserve)
+	res, ok, at := key.lim.Reserve(now, key.caps, passReserve)
 	if !ok {
 		keyLimited(ctx, key, now, at)
 		return nil, false
 	}
-	return &passUsage{res: settlement{key: key, keyTokens: passReserve, at: now}}, true
+	return &passUsage{res: settlement{key: key, keyRes: res}}, true
 }
 
 // passRefusal says why the key may not use the passthrough at all, or nil.

@@ -187,7 +187,7 @@ func TestProxyRefundsWithoutUsage(t *testing.T) {
 	}
 	key := g.eng.snap.Load().byName["limited"]
 	obEventually(t, "the key's whole tpm free again", func() bool {
-		ok, _ := key.lim.check(time.Now().UnixNano(), key.caps, 10)
+		ok, _ := key.lim.Check(time.Now().UnixNano(), key.caps, 10)
 		return ok
 	})
 }

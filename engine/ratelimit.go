@@ -18,9 +18,9 @@ func capsOf(l config.Limits) caps {
 
 func (c caps) none() bool { return c == caps{} }
 
-// limiter counts requests and tokens per minute and per day over sliding
-// windows, for one (provider, model, key) or one gateway key. Its counts
-// live in the engine and survive reloads; the caps come from the snapshot.
+// limiter is the in-memory Limiter: it counts requests and tokens per
+// minute and per day over sliding windows, for one (provider, model, key)
+// or one gateway key.
 type limiter struct {
 	mu                 sync.Mutex
 	rpm, rpd, tpm, tpd window
@@ -29,18 +29,8 @@ type limiter struct {
 }
 
 func newLimiter() *limiter {
-	l := &limiter{}
-	l.init()
-	return l
-}
-
-// init sizes the windows of a zero limiter; one already sized is kept.
-func (l *limiter) init() {
-	if l.rpm.width != 0 {
-		return
-	}
-	l.rpm, l.rpd = newWindow(time.Minute), newWindow(24*time.Hour)
-	l.tpm, l.tpd = newWindow(time.Minute), newWindow(24*time.Hour)
+	return &limiter{rpm: newWindow(time.Minute), rpd: newWindow(24 * time.Hour),
+		tpm: newWindow(time.Minute), tpd: newWindow(24 * time.Hour)}
 }
 
 // never is returned by reserve for a request that can never fit a cap.
@@ -59,10 +49,8 @@ func (l *limiter) clamp(now int64) int64 {
 	return now
 }
 
-// check reports, without taking anything, whether one request of tokens
-// fits every cap now, and if not the earliest time it would (never when
-// tokens alone exceed a cap).
-func (l *limiter) check(now int64, c caps, tokens int64) (bool, int64) {
+// Check implements Limiter.
+func (l *limiter) Check(now int64, c caps, tokens int64) (bool, int64) {
 	if c.none() {
 		return true, now
 	}
@@ -90,18 +78,17 @@ func (l *limiter) fits(now int64, c caps, tokens int64) (bool, int64) {
 	return at <= now, at
 }
 
-// reserve takes one request and tokens if every cap allows them, and
-// returns the time they were counted at, which settle and cancel need;
-// otherwise it returns what check does.
-func (l *limiter) reserve(now int64, c caps, tokens int64) (bool, int64) {
+// Reserve implements Limiter. The reservation is counted at the clamped
+// now, the bucket settling corrects.
+func (l *limiter) Reserve(now int64, c caps, tokens int64) (Reservation, bool, int64) {
 	if c.none() {
-		return true, now
+		return Reservation{}, true, now
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now = l.clamp(now)
 	if ok, at := l.fits(now, c, tokens); !ok {
-		return false, at
+		return Reservation{}, false, at
 	}
 	if c.rpm > 0 {
 		l.rpm.add(now, 1)
@@ -115,12 +102,13 @@ func (l *limiter) reserve(now int64, c caps, tokens int64) (bool, int64) {
 	if c.tpd > 0 {
 		l.tpd.add(now, tokens)
 	}
-	return true, now
+	return Reservation{lim: l, caps: c, at: now, tokens: tokens}, true, now
 }
 
-// settle corrects a reservation counted at `at` (as reserve returned it)
-// by delta tokens (the real usage minus the estimate).
-func (l *limiter) settle(c caps, at, now, delta int64) {
+// Settle implements Limiter: the tokens counted at r.at are corrected by
+// the real usage minus the estimate.
+func (l *limiter) Settle(r Reservation, now, used int64) {
+	c, at, delta := r.caps, r.at, used-r.tokens
 	if delta == 0 || (c.tpm == 0 && c.tpd == 0) {
 		return
 	}
@@ -135,9 +123,9 @@ func (l *limiter) settle(c caps, at, now, delta int64) {
 	}
 }
 
-// cancel takes back a whole reservation made at `at`, for a request that
-// was never sent.
-func (l *limiter) cancel(c caps, at, tokens int64) {
+// Cancel implements Limiter.
+func (l *limiter) Cancel(r Reservation) {
+	c, at, tokens := r.caps, r.at, r.tokens
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, w := range [...]struct {
@@ -151,9 +139,8 @@ func (l *limiter) cancel(c caps, at, tokens int64) {
 	}
 }
 
-// requests returns how many more requests the minute cap allows and when
-// the next one frees (unix ns), for X-RateLimit headers.
-func (l *limiter) requests(now int64, rpm int64) (remaining int64, reset int64) {
+// Requests implements Limiter.
+func (l *limiter) Requests(now int64, rpm int64) (remaining int64, reset int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now = l.clamp(now)
@@ -164,4 +151,13 @@ func (l *limiter) requests(now int64, rpm int64) (remaining int64, reset int64) 
 		reset = now + int64(time.Minute)
 	}
 	return remaining, reset
+}
+
+// Used implements Limiter. It reads at the newest time a call has
+// brought, as the others do, without moving it.
+func (l *limiter) Used(now int64) (requests, tokens int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now = max(now, l.latest)
+	return l.rpm.used(now), l.tpm.used(now)
 }

@@ -26,14 +26,14 @@ func TestLimiterMinuteWindowEdges(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLimiter()
+			var l Limiter = newLimiter()
 			c := caps{rpm: 3}
 			for _, at := range tc.at {
-				if ok, _ := l.reserve(t0+at*sec, c, 0); !ok {
+				if _, ok, _ := l.Reserve(t0+at*sec, c, 0); !ok {
 					t.Fatalf("setup request at %ds refused", at)
 				}
 			}
-			ok, retry := l.reserve(t0+tc.try*sec, c, 0)
+			_, ok, retry := l.Reserve(t0+tc.try*sec, c, 0)
 			if ok != tc.want {
 				t.Fatalf("reserve at %ds = %v, want %v", tc.try, ok, tc.want)
 			}
@@ -42,7 +42,7 @@ func TestLimiterMinuteWindowEdges(t *testing.T) {
 			}
 			if !ok {
 				// At the promised time the request fits.
-				if ok, _ := l.reserve(retry, c, 0); !ok {
+				if _, ok, _ := l.Reserve(retry, c, 0); !ok {
 					t.Fatalf("refused again at the retry time")
 				}
 			}
@@ -53,13 +53,13 @@ func TestLimiterMinuteWindowEdges(t *testing.T) {
 // TestLimiterNeverExceedsCap checks the invariant that matters: in any
 // sliding minute no more than rpm requests are granted.
 func TestLimiterNeverExceedsCap(t *testing.T) {
-	l := newLimiter()
+	var l Limiter = newLimiter()
 	c := caps{rpm: 10}
 	var granted []int64
 	step := int64(250 * time.Millisecond)
 	for now := t0; now < t0+int64(5*time.Minute); now += step {
 		for range 3 {
-			if ok, _ := l.reserve(now, c, 0); ok {
+			if _, ok, _ := l.Reserve(now, c, 0); ok {
 				granted = append(granted, now)
 			}
 		}
@@ -82,27 +82,28 @@ func TestLimiterNeverExceedsCap(t *testing.T) {
 }
 
 func TestLimiterTokensAndSettle(t *testing.T) {
-	l := newLimiter()
+	var l Limiter = newLimiter()
 	c := caps{tpm: 1000, tpd: 5000}
-	if ok, _ := l.reserve(t0, c, 800); !ok {
+	r, ok, _ := l.Reserve(t0, c, 800)
+	if !ok {
 		t.Fatal("800 of 1000 refused")
 	}
-	if ok, _ := l.reserve(t0, c, 300); ok {
+	if _, ok, _ := l.Reserve(t0, c, 300); ok {
 		t.Fatal("1100 of 1000 granted")
 	}
 	// The real usage was 500, not the 800 reserved: 300 come back.
-	l.settle(c, t0, t0+int64(time.Second), -300)
-	if ok, _ := l.reserve(t0+int64(time.Second), c, 500); !ok {
+	r.Settle(t0+int64(time.Second), 500)
+	if _, ok, _ := l.Reserve(t0+int64(time.Second), c, 500); !ok {
 		t.Fatal("500 more refused after settling to 500")
 	}
-	if ok, at := l.reserve(t0, c, 2000); ok || at != never {
+	if _, ok, at := l.Reserve(t0, c, 2000); ok || at != never {
 		t.Fatalf("a request over the whole cap: ok=%v at=%d, want never", ok, at)
 	}
 	// The day cap binds once minutes have passed.
 	now := t0
 	for i := range 10 {
 		now += int64(2 * time.Minute)
-		ok, _ := l.reserve(now, c, 900)
+		_, ok, _ := l.Reserve(now, c, 900)
 		if want := i < 4; ok != want { // 1000 used + 4*900 = 4600; the 5th would be 5500
 			t.Fatalf("day request %d: ok=%v want %v", i, ok, want)
 		}
@@ -110,46 +111,46 @@ func TestLimiterTokensAndSettle(t *testing.T) {
 }
 
 func TestLimiterRequestsHeaderValues(t *testing.T) {
-	l := newLimiter()
+	var l Limiter = newLimiter()
 	c := caps{rpm: 2}
-	rem, reset := l.requests(t0, 2)
+	rem, reset := l.Requests(t0, 2)
 	if rem != 2 || reset != t0+int64(time.Minute) {
 		t.Fatalf("fresh: remaining %d reset %v", rem, time.Duration(reset-t0))
 	}
-	l.reserve(t0, c, 0)
-	l.reserve(t0+int64(10*time.Second), c, 0)
-	rem, reset = l.requests(t0+int64(20*time.Second), 2)
+	l.Reserve(t0, c, 0)
+	l.Reserve(t0+int64(10*time.Second), c, 0)
+	rem, reset = l.Requests(t0+int64(20*time.Second), 2)
 	if rem != 0 || reset != t0+int64(61*time.Second) {
 		t.Fatalf("spent: remaining %d reset %v", rem, time.Duration(reset-t0))
 	}
 }
 
 func TestLimiterDayWindowEdges(t *testing.T) {
-	l := newLimiter()
+	var l Limiter = newLimiter()
 	c := caps{rpd: 2}
 	hour := int64(time.Hour)
 	for _, at := range []int64{0, hour} {
-		if ok, _ := l.reserve(t0+at, c, 0); !ok {
+		if _, ok, _ := l.Reserve(t0+at, c, 0); !ok {
 			t.Fatalf("request at %v refused", time.Duration(at))
 		}
 	}
-	ok, retry := l.reserve(t0+2*hour, c, 0)
+	_, ok, retry := l.Reserve(t0+2*hour, c, 0)
 	// Day buckets are 24 minutes wide; the oldest counts whole while it
 	// overlaps the day, so the first request frees 24h24m after it.
 	if want := t0 + 24*hour + int64(24*time.Minute); ok || retry != want {
 		t.Fatalf("third request: ok %v, retry at %v; want refused until 24h24m", ok, time.Duration(retry-t0))
 	}
-	if ok, _ := l.reserve(t0+24*hour, c, 0); ok {
+	if _, ok, _ := l.Reserve(t0+24*hour, c, 0); ok {
 		t.Fatal("a day later the oldest bucket still overlaps the day, yet it was granted")
 	}
-	if ok, _ := l.reserve(retry, c, 0); !ok {
+	if _, ok, _ := l.Reserve(retry, c, 0); !ok {
 		t.Fatal("refused at the promised time")
 	}
 	// A minute cap does not hide a day cap, nor the other way round.
 	both := caps{rpm: 100, rpd: 1}
 	l = newLimiter()
-	l.reserve(t0, both, 0)
-	if ok, at := l.reserve(t0+int64(2*time.Minute), both, 0); ok || at <= t0+24*hour {
+	l.Reserve(t0, both, 0)
+	if _, ok, at := l.Reserve(t0+int64(2*time.Minute), both, 0); ok || at <= t0+24*hour {
 		t.Fatalf("day cap ignored: ok %v, at %v", ok, time.Duration(at-t0))
 	}
 }
@@ -157,42 +158,43 @@ func TestLimiterDayWindowEdges(t *testing.T) {
 func TestLimiterSettleEdges(t *testing.T) {
 	c := caps{tpm: 1000}
 	minute := int64(time.Minute)
-	used := func(l *limiter, now int64) int64 {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.tpm.used(now)
+	used := func(l Limiter, now int64) int64 {
+		_, tokens := l.Used(now)
+		return tokens
 	}
 	t.Run("more than reserved, after the reservation left the window", func(t *testing.T) {
-		l := newLimiter()
-		l.reserve(t0, c, 100)
+		var l Limiter = newLimiter()
+		r, _, _ := l.Reserve(t0, c, 100)
 		// The extra tokens were spent now: they count now.
-		l.settle(c, t0, t0+2*minute, 300)
+		r.Settle(t0+2*minute, 400)
 		if got := used(l, t0+2*minute); got != 300 {
 			t.Errorf("used %d, want the 300 extra in the current minute", got)
 		}
 	})
 	t.Run("less than reserved, after the reservation left the window", func(t *testing.T) {
-		l := newLimiter()
-		l.reserve(t0, c, 800)
-		l.reserve(t0+2*minute, c, 100)
+		var l Limiter = newLimiter()
+		r, _, _ := l.Reserve(t0, c, 800)
+		l.Reserve(t0+2*minute, c, 100)
 		// Nothing of the old reservation counts any more: no credit.
-		l.settle(c, t0, t0+2*minute, -700)
+		r.Settle(t0+2*minute, 100)
 		if got := used(l, t0+2*minute); got != 100 {
 			t.Errorf("used %d, want 100: a late refund must not eat into the current minute", got)
 		}
 	})
 	t.Run("a refund larger than the bucket", func(t *testing.T) {
-		l := newLimiter()
-		l.reserve(t0, c, 100)
-		l.reserve(t0+int64(30*time.Second), c, 500)
-		l.settle(c, t0, t0+int64(40*time.Second), -900)
+		var l Limiter = newLimiter()
+		r, _, _ := l.Reserve(t0, c, 100)
+		l.Reserve(t0+int64(30*time.Second), c, 500)
+		// Settling 900 below the 100 reserved.
+		r.Settle(t0+int64(40*time.Second), -800)
 		if got := used(l, t0+int64(40*time.Second)); got != 500 {
 			t.Errorf("used %d, want 500: a bucket never goes below zero", got)
 		}
 	})
 	t.Run("a cap without token limits ignores settling", func(t *testing.T) {
-		l := newLimiter()
-		l.settle(caps{rpm: 5}, t0, t0, 1000)
+		var l Limiter = newLimiter()
+		r, _, _ := l.Reserve(t0, caps{rpm: 5}, 0)
+		r.Settle(t0, 1000)
 		if got := used(l, t0); got != 0 {
 			t.Errorf("used %d", got)
 		}
@@ -200,13 +202,14 @@ func TestLimiterSettleEdges(t *testing.T) {
 }
 
 func TestLimiterCancelGivesBackAWholeReservation(t *testing.T) {
-	l := newLimiter()
+	var l Limiter = newLimiter()
 	c := caps{rpm: 1, tpm: 100}
-	if ok, _ := l.reserve(t0, c, 80); !ok {
+	r, ok, _ := l.Reserve(t0, c, 80)
+	if !ok {
 		t.Fatal("first reservation refused")
 	}
-	l.cancel(c, t0, 80)
-	if ok, _ := l.reserve(t0+1, c, 100); !ok {
+	r.Cancel()
+	if _, ok, _ := l.Reserve(t0+1, c, 100); !ok {
 		t.Fatal("a cancelled reservation still counts")
 	}
 }
@@ -232,14 +235,14 @@ func TestLimiterTimeNeverGoesBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLimiter()
-			if ok, _ := l.reserve(t0+tc.first*sec, tc.c, 100); !ok {
+			var l Limiter = newLimiter()
+			if _, ok, _ := l.Reserve(t0+tc.first*sec, tc.c, 100); !ok {
 				t.Fatal("first reservation refused")
 			}
-			if ok, _ := l.check(t0+tc.late*sec, tc.c, 100); ok != tc.lateFits {
+			if ok, _ := l.Check(t0+tc.late*sec, tc.c, 100); ok != tc.lateFits {
 				t.Errorf("check at %ds = %v, want %v", tc.late, ok, tc.lateFits)
 			}
-			ok, at := l.reserve(t0+tc.late*sec, tc.c, 100)
+			r, ok, _ := l.Reserve(t0+tc.late*sec, tc.c, 100)
 			if ok != tc.lateFits {
 				t.Fatalf("reserve at %ds = %v, want %v", tc.late, ok, tc.lateFits)
 			}
@@ -247,17 +250,15 @@ func TestLimiterTimeNeverGoesBack(t *testing.T) {
 			if ok {
 				// Half the tokens come back; they must leave the bucket
 				// the reservation went into, not one the window lost.
-				l.settle(tc.c, at, after, -50)
-				l.mu.Lock()
-				got := l.tpm.used(after)
-				l.mu.Unlock()
+				r.Settle(after, 50)
+				_, got := l.Used(after)
 				if got != tc.wantAfter-50 {
 					t.Errorf("tokens counted after settling %d, want %d", got, tc.wantAfter-50)
 				}
 				return
 			}
 			// The first reservation still holds its slot.
-			if ok, _ := l.reserve(after, tc.c, 100); ok {
+			if _, ok, _ := l.Reserve(after, tc.c, 100); ok {
 				t.Errorf("a reservation at %ds fits: the late call wiped the one at %ds", tc.first+1, tc.first)
 			}
 		})

@@ -32,13 +32,13 @@ func (e *Engine) recheck(s *snapshot, c candidate) {
 				return
 			case <-t.C:
 			}
-			until, on := c.ks.until.active(nanotime())
-			if !on || c.ks.until.reason.Load() != coolAuth {
+			until, reason, on := c.ks.until.Active(nanotime())
+			if !on || reason != coolAuth {
 				return
 			}
 			switch adapters.CheckKey(p, c.key, c.t.provider.client, listTimeout) {
 			case adapters.KeyWorks:
-				c.ks.until.lift(until)
+				c.ks.until.Lift(until)
 				e.log.Info("provider key works again", "via", c.t.name, "key", c.slot+1)
 				return
 			case adapters.KeyRefused:

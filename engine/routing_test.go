@@ -93,12 +93,7 @@ func rtKey(t *testing.T, g *fakeGateway, group, via string) *keyState {
 }
 
 // rtUsed returns what a limiter counts in its minute windows now.
-func rtUsed(l *limiter) (requests, tokens int64) {
-	now := nanotime()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.rpm.used(now), l.tpm.used(now)
-}
+func rtUsed(l Limiter) (requests, tokens int64) { return l.Used(nanotime()) }
 
 // rtEventually polls cond until it holds, failing the test at the
 // deadline.
@@ -117,12 +112,12 @@ func rtEventually(t *testing.T, what string, cond func() bool) {
 // between before and after.
 func rtCooling(t *testing.T, ks *keyState, reason int32, d time.Duration, before, after time.Time) {
 	t.Helper()
-	until := ks.until.until.Load()
+	until, got, _ := ks.until.Active(0)
 	lo, hi := rtNano(before)+int64(d), rtNano(after)+int64(d)
 	if until < lo || until > hi {
 		t.Errorf("cooling until now%+v, want now+%v", time.Duration(until-rtNano(after)), d)
 	}
-	if got := ks.until.reason.Load(); got != reason {
+	if got != reason {
 		t.Errorf("cooldown reason %d, want %d", got, reason)
 	}
 }
@@ -131,7 +126,24 @@ func rtCooling(t *testing.T, ks *keyState, reason int32, d time.Duration, before
 func rtNano(t time.Time) int64 { return clockBase.UnixNano() + int64(t.Sub(clockBase)) }
 
 // rtUncool ends a key's cooldown, as time passing would.
-func rtUncool(ks *keyState) { ks.until.until.Store(nanotime() - 1) }
+func rtUncool(ks *keyState) {
+	until, _, _ := ks.until.Active(0)
+	ks.until.Lift(until)
+}
+
+// rtOpenExpired leaves br open with open_for over, as time passing would:
+// closed, then opened by a failure long enough ago.
+func rtOpenExpired(br Breaker) {
+	br.Success()
+	br.Failure(nanotime()-int64(time.Minute), 1, int64(30*time.Second))
+}
+
+// rtProbeOut reports whether a breaker is half-open, its probe out: it
+// refuses with no deadline ahead.
+func rtProbeOut(br Breaker, now int64) bool {
+	refuses, until := br.Refuses(now)
+	return refuses && until <= now
+}
 
 // rtCompletion is a chat.completion reporting the given usage.
 func rtCompletion(content string, prompt, completion int) string {
@@ -212,7 +224,7 @@ func TestRoutingSettlesTokensAfterUsage(t *testing.T) {
 			up := n.upstream("p1.test", rtUsageUpstream(&mu, &usage))
 			g := newFakeGateway(t, rtYAML([]fakeProv{{name: "p1", streamUsage: true}},
 				map[string]string{"p1": "limits: {tpm: " + strconv.Itoa(tpm) + "}"}, "models:\n  auto: {targets: [p1/m]}\n"), n)
-			lim := rtKey(t, g, "auto", "p1/m").lim.Load()
+			lim := rtKey(t, g, "auto", "p1/m").limiter()
 			tokens := func() int64 { _, tk := rtUsed(lim); return tk }
 
 			const runs = 10
@@ -297,7 +309,7 @@ func TestRoutingStreamUsageChunk(t *testing.T) {
 				t.Errorf("upstream got\n%s\nwant the client's body with only model patched\n%s", sent, want)
 			}
 			if tt.inject || tt.seen {
-				lim := rtKey(t, g, "auto", "p1/m").lim.Load()
+				lim := rtKey(t, g, "auto", "p1/m").limiter()
 				rtEventually(t, "the stream to settle at 7 tokens", func() bool { _, tk := rtUsed(lim); return tk == 7 })
 			}
 		})
@@ -350,7 +362,7 @@ func TestRoutingSkipsKeyTheUpstreamSaysIsSpent(t *testing.T) {
 					if r.get("X-Routed-Via") != "p1/m" || p1.hits() != 2 || p2.hits() != 0 {
 						t.Errorf("via %q, hits %d %d: a key with requests left was skipped", r.get("X-Routed-Via"), p1.hits(), p2.hits())
 					}
-					if _, on := ks.until.active(nanotime()); on {
+					if _, _, on := ks.until.Active(nanotime()); on {
 						t.Error("a key with requests left is cooling down")
 					}
 					return
@@ -435,7 +447,7 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	// stops calls here.
 	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1"}},
 		"models:\n  auto: {targets: [p1/m]}\nfailover: {cooldown: 1ns}\ncircuit_breaker: {failures: 2, open_for: 30s}\n"), n)
-	br := &rtTarget(t, g, "auto", "p1/m").state.breaker
+	br := rtTarget(t, g, "auto", "p1/m").state.breaker
 
 	for i := 1; i <= 2; i++ {
 		fakeCheckError(t, g.chat(fakeAsk), 500, "server_error", "all_candidates_failed", "")
@@ -443,8 +455,8 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 			t.Fatalf("failure %d: upstream hits %d", i, up.hits())
 		}
 	}
-	if br.state.Load() != breakerOpen {
-		t.Fatalf("breaker state %d after 2 consecutive failures, want open", br.state.Load())
+	if st := br.State(nanotime()); st != "open" {
+		t.Fatalf("breaker state %s after 2 consecutive failures, want open", st)
 	}
 	r := g.chat(fakeAsk)
 	msg := fakeCheckError(t, r, 503, "server_error", "circuit_open", "")
@@ -459,7 +471,7 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	}
 
 	// open_for has passed: one probe goes through, the rest wait for it.
-	br.openUntil.Store(nanotime() - 1)
+	rtOpenExpired(br)
 	probing := make(chan struct{}, 1)
 	verdict := make(chan struct{})
 	up.set(func(ctx *fasthttp.RequestCtx, hit int) {
@@ -487,8 +499,8 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	case <-time.After(fakeDeadline):
 		t.Fatal("no probe reached the upstream after open_for")
 	}
-	if br.state.Load() != breakerHalfOpen {
-		t.Errorf("breaker state %d while probing, want half-open", br.state.Load())
+	if !rtProbeOut(br, nanotime()) {
+		t.Errorf("breaker state %s while probing, want half-open", br.State(nanotime()))
 	}
 	r = g.chat(fakeAsk)
 	fakeCheckError(t, r, 503, "server_error", "circuit_open", "")
@@ -500,8 +512,8 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	if res.err != nil || res.r.status != 200 {
 		t.Fatalf("probe: %v %+v", res.err, res.r)
 	}
-	if br.state.Load() != breakerClosed {
-		t.Fatalf("breaker state %d after a good probe, want closed", br.state.Load())
+	if st := br.State(nanotime()); st != "closed" {
+		t.Fatalf("breaker state %s after a good probe, want closed", st)
 	}
 	if r := g.chat(fakeAsk); r.status != 200 || up.hits() != 4 {
 		t.Fatalf("closed again: status %d, hits %d", r.status, up.hits())
@@ -512,11 +524,11 @@ func TestRoutingBreakerEndToEnd(t *testing.T) {
 	for range 2 {
 		g.chat(fakeAsk)
 	}
-	br.openUntil.Store(nanotime() - 1)
+	rtOpenExpired(br)
 	before := time.Now()
 	fakeCheckError(t, g.chat(fakeAsk), 500, "server_error", "all_candidates_failed", "")
-	if br.state.Load() != breakerOpen || br.openUntil.Load() < rtNano(before)+int64(29*time.Second) {
-		t.Fatalf("after a failed probe: state %d, open for %v", br.state.Load(), time.Duration(br.openUntil.Load()-nanotime()))
+	if _, until := br.Refuses(nanotime()); br.State(nanotime()) != "open" || until < rtNano(before)+int64(29*time.Second) {
+		t.Fatalf("after a failed probe: state %s, open for %v", br.State(nanotime()), time.Duration(until-nanotime()))
 	}
 	hits := up.hits()
 	fakeCheckError(t, g.chat(fakeAsk), 503, "server_error", "circuit_open", "")
@@ -923,29 +935,28 @@ func TestRoutingHedgeLoserFailureCounts(t *testing.T) {
 	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1", timeout: "120s"}, {name: "p2"}},
 		"models:\n  auto: {hedge_after: 50ms, targets: [p1/m, p2/m]}\ncircuit_breaker: {failures: 1, open_for: 30s}\n"), n)
 	tg := rtTarget(t, g, "auto", "p1/m")
-	br := &tg.state.breaker
+	br := tg.state.breaker
 	// The breaker was open and open_for is over: the next call is its
 	// probe.
-	br.openUntil.Store(nanotime() - 1)
-	br.state.Store(breakerOpen)
+	rtOpenExpired(br)
 	if r := g.chat(fakeAsk); r.status != 200 || r.get("X-Routed-Via") != "p2/m" {
 		t.Fatalf("status %d via %q", r.status, r.get("X-Routed-Via"))
 	}
-	if slow.hits() != 1 || br.state.Load() != breakerHalfOpen {
-		t.Fatalf("p1 hits %d, breaker %d: the probe should be out", slow.hits(), br.state.Load())
+	if slow.hits() != 1 || !rtProbeOut(br, nanotime()) {
+		t.Fatalf("p1 hits %d, breaker %s: the probe should be out", slow.hits(), br.State(nanotime()))
 	}
 	close(gate)
-	rtEventually(t, "the failed probe to reopen the breaker", func() bool { return br.state.Load() == breakerOpen })
-	if until := br.openUntil.Load(); until < nanotime()+int64(20*time.Second) {
+	rtEventually(t, "the failed probe to reopen the breaker", func() bool { return br.State(nanotime()) == "open" })
+	if _, until := br.Refuses(nanotime()); until < nanotime()+int64(20*time.Second) {
 		t.Errorf("reopened for only %v", time.Duration(until-nanotime()))
 	}
 	ks := tg.keys[0]
 	rtEventually(t, "the failed key to cool down", func() bool {
-		_, on := ks.until.active(nanotime())
+		_, _, on := ks.until.Active(nanotime())
 		return on
 	})
-	if ks.until.reason.Load() != coolFailure {
-		t.Errorf("cooldown reason %d", ks.until.reason.Load())
+	if _, reason, _ := ks.until.Active(0); reason != coolFailure {
+		t.Errorf("cooldown reason %d", reason)
 	}
 }
 

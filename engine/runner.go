@@ -83,7 +83,7 @@ func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchang
 			return
 		}
 	}
-	e.refundKey(res.key, res.at, res.keyTokens)
+	res.keyRes.Settle(nanotime(), 0)
 	e.exhausted(ctx, g, x, w)
 }
 
@@ -178,7 +178,7 @@ func (e *Engine) discard(s *snapshot, results <-chan *attempt, n int) {
 				"class", f.Class.String(), "status", f.Status, "err", f.Msg)
 			continue
 		}
-		r.c.t.state.breaker.success()
+		r.c.t.state.breaker.Success()
 		r.c.t.observe(r.took)
 		if r.reply.Stream != nil {
 			r.reply.Stream.Close()

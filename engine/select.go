@@ -103,10 +103,8 @@ type candidate struct {
 	// indexes t.keys.
 	key, slot int
 	ks        *keyState
-	// lim is the key state's limiter, nil when the target has no caps.
-	lim    *limiter
-	tokens int64 // reserved against the target's caps
-	at     int64 // when reserved
+	// res is what the walk reserved against the target's caps.
+	res Reservation
 }
 
 // walker yields the candidates of one request in order, skipping (and
@@ -166,8 +164,8 @@ func reservation(prompt, out, reserveMax int64, c caps) int64 {
 // until when it cannot (0 if unknown or never).
 func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 	ks := t.keys[slot]
-	if until, on := ks.until.active(w.now); on {
-		switch ks.until.reason.Load() {
+	if until, reason, on := ks.until.Active(w.now); on {
+		switch reason {
 		case coolRate:
 			return skipRateCooling, until
 		case coolAuth:
@@ -176,7 +174,7 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 		return skipCooling, until
 	}
 	if lim := t.limiter(slot); lim != nil {
-		if ok, at := lim.check(w.now, t.caps, w.tokensFor(t)); !ok {
+		if ok, at := lim.Check(w.now, t.caps, w.tokensFor(t)); !ok {
 			if at == never {
 				return skipTooLarge, 0
 			}
@@ -222,7 +220,7 @@ func (w *walker) next() (candidate, bool) {
 				w.ti++
 				continue
 			}
-			if refuses, until := t.state.breaker.refuses(w.now); refuses {
+			if refuses, until := t.state.breaker.Refuses(w.now); refuses {
 				w.note(skipBreaker, until)
 				w.ti++
 				continue
@@ -242,27 +240,25 @@ func (w *walker) next() (candidate, bool) {
 			w.note(r, until)
 			continue
 		}
-		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot], lim: t.limiter(slot), tokens: w.tokensFor(t), at: w.now}
+		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot]}
 		if len(t.provider.cfg.Keys) == 0 {
 			c.key = -1
 		}
 		if !w.reserve {
 			return c, true
 		}
-		if c.lim != nil {
-			ok, at := c.lim.reserve(w.now, t.caps, c.tokens)
+		if lim := t.limiter(slot); lim != nil {
+			res, ok, at := lim.Reserve(w.now, t.caps, w.tokensFor(t))
 			if !ok {
 				w.note(skipCapped, at) // taken by a concurrent request since inspect
 				continue
 			}
-			c.at = at // where the tokens went, for their settlement
+			c.res = res
 		}
-		if ok, until := t.state.breaker.allow(w.now); !ok {
+		if ok, until := t.state.breaker.Allow(w.now); !ok {
 			// Another request holds the half-open probe; nothing was
 			// sent, so the reservation goes back whole.
-			if c.lim != nil {
-				c.lim.cancel(t.caps, c.at, c.tokens)
-			}
+			c.res.Cancel()
 			w.note(skipBreaker, until)
 			w.ti, w.ki = w.ti+1, 0
 			continue
@@ -275,15 +271,13 @@ func (w *walker) next() (candidate, bool) {
 // refund gives back the tokens of a candidate that produced none; the
 // request itself still counts, as the upstream may have counted it.
 func refund(c candidate) {
-	if c.lim != nil {
-		c.lim.settle(c.t.caps, c.at, nanotime(), -c.tokens)
-	}
+	c.res.Settle(nanotime(), 0)
 }
 
 // limiter returns the limiter of the key in slot, nil when t has no caps.
-func (t *target) limiter(slot int) *limiter {
+func (t *target) limiter(slot int) Limiter {
 	if t.caps.none() {
 		return nil
 	}
-	return t.keys[slot].lim.Load()
+	return t.keys[slot].limiter()
 }

@@ -24,11 +24,12 @@ func rtChain(strategy string, n, keys int, c caps, weights ...int) *group {
 			pc.Keys = append(pc.Keys, config.Secret{})
 		}
 		tg := &target{provider: &provider{name: pc.Name, cfg: pc}, name: pc.Name + "/m", weight: w, caps: c,
-			reserveOut: 100, reserveMax: config.DefaultReserveMaxTokens, state: &targetState{}}
+			reserveOut: 100, reserveMax: config.DefaultReserveMaxTokens, state: &targetState{breaker: memory{}.Breaker("")}}
 		for range max(keys, 1) {
-			ks := &keyState{}
+			ks := &keyState{until: memory{}.Cooldown("")}
 			if !c.none() {
-				ks.lim.Store(newLimiter())
+				lim := memory{}.Limiter("")
+				ks.lim.Store(&lim)
 			}
 			tg.keys = append(tg.keys, ks)
 		}
@@ -243,19 +244,25 @@ func rtWalk(g *group, now int64, reserve bool) (*walker, []candidate) {
 	}
 }
 
+// rtReserved returns the tokens c's key counts in its minute window.
+func rtReserved(c candidate, now int64) int64 {
+	_, tokens := c.t.limiter(c.slot).Used(now)
+	return tokens
+}
+
 func TestWalkerSkips(t *testing.T) {
 	now := t0
 	g := rtChain("priority", 5, 1, caps{rpm: 1, tpm: 1000})
 	ts := g.targets
 	// p0: breaker open; p1: cooling after a 429; p2: over its rpm;
 	// p3: cooling after a 5xx; p4: usable.
-	ts[0].state.breaker.failure(now, 1, int64(50*time.Second))
-	ts[1].keys[0].until.start(now, 20*time.Second, coolRate)
-	ts[2].keys[0].lim.Load().reserve(now-int64(30*time.Second), ts[2].caps, 0)
-	ts[3].keys[0].until.start(now, 40*time.Second, coolFailure)
+	ts[0].state.breaker.Failure(now, 1, int64(50*time.Second))
+	ts[1].keys[0].until.Start(now, 20*time.Second, coolRate)
+	ts[2].keys[0].limiter().Reserve(now-int64(30*time.Second), ts[2].caps, 0)
+	ts[3].keys[0].until.Start(now, 40*time.Second, coolFailure)
 
 	w, cs := rtWalk(g, now, false)
-	if len(cs) != 1 || cs[0].t != ts[4] || cs[0].key != 0 || cs[0].tokens != 110 {
+	if len(cs) != 1 || cs[0].t != ts[4] || cs[0].key != 0 || w.tokensFor(cs[0].t) != 110 {
 		t.Fatalf("candidates %+v, want p4 key 0 with 110 tokens (10 prompt + 100 default)", cs)
 	}
 	if w.skipped != 4 || !w.rateSkip || !w.capSkip || !w.otherSkip || w.allBreaker || w.tooLarge {
@@ -270,7 +277,7 @@ func TestWalkerSkips(t *testing.T) {
 	t.Run("all behind breakers", func(t *testing.T) {
 		g := rtChain("priority", 2, 1, caps{})
 		for _, tg := range g.targets {
-			tg.state.breaker.failure(now, 1, int64(30*time.Second))
+			tg.state.breaker.Failure(now, 1, int64(30*time.Second))
 		}
 		w, cs := rtWalk(g, now, true)
 		if len(cs) != 0 || !w.allBreaker || w.skipped != 2 || w.earliest != now+int64(30*time.Second) {
@@ -285,7 +292,7 @@ func TestWalkerSkips(t *testing.T) {
 		if _, ok := w.next(); ok || !w.tooLarge || w.otherSkip || w.capSkip || w.earliest != 0 {
 			t.Errorf("walker %+v", w)
 		}
-		if _, cs := rtWalk(g, now, true); len(cs) != 1 || cs[0].tokens != 50 {
+		if _, cs := rtWalk(g, now, true); len(cs) != 1 || rtReserved(cs[0], now) != 50 {
 			t.Errorf("a 10-token prompt under tpm 50: %+v, want one candidate reserving 50", cs)
 		}
 	})
@@ -293,7 +300,7 @@ func TestWalkerSkips(t *testing.T) {
 		g := rtChain("priority", 1, 1, caps{tpm: 50})
 		w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 10,
 			maxOut: 30, reserve: true}
-		if c, ok := w.next(); !ok || c.tokens != 40 {
+		if c, ok := w.next(); !ok || rtReserved(c, now) != 40 {
 			t.Errorf("candidate %+v ok %v, want 40 tokens", c, ok)
 		}
 	})
@@ -317,7 +324,7 @@ func TestWalkerKeys(t *testing.T) {
 		t.Errorf("first key tried: %v, want each half the time", starts)
 	}
 	// One key cooling: the other is still used.
-	g.targets[0].keys[1].until.start(now, time.Minute, coolRate)
+	g.targets[0].keys[1].until.Start(now, time.Minute, coolRate)
 	for range 4 {
 		_, cs := rtWalk(g, now, true)
 		if len(cs) != 3 || cs[0].t != g.targets[0] || cs[0].key != 0 {
@@ -335,12 +342,8 @@ func TestWalkerReservesAndRefunds(t *testing.T) {
 	// refund settles at the engine's now, so the walk does too.
 	now := nanotime()
 	g := rtChain("priority", 1, 1, caps{rpm: 2, tpm: 250})
-	lim := g.targets[0].keys[0].lim.Load()
-	used := func() (int64, int64) {
-		lim.mu.Lock()
-		defer lim.mu.Unlock()
-		return lim.rpm.used(now), lim.tpm.used(now)
-	}
+	lim := g.targets[0].keys[0].limiter()
+	used := func() (int64, int64) { return lim.Used(now) }
 	// Looking takes nothing.
 	for range 5 {
 		if _, cs := rtWalk(g, now, false); len(cs) != 1 {
@@ -374,15 +377,15 @@ func TestWalkerReservesAndRefunds(t *testing.T) {
 func TestWalkerTakesOneProbe(t *testing.T) {
 	now := t0
 	g := rtChain("priority", 2, 1, caps{})
-	br := &g.targets[0].state.breaker
-	br.failure(now-int64(time.Minute), 1, int64(30*time.Second))
+	br := g.targets[0].state.breaker
+	br.Failure(now-int64(time.Minute), 1, int64(30*time.Second))
 	// Looking does not take the probe.
-	if _, cs := rtWalk(g, now, false); len(cs) != 2 || br.state.Load() != breakerOpen {
-		t.Fatalf("look: %d candidates, state %d", len(cs), br.state.Load())
+	if _, cs := rtWalk(g, now, false); len(cs) != 2 || rtProbeOut(br, now) {
+		t.Fatalf("look: %d candidates, state %s", len(cs), br.State(now))
 	}
 	_, cs := rtWalk(g, now, true)
-	if len(cs) != 2 || cs[0].t != g.targets[0] || br.state.Load() != breakerHalfOpen {
-		t.Fatalf("first walk: %d candidates, state %d; want p0 as the probe", len(cs), br.state.Load())
+	if len(cs) != 2 || cs[0].t != g.targets[0] || !rtProbeOut(br, now) {
+		t.Fatalf("first walk: %d candidates, state %s; want p0 as the probe", len(cs), br.State(now))
 	}
 	w, cs := rtWalk(g, now, true)
 	if len(cs) != 1 || cs[0].t != g.targets[1] || w.skipped != 1 {
@@ -400,23 +403,24 @@ func TestWalkerClocksEachCandidate(t *testing.T) {
 	p1 := g.targets[1]
 	// p1 cools down until 30 s: skipped at the start, usable by the time
 	// the attempt on p0 gives up.
-	p1.keys[0].until.start(t0, 30*time.Second, coolFailure)
+	p1.keys[0].until.Start(t0, 30*time.Second, coolFailure)
 	w := &walker{s: &snapshot{}, order: g.order(nil, nil), clock: func() int64 { return now }, now: now, prompt: 10,
 		reserve: true, allBreaker: true}
-	if c, ok := w.next(); !ok || c.t != g.targets[0] || c.at != t0 {
-		t.Fatalf("first candidate %+v (ok %v), want p0 reserved at 0 s", c, ok)
+	// Reserved at 0 s, the request counts until 61 s.
+	if c, ok := w.next(); !ok || c.t != g.targets[0] {
+		t.Fatalf("first candidate %+v (ok %v), want p0", c, ok)
+	}
+	if _, at := g.targets[0].limiter(0).Check(t0, g.targets[0].caps, 1); at != t0+61*sec {
+		t.Fatalf("p0 reserved until %v, want reserved at 0 s", time.Duration(at-t0))
 	}
 	now = t0 + 61*sec
 	c, ok := w.next()
 	if !ok || c.t != p1 {
 		t.Fatalf("after a 61 s attempt: candidate %+v (ok %v), want p1, whose cooldown ended at 30 s", c, ok)
 	}
-	if c.at != now {
-		t.Errorf("p1 reserved at %v, want at 61 s", time.Duration(c.at-t0))
-	}
 	// p1's request went at 61 s and counts until 122 s: a request at 62 s
 	// must not find it free, as it would had it counted at 0 s.
-	if ok, at := p1.limiter(0).check(t0+62*sec, p1.caps, 10); ok || at != t0+122*sec {
+	if ok, at := p1.limiter(0).Check(t0+62*sec, p1.caps, 10); ok || at != t0+122*sec {
 		t.Errorf("p1 at 62 s: free %v, frees at %v; want busy until 122 s", ok, time.Duration(at-t0))
 	}
 }

@@ -66,7 +66,7 @@ type provider struct {
 type gatewayKey struct {
 	cfg   *config.Key
 	caps  caps
-	lim   *limiter
+	lim   Limiter
 	stats *keyStats
 	// upstreams holds, per provider, the provider's names of the models
 	// the key's allow-list reaches there: what the key may name in a
@@ -108,19 +108,27 @@ type target struct {
 // keyState is what the engine remembers of one (provider, model, key)
 // across reloads.
 type keyState struct {
-	until cooldown
+	until Cooldown
 	// rechecking is set while a check of a refused key is scheduled.
 	rechecking atomic.Bool
 	// lim counts against the target's caps; nil until a snapshot gives
 	// it some. A build sets it while requests of the snapshot before read
 	// it, hence atomic; once set it stays, so caps that come and go across
 	// reloads keep their counts.
-	lim atomic.Pointer[limiter]
+	lim atomic.Pointer[Limiter]
+}
+
+// limiter returns the key's limiter, nil until a snapshot gave it caps.
+func (ks *keyState) limiter() Limiter {
+	if p := ks.lim.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // targetState is what the engine remembers of one (provider, model).
 type targetState struct {
-	breaker breaker
+	breaker Breaker
 	// ttfb is a moving average of the time to first byte, ns; 0 until
 	// measured.
 	ttfb atomic.Int64
@@ -135,8 +143,12 @@ type groupState struct {
 }
 
 // states holds the engine's state by stable name; snapshots point into
-// it. build prunes what the new config no longer names.
+// it. build prunes what the new config no longer names. The state that
+// replicas would share (limiters, cooldowns, breakers) comes from backend,
+// memory today; a Backend shared by replicas goes there. The rest
+// (counters, latency, rotation) is each replica's own.
 type states struct {
+	backend   Backend
 	mu        sync.Mutex
 	keys      map[string]*keyState
 	targets   map[string]*targetState
@@ -229,6 +241,9 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 			reserveOut: int64(t.Provider.DefaultMaxTokens), reserveMax: int64(t.Provider.ReserveMaxTokens),
 			state: reuse(st.targets, k.targets, via),
 		}
+		if tg.state.breaker == nil {
+			tg.state.breaker = st.backend.Breaker(via)
+		}
 		names := []string{via + "#none"}
 		if len(t.Provider.Keys) > 0 {
 			names = names[:0]
@@ -241,8 +256,12 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		}
 		for _, n := range names {
 			ks := reuse(st.keys, k.keys, n)
+			if ks.until == nil {
+				ks.until = st.backend.Cooldown(n)
+			}
 			if !tg.caps.none() && ks.lim.Load() == nil {
-				ks.lim.Store(newLimiter())
+				lim := st.backend.Limiter(n)
+				ks.lim.Store(&lim)
 			}
 			tg.keys = append(tg.keys, ks)
 		}
@@ -304,8 +323,10 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 
 	for _, key := range cfg.Auth.Keys {
 		ks := reuse(st.gkeys, k.gkeys, key.Name)
-		ks.lim.init()
-		gk := &gatewayKey{cfg: key, lim: &ks.lim, stats: ks,
+		if ks.lim == nil {
+			ks.lim = st.backend.Limiter("key:" + key.Name)
+		}
+		gk := &gatewayKey{cfg: key, lim: ks.lim, stats: ks,
 			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)}}
 		if key.Allowed != nil {
 			gk.upstreams = s.passUpstreams(key.Allowed)

@@ -96,7 +96,7 @@ type routeState struct {
 
 // keyStats is a gateway key's limiter and usage.
 type keyStats struct {
-	lim   limiter
+	lim   Limiter
 	codes statusCounts
 	use   counters
 }

@@ -9,8 +9,8 @@ import (
 // its preference).
 const maxSessions = 200_000
 
-// stickyStore remembers which target each conversation used. It expires
-// entries lazily, so it needs no goroutine.
+// stickyStore is the in-memory Sessions. It expires entries lazily, so it
+// needs no goroutine.
 type stickyStore struct {
 	mu      sync.Mutex
 	m       map[uint64]stickyEntry
@@ -23,8 +23,8 @@ type stickyEntry struct {
 	until int64
 }
 
-// get returns the target a session is pinned to, if it is still fresh.
-func (s *stickyStore) get(id uint64, now int64) (string, bool) {
+// Get returns the target a session is pinned to, if it is still fresh.
+func (s *stickyStore) Get(id uint64, now int64) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.m[id]
@@ -34,8 +34,8 @@ func (s *stickyStore) get(id uint64, now int64) (string, bool) {
 	return e.via, true
 }
 
-// set pins a session to a target for ttl nanoseconds from now.
-func (s *stickyStore) set(id uint64, via string, now, ttl int64) {
+// Set pins a session to a target for ttl nanoseconds from now.
+func (s *stickyStore) Set(id uint64, via string, now, ttl int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
@@ -65,8 +65,8 @@ func (s *stickyStore) set(id uint64, via string, now, ttl int64) {
 	s.m[id] = stickyEntry{via: via, until: now + ttl}
 }
 
-// len returns the number of entries held, fresh or not.
-func (s *stickyStore) len() int {
+// Len returns the number of entries held, fresh or not.
+func (s *stickyStore) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)

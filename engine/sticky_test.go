@@ -1,36 +1,39 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 func TestStickyStore(t *testing.T) {
 	var s stickyStore
 	now, ttl := t0, int64(time.Minute)
-	if _, ok := s.get(1, now); ok {
+	if _, ok := s.Get(1, now); ok {
 		t.Fatal("an empty store found a session")
 	}
-	s.set(1, "p1/m", now, ttl)
-	if via, ok := s.get(1, now+ttl-1); !ok || via != "p1/m" {
+	s.Set(1, "p1/m", now, ttl)
+	if via, ok := s.Get(1, now+ttl-1); !ok || via != "p1/m" {
 		t.Fatalf("get = %q, %v before the ttl", via, ok)
 	}
-	if _, ok := s.get(1, now+ttl); ok {
+	if _, ok := s.Get(1, now+ttl); ok {
 		t.Fatal("found after the ttl")
 	}
 	// Using a session refreshes it.
-	s.set(1, "p1/m", now+ttl/2, ttl)
-	if _, ok := s.get(1, now+ttl); !ok {
+	s.Set(1, "p1/m", now+ttl/2, ttl)
+	if _, ok := s.Get(1, now+ttl); !ok {
 		t.Fatal("a refreshed session expired at its first deadline")
 	}
 	// A session that moved sticks to its new target.
-	s.set(1, "p2/m", now+ttl/2, ttl)
-	if via, _ := s.get(1, now+ttl/2); via != "p2/m" {
+	s.Set(1, "p2/m", now+ttl/2, ttl)
+	if via, _ := s.Get(1, now+ttl/2); via != "p2/m" {
 		t.Fatalf("moved session: %q", via)
 	}
-	if s.len() != 1 {
-		t.Fatalf("len %d", s.len())
+	if s.Len() != 1 {
+		t.Fatalf("len %d", s.Len())
 	}
 }
 
@@ -43,22 +46,22 @@ func TestStickyStoreStaysBounded(t *testing.T) {
 		s.m[uint64(i)+1] = stickyEntry{via: "p1/m", until: now + ttl}
 	}
 	for i := range 3 {
-		s.set(uint64(maxSessions+i)+1, "p2/m", now, ttl)
-		if n := s.len(); n > maxSessions {
+		s.Set(uint64(maxSessions+i)+1, "p2/m", now, ttl)
+		if n := s.Len(); n > maxSessions {
 			t.Fatalf("%d sessions held, bound %d", n, maxSessions)
 		}
 		// The newest is always kept.
-		if via, ok := s.get(uint64(maxSessions+i)+1, now); !ok || via != "p2/m" {
+		if via, ok := s.Get(uint64(maxSessions+i)+1, now); !ok || via != "p2/m" {
 			t.Fatal("the last session set was dropped")
 		}
 	}
 	// Expired entries are swept first.
 	var e stickyStore
 	for i := range 1023 {
-		e.set(uint64(i)+1, "p1/m", now, 1)
+		e.Set(uint64(i)+1, "p1/m", now, 1)
 	}
-	e.set(5000, "p2/m", now+10, ttl)
-	if n := e.len(); n != 1 {
+	e.Set(5000, "p2/m", now+10, ttl)
+	if n := e.Len(); n != 1 {
 		t.Errorf("%d sessions held after a sweep, want only the fresh one", n)
 	}
 }
@@ -154,7 +157,7 @@ func TestStickyByConversation(t *testing.T) {
 	if via := rtVia(t, g, "auto", 1, first); via != "p2/m" {
 		t.Fatalf("first turn again: via %s, want the rotation's p2", via)
 	}
-	if n := g.eng.sticky.len(); n != 0 {
+	if n := g.eng.sticky.Len(); n != 0 {
 		t.Fatalf("%d sessions recorded for one-shot requests, want 0", n)
 	}
 	// The first follow-up goes where the strategy says and is recorded;
@@ -223,7 +226,7 @@ func TestStickyTTL(t *testing.T) {
 				t.Errorf("request %d: via %s, want the rotation's %s", i, via, want)
 			}
 		}
-		if n := g.eng.sticky.len(); n != 0 {
+		if n := g.eng.sticky.Len(); n != 0 {
 			t.Errorf("%d sessions recorded with sticky sessions off", n)
 		}
 	})
@@ -234,19 +237,24 @@ func TestStickyTTL(t *testing.T) {
 		if via := rtVia(t, g, "auto", 2, ask, sid...); via != "p3/m" {
 			t.Fatalf("via %s", via)
 		}
-		st := &g.eng.sticky
-		st.mu.Lock()
-		if len(st.m) != 1 {
-			t.Fatalf("%d sessions recorded, want 1", len(st.m))
+		st := g.eng.sticky
+		if n := st.Len(); n != 1 {
+			t.Fatalf("%d sessions recorded, want 1", n)
 		}
-		for id, e := range st.m {
-			if d := time.Duration(e.until - nanotime()); d < 59*time.Minute || d > time.Hour {
-				t.Errorf("session kept for %v, want the 1h ttl", d)
-			}
-			e.until = nanotime() - 1
-			st.m[id] = e
+		// The session's id, as the engine derives it for this key.
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.Set(sid[0], sid[1])
+		s := g.eng.snap.Load()
+		id := s.session(&ctx, s.keys[sha256.Sum256([]byte(g.key))], &chatRequest{})
+		now := nanotime()
+		if via, ok := st.Get(id, now+int64(59*time.Minute)); !ok || via != "p3/m" {
+			t.Errorf("session gone by 59m (%q, %v), want the 1h ttl", via, ok)
 		}
-		st.mu.Unlock()
+		if _, ok := st.Get(id, now+int64(time.Hour)+1); ok {
+			t.Error("session kept past 1h, want the 1h ttl")
+		}
+		// Expire it now, as the ttl passing would.
+		st.Set(id, "p3/m", nanotime(), 0)
 		if via := rtVia(t, g, "auto", 0, ask, sid...); via != "p1/m" {
 			t.Errorf("expired session: via %s, want the rotation's p1", via)
 		}

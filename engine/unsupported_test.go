@@ -38,7 +38,7 @@ func TestTargetRefusalsMoveOn(t *testing.T) {
 				t.Error("a client's fault went on to the next candidate")
 			}
 			if tt.status == 200 && tt.name != "200 that is no completion" {
-				if _, on := rtKey(t, g, "auto", "p1/m").until.active(nanotime()); on {
+				if _, _, on := rtKey(t, g, "auto", "p1/m").until.Active(nanotime()); on {
 					t.Error("a target refusal cooled the key")
 				}
 			}
