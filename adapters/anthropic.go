@@ -735,9 +735,7 @@ type anthropicStream struct {
 	// holding keeps the role chunk of message_start back until the next
 	// frame, so an error event right after it can still fail over.
 	holding bool
-	out     []byte
-	ends    []int
-	sent    int
+	frames
 }
 
 func newAnthropicStream(body io.Reader, clientUsage bool, created int64) *anthropicStream {
@@ -759,7 +757,7 @@ func (s *anthropicStream) next() ([]byte, error) {
 	if s.sse == nil {
 		return nil, errAnthropicClosed
 	}
-	s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
+	s.reset()
 	for {
 		frame, err := s.sse.read()
 		switch {
@@ -781,16 +779,11 @@ func (s *anthropicStream) next() ([]byte, error) {
 
 // pop returns the next built frame, if any.
 func (s *anthropicStream) pop() ([]byte, bool) {
-	if s.sent >= len(s.ends) {
-		return nil, false
+	f, ok := s.take()
+	if ok {
+		s.started = true
 	}
-	start := 0
-	if s.sent > 0 {
-		start = s.ends[s.sent-1]
-	}
-	s.sent++
-	s.started = true
-	return s.out[start:s.ends[s.sent-1]], true
+	return f, ok
 }
 
 func (s *anthropicStream) chunk(d *ChatMessage, finish *string) {
@@ -800,7 +793,7 @@ func (s *anthropicStream) chunk(d *ChatMessage, finish *string) {
 
 func (s *anthropicStream) frame(c Chunk) {
 	s.out = appendFrame(s.out, c)
-	s.ends = append(s.ends, len(s.out))
+	s.mark()
 	s.holding = false
 }
 
@@ -907,7 +900,7 @@ func (s *anthropicStream) event(frame []byte) *Failure {
 				Choices: []Choice{}, Usage: s.usage.openAI()})
 		}
 		s.out = append(s.out, doneFrame...)
-		s.ends = append(s.ends, len(s.out))
+		s.mark()
 		s.holding = false
 		s.done = true
 	}

@@ -477,9 +477,7 @@ type cohereStream struct {
 	started int
 	last    int
 
-	out  []byte
-	ends []int
-	sent int
+	frames
 	// err is sticky: a failed stream stays failed.
 	err   error
 	usage Usage
@@ -508,7 +506,7 @@ func (s *cohereStream) next() ([]byte, error) {
 		return nil, errCohereClosed
 	}
 	if !s.holding {
-		s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
+		s.reset()
 	}
 	for {
 		frame, err := s.sse.read()
@@ -536,15 +534,10 @@ func (s *cohereStream) fail(err error) ([]byte, error) {
 
 // pop returns the next built frame, if any.
 func (s *cohereStream) pop() ([]byte, bool) {
-	if s.holding || s.sent >= len(s.ends) {
+	if s.holding {
 		return nil, false
 	}
-	start := 0
-	if s.sent > 0 {
-		start = s.ends[s.sent-1]
-	}
-	s.sent++
-	return s.out[start:s.ends[s.sent-1]], true
+	return s.take()
 }
 
 // chunk builds one chat.completion.chunk frame with delta d.
@@ -555,7 +548,7 @@ func (s *cohereStream) chunk(d *ChatMessage, finish *string) {
 
 func (s *cohereStream) frame(c *Chunk) {
 	s.out = appendFrame(s.out, c)
-	s.ends = append(s.ends, len(s.out))
+	s.mark()
 	s.holding = false
 }
 
@@ -637,7 +630,7 @@ func (s *cohereStream) event(frame []byte) *Failure {
 				Choices: []Choice{}, Usage: js})
 		}
 		s.out = append(s.out, doneFrame...)
-		s.ends = append(s.ends, len(s.out))
+		s.mark()
 		s.done = true
 	}
 	// tool-plan-delta, content-end, tool-call-end, citation-start,

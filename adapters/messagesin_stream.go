@@ -29,11 +29,8 @@ type messagesStream struct {
 	model   []byte
 	scratch []byte
 
-	// out holds the frames built from one upstream frame; ends[i] is
-	// where frame i ends, sent how many went out.
-	out  []byte
-	ends []int
-	sent int
+	// frames holds those built from one upstream frame.
+	frames
 
 	// begun: message_start is built. started: a frame went out, so a
 	// failure can no longer fail over. done: message_stop is built.
@@ -82,7 +79,7 @@ func (s *messagesStream) Next() ([]byte, error) {
 	case s.done:
 		return nil, io.EOF
 	}
-	s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
+	s.reset()
 	for {
 		frame, err := s.up.Next()
 		if err == io.EOF {
@@ -116,16 +113,11 @@ func (s *messagesStream) Next() ([]byte, error) {
 
 // pop returns the next built frame, if any.
 func (s *messagesStream) pop() ([]byte, bool) {
-	if s.sent >= len(s.ends) {
-		return nil, false
+	f, ok := s.take()
+	if ok {
+		s.started = true
 	}
-	start := 0
-	if s.sent > 0 {
-		start = s.ends[s.sent-1]
-	}
-	s.sent++
-	s.started = true
-	return s.out[start:s.ends[s.sent-1]], true
+	return f, ok
 }
 
 // fail ends the stream with err: as it is before any frame went out,
@@ -164,7 +156,7 @@ func (s *messagesStream) event(name, data string) {
 func (s *messagesStream) close(tail string) {
 	s.out = append(s.out, tail...)
 	s.out = append(s.out, "\n\n"...)
-	s.ends = append(s.ends, len(s.out))
+	s.mark()
 }
 
 // begin builds message_start, with id the chunk's raw JSON id, and the
@@ -395,10 +387,8 @@ type anthropicRelay struct {
 	// went out. done: message_stop went out.
 	holding, started, done bool
 	// err ends the stream after its error event went out.
-	err  error
-	out  []byte
-	ends []int
-	sent int
+	err error
+	frames
 }
 
 var errRelayClosed = errors.New("anthropic stream used after Close")
@@ -418,7 +408,7 @@ func (s *anthropicRelay) next() ([]byte, error) {
 	case s.sse == nil:
 		return nil, errRelayClosed
 	}
-	s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
+	s.reset()
 	for {
 		frame, err := s.sse.read()
 		if err == io.EOF {
@@ -460,7 +450,7 @@ func (s *anthropicRelay) next() ([]byte, error) {
 			s.done = true
 		}
 		s.out = append(s.out, frame...)
-		s.ends = append(s.ends, len(s.out))
+		s.mark()
 		if s.holding && (typ == "message_start" || typ == "ping") {
 			continue
 		}
@@ -481,16 +471,14 @@ func (s *anthropicRelay) fail(err error) ([]byte, error) {
 }
 
 func (s *anthropicRelay) pop() ([]byte, bool) {
-	if s.holding || s.sent >= len(s.ends) {
+	if s.holding {
 		return nil, false
 	}
-	start := 0
-	if s.sent > 0 {
-		start = s.ends[s.sent-1]
+	f, ok := s.take()
+	if ok {
+		s.started = true
 	}
-	s.sent++
-	s.started = true
-	return s.out[start:s.ends[s.sent-1]], true
+	return f, ok
 }
 
 // Usage returns what message_start and message_delta reported.

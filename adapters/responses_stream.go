@@ -25,11 +25,8 @@ type ResponsesStream struct {
 	up    Stream
 	reply reply
 	seq   int
-	// out holds the events not yet returned, ends where each one ends,
-	// sent how many of them Next returned.
-	out  []byte
-	ends []int
-	sent int
+	// frames holds the events not yet returned.
+	frames
 	// started is set once the response.created event is queued; ended
 	// once the final event is.
 	started, ended bool
@@ -66,24 +63,21 @@ var _ Stream = (*ResponsesStream)(nil)
 // Next returns the next event, valid until the next call; io.EOF after
 // the last.
 func (s *ResponsesStream) Next() ([]byte, error) {
-	for s.sent == len(s.ends) {
+	for {
+		if f, ok := s.take(); ok {
+			return f, nil
+		}
 		if s.ended {
 			if s.err != nil {
 				return nil, s.err
 			}
 			return nil, io.EOF
 		}
-		s.out, s.ends, s.sent = s.out[:0], s.ends[:0], 0
+		s.reset()
 		if err := s.step(); err != nil {
 			return nil, err
 		}
 	}
-	start := 0
-	if s.sent > 0 {
-		start = s.ends[s.sent-1]
-	}
-	s.sent++
-	return s.out[start:s.ends[s.sent-1]], nil
 }
 
 // Close closes the upstream stream.
@@ -418,5 +412,5 @@ func (s *ResponsesStream) end() {
 	s.out = strconv.AppendInt(s.out, int64(s.seq), 10)
 	s.out = append(s.out, "}\n\n"...)
 	s.seq++
-	s.ends = append(s.ends, len(s.out))
+	s.mark()
 }

@@ -118,3 +118,30 @@ func frameData(frame []byte, scratch []byte) ([]byte, bool) {
 	}
 	return data, n > 0
 }
+
+// frames queues the SSE frames one upstream event turned into, built back
+// to back in out and handed out one per Next: ends[i] is where frame i
+// ends, sent how many went out.
+type frames struct {
+	out  []byte
+	ends []int
+	sent int
+}
+
+func (q *frames) reset() { q.out, q.ends, q.sent = q.out[:0], q.ends[:0], 0 }
+
+// mark ends the frame appended to out since the last mark.
+func (q *frames) mark() { q.ends = append(q.ends, len(q.out)) }
+
+// take returns the next built frame, if any.
+func (q *frames) take() ([]byte, bool) {
+	if q.sent >= len(q.ends) {
+		return nil, false
+	}
+	start := 0
+	if q.sent > 0 {
+		start = q.ends[q.sent-1]
+	}
+	q.sent++
+	return q.out[start:q.ends[q.sent-1]], true
+}
