@@ -115,16 +115,10 @@ func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) e
 	}
 	req.AppendBody(c.UpstreamJSON)
 	req.AppendBody(c.Body[c.ModelEnd:])
-	resp, f := send(o.client, req, stream, o.firstByte, o.timeout)
+	resp, f := o.exchange(req, stream, r)
 	if f != nil {
 		return f
 	}
-	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := o.failure(resp)
-		fasthttp.ReleaseResponse(resp)
-		return f
-	}
-	r.Exhausted = exhaustedFor(&resp.Header)
 	if stream {
 		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
 		s.sse.max = o.client.MaxResponseBodySize
@@ -158,6 +152,22 @@ func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) e
 	}
 	r.Body = append(r.Body[:0], body...)
 	return nil
+}
+
+// exchange sends req and classifies a failure; a success's response is
+// the caller's to release, and r learns whether the key is spent.
+func (o *openAI) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fasthttp.Response, *Failure) {
+	resp, f := send(o.client, req, stream, o.firstByte, o.timeout)
+	if f != nil {
+		return nil, f
+	}
+	if status := resp.StatusCode(); status < 200 || status > 299 {
+		f := o.failure(resp)
+		fasthttp.ReleaseResponse(resp)
+		return nil, f
+	}
+	r.Exhausted = exhaustedFor(&resp.Header)
+	return resp, nil
 }
 
 // usageOf reads an OpenAI usage object.

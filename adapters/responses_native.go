@@ -26,16 +26,10 @@ func (o *openAI) Responses(c *Call, r *Reply) error {
 	req.AppendBody(c.Body[:c.ModelStart])
 	req.AppendBody(c.UpstreamJSON)
 	req.AppendBody(c.Body[c.ModelEnd:])
-	resp, f := send(o.client, req, c.Stream, o.firstByte, o.timeout)
+	resp, f := o.exchange(req, c.Stream, r)
 	if f != nil {
 		return f
 	}
-	if status := resp.StatusCode(); status < 200 || status > 299 {
-		f := o.failure(resp)
-		fasthttp.ReleaseResponse(resp)
-		return f
-	}
-	r.Exhausted = exhaustedFor(&resp.Header)
 	if c.Stream {
 		s := &nativeResponsesStream{resp: resp, sse: newSSEReader(resp.BodyStream())}
 		s.sse.max = o.client.MaxResponseBodySize
