@@ -541,43 +541,41 @@ type redacting struct {
 
 func (w redacting) Chat(c *Call, r *Reply) error { return w.reply(w.p.Chat(c, r), r) }
 
-// Embed is the adapter's Embed, redacted. A protocol without embeddings
-// refuses as Unsupported; Serves tells the engine so beforehand.
+// The optional calls, redacted like Chat. A protocol that lacks one
+// refuses as Unsupported without sending anything; Serves tells the
+// engine so beforehand.
 func (w redacting) Embed(c *Call, r *Reply) error {
-	e, ok := w.p.(Embedder)
-	if !ok {
-		return errNoEmbeddings
-	}
-	return w.reply(e.Embed(c, r), r)
+	return forward(w, r, errNoEmbeddings, func(e Embedder) error { return e.Embed(c, r) })
 }
 
-// Responses is the adapter's native Responses call, redacted; a protocol
-// without one refuses as Embed does.
-func (w redacting) Responses(c *Call, r *Reply) error {
-	n, ok := w.p.(ResponsesProvider)
-	if !ok {
-		return errNoResponses
-	}
-	return w.reply(n.Responses(c, r), r)
-}
-
-// CountTokens is the adapter's own token count, redacted; a protocol
-// without one refuses as Embed does.
-func (w redacting) CountTokens(c *Call, r *Reply) error {
-	n, ok := w.p.(TokenCounter)
-	if !ok {
-		return errNoCount
-	}
-	return w.reply(n.CountTokens(c, r), r)
-}
-
-// Complete is the adapter's Complete, redacted, and refuses as Embed does.
+// Complete is the adapter's Complete, redacted, or a refusal.
 func (w redacting) Complete(c *Call, r *Reply) error {
-	e, ok := w.p.(Completer)
+	return forward(w, r, errNoCompletions, func(e Completer) error { return e.Complete(c, r) })
+}
+
+// Responses is the adapter's Responses, redacted, or a refusal.
+func (w redacting) Responses(c *Call, r *Reply) error {
+	return forward(w, r, errNoResponses, func(e ResponsesProvider) error { return e.Responses(c, r) })
+}
+
+// Messages is the adapter's Messages, redacted, or a refusal.
+func (w redacting) Messages(c *Call, r *Reply) error {
+	return forward(w, r, errNoMessages, func(e MessagesProvider) error { return e.Messages(c, r) })
+}
+
+// CountTokens is the adapter's CountTokens, redacted, or a refusal.
+func (w redacting) CountTokens(c *Call, r *Reply) error {
+	return forward(w, r, errNoCount, func(e TokenCounter) error { return e.CountTokens(c, r) })
+}
+
+// forward makes the optional call T of w's adapter, redacted, or refuses
+// with no when the adapter lacks it.
+func forward[T any](w redacting, r *Reply, no *Failure, call func(T) error) error {
+	p, ok := w.p.(T)
 	if !ok {
-		return errNoCompletions
+		return no
 	}
-	return w.reply(e.Complete(c, r), r)
+	return w.reply(call(p), r)
 }
 
 // The refusals of a protocol that lacks a call: another target may have it.
@@ -585,21 +583,9 @@ var (
 	errNoEmbeddings  = untranslatable("this provider's protocol does not serve embeddings")
 	errNoCompletions = untranslatable("this provider's protocol does not serve legacy completions")
 	errNoResponses   = untranslatable("this provider's protocol does not serve the Responses API natively")
+	errNoMessages    = untranslatable("this provider's protocol does not serve the Messages API natively")
 	errNoCount       = untranslatable("this provider's protocol does not count tokens")
 )
-
-// errNoMessages refuses a Messages call to a provider that does not serve
-// Messages natively: another target may, or the request goes through chat.
-var errNoMessages = untranslatable("this provider does not serve the Messages API natively")
-
-// Messages forwards a native Messages call, redacted like Chat.
-func (w redacting) Messages(c *Call, r *Reply) error {
-	m, ok := w.p.(MessagesProvider)
-	if !ok {
-		return errNoMessages
-	}
-	return w.reply(m.Messages(c, r), r)
-}
 
 // reply redacts what an attempt that ended with err returned.
 func (w redacting) reply(err error, r *Reply) error {

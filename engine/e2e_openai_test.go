@@ -48,20 +48,26 @@ func (f *oaiFake) serve(ctx *fasthttp.RequestCtx) {
 	})
 }
 
-// TestOpenAIConversationThroughSDK runs the tool conversation every
-// adapter's end-to-end test runs, against an OpenAI-compatible upstream:
-// the body reaches it as the SDK sent it, with only model rewritten.
-func TestOpenAIConversationThroughSDK(t *testing.T) {
+// newOAIFake starts an oaiFake and returns it with a dialer that reaches
+// it as oai.test and refuses every other host.
+func newOAIFake(t *testing.T) (*oaiFake, fasthttp.DialFunc) {
 	f := &oaiFake{ln: fasthttputil.NewInmemoryListener()}
 	srv := &fasthttp.Server{Handler: f.serve}
 	go func() { _ = srv.Serve(f.ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	dial := func(addr string) (net.Conn, error) {
+	return f, func(addr string) (net.Conn, error) {
 		if addr != "oai.test:80" {
 			return nil, errors.New("refused")
 		}
 		return f.ln.Dial()
 	}
+}
+
+// TestOpenAIConversationThroughSDK runs the tool conversation every
+// adapter's end-to-end test runs, against an OpenAI-compatible upstream:
+// the body reaches it as the SDK sent it, with only model rewritten.
+func TestOpenAIConversationThroughSDK(t *testing.T) {
+	f, dial := newOAIFake(t)
 	client := sdkClient(t, `
 auth:
   keys: [{name: sdk, key: "${GW}"}]

@@ -3,19 +3,14 @@ package engine_test
 import (
 	"context"
 	"errors"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	sdk "github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 
-	"gateway/config"
 	"gateway/engine"
 )
 
@@ -35,23 +30,8 @@ models:
 // the official Anthropic SDK pointed at its root, as Claude Code is.
 func anthropicClient(t *testing.T, cfgYAML string, dial fasthttp.DialFunc) sdk.Client {
 	t.Helper()
-	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "v-" + k, true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.New(cfg, engine.Options{Dial: dial})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := fasthttputil.NewInmemoryListener()
-	srv := &fasthttp.Server{Handler: eng.Handler}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(context.Context, string, string) (net.Conn, error) { return ln.Dial() },
-	}}
 	return sdk.NewClient(option.WithBaseURL("http://gateway.test"), option.WithAPIKey("v-GW"),
-		option.WithHTTPClient(hc), option.WithMaxRetries(0))
+		option.WithHTTPClient(sdkGateway(t, cfgYAML, engine.Options{Dial: dial})), option.WithMaxRetries(0))
 }
 
 // The Anthropic SDK through /v1/messages: an Anthropic target gets the
@@ -143,16 +123,7 @@ func TestSDKMessages(t *testing.T) {
 // upstream: tool_use out of the upstream's tool_calls, tool_result back
 // in as a tool message, the final answer streamed.
 func TestSDKMessagesToolsTranslated(t *testing.T) {
-	f := &oaiFake{ln: fasthttputil.NewInmemoryListener()}
-	srv := &fasthttp.Server{Handler: f.serve}
-	go func() { _ = srv.Serve(f.ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	dial := func(addr string) (net.Conn, error) {
-		if addr != "oai.test:80" {
-			return nil, errors.New("refused")
-		}
-		return f.ln.Dial()
-	}
+	f, dial := newOAIFake(t)
 	client := anthropicClient(t, `
 auth:
   keys: [{name: sdk, key: "${GW}"}]

@@ -18,10 +18,10 @@ import (
 	"gateway/engine"
 )
 
-// sdkClient serves an engine for cfgYAML in memory and returns the
-// official OpenAI Go SDK pointed at it, so tests prove real SDKs parse
-// what the gateway emits.
-func sdkClient(t *testing.T, cfgYAML string, opt engine.Options) openai.Client {
+// sdkGateway serves an engine for cfgYAML in memory, its ${X} references
+// resolving to "v-X", and returns an HTTP client that reaches it, for
+// the official SDKs to use.
+func sdkGateway(t *testing.T, cfgYAML string, opt engine.Options) *http.Client {
 	t.Helper()
 	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "v-" + k, true }})
 	if err != nil {
@@ -35,11 +35,17 @@ func sdkClient(t *testing.T, cfgYAML string, opt engine.Options) openai.Client {
 	srv := &fasthttp.Server{Handler: eng.Handler}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return ln.Dial() },
 	}}
+}
+
+// sdkClient returns the official OpenAI Go SDK pointed at a gateway for
+// cfgYAML, so tests prove real SDKs parse what the gateway emits.
+func sdkClient(t *testing.T, cfgYAML string, opt engine.Options) openai.Client {
+	t.Helper()
 	return openai.NewClient(option.WithBaseURL("http://gateway.test/v1"), option.WithAPIKey("v-GW"),
-		option.WithHTTPClient(hc), option.WithMaxRetries(0))
+		option.WithHTTPClient(sdkGateway(t, cfgYAML, opt)), option.WithMaxRetries(0))
 }
 
 const sdkMockConfig = `
