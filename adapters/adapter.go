@@ -278,6 +278,15 @@ func transportFailure(err error) *Failure {
 	return &Failure{Class: Retryable, Msg: "upstream connection failed: " + err.Error()}
 }
 
+// appendPatched appends c.Body to req's body with only the value of
+// "model" replaced by the provider's name for it: what a call that
+// forwards the client's own request sends.
+func appendPatched(req *fasthttp.Request, c *Call) {
+	req.AppendBody(c.Body[:c.ModelStart])
+	req.AppendBody(c.UpstreamJSON)
+	req.AppendBody(c.Body[c.ModelEnd:])
+}
+
 // untranslatable is a request this protocol cannot express (a part type,
 // a role, a tool it has no form for), found before anything is sent.
 // Another protocol may take it as it is.

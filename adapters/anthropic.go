@@ -151,9 +151,7 @@ type TokenCounter interface {
 func (a *anthropic) CountTokens(c *Call, r *Reply) error {
 	req := a.request(c.Key, c.Beta)
 	req.SetRequestURI(a.url + "/count_tokens")
-	req.AppendBody(c.Body[:c.ModelStart])
-	req.AppendBody(c.UpstreamJSON)
-	req.AppendBody(c.Body[c.ModelEnd:])
+	appendPatched(req, c)
 	resp, f := a.exchange(req, false, r)
 	if f != nil {
 		return f
@@ -169,9 +167,7 @@ func (a *anthropic) CountTokens(c *Call, r *Reply) error {
 
 func (a *anthropic) Messages(c *Call, r *Reply) error {
 	req := a.request(c.Key, c.Beta)
-	req.AppendBody(c.Body[:c.ModelStart])
-	req.AppendBody(c.UpstreamJSON)
-	req.AppendBody(c.Body[c.ModelEnd:])
+	appendPatched(req, c)
 	resp, f := a.exchange(req, c.Stream, r)
 	if f != nil {
 		return f
