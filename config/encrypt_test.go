@@ -45,17 +45,22 @@ func seal(t *testing.T, k *config.MasterKey, secret string) string {
 }
 
 // noLeak fails the test when out holds a secret: the plain key, a master
-// key (in either case), or a sealed value.
+// key (in either case), or any 12 characters of a sealed value's base64.
 func noLeak(t *testing.T, what, out string, sealed ...string) {
 	t.Helper()
-	for _, s := range append([]string{plainKey, masterHex, strings.ToUpper(masterHex), otherHex}, sealed...) {
-		if s != "" && strings.Contains(out, s) {
+	for _, s := range []string{plainKey, masterHex, strings.ToUpper(masterHex), otherHex} {
+		if strings.Contains(out, s) {
 			t.Errorf("%s leaks %.12q...:\n%s", what, s, out)
 		}
 	}
-	// Any base64 run as long as a sealed value's is a ciphertext.
-	if m := regexp.MustCompile(`[A-Za-z0-9+/]{40,}`).FindString(out); m != "" {
-		t.Errorf("%s holds what looks like a ciphertext %q", what, m)
+	for _, ref := range sealed {
+		b64 := strings.TrimPrefix(ref, "enc:v1:")
+		for i := 0; i+12 <= len(b64); i++ {
+			if strings.Contains(out, b64[i:i+12]) {
+				t.Errorf("%s holds part of a sealed value:\n%s", what, out)
+				break
+			}
+		}
 	}
 }
 
@@ -119,9 +124,6 @@ func TestDecryptRefuses(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: opened to %q", name, got)
 			return
-		}
-		if len(ref) < 16 {
-			ref = "" // too short to be told from the message's own words
 		}
 		noLeak(t, name+" error", err.Error(), ref)
 	}
