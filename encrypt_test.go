@@ -18,33 +18,15 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gateway/config"
-)
-
-// Two master keys, and the provider key sealed with them: none may show
-// up in any output.
-const (
-	masterHex = "8f3a5c0e1d2b4a6978f0e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70"
-	otherHex  = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-	plainKey  = "sk-live-DO-NOT-PRINT-0123456789"
+	"gateway/internal/leaktest"
 )
 
 // noLeak fails the test when an output holds the plain key, a master key,
 // or any 12 characters of a sealed value's base64.
 func noLeak(t *testing.T, what, out string, sealed ...string) {
 	t.Helper()
-	for _, s := range []string{plainKey, masterHex, otherHex, strings.ToUpper(masterHex)} {
-		if strings.Contains(out, s) {
-			t.Errorf("%s leaks %.12q...:\n%s", what, s, out)
-		}
-	}
-	for _, ref := range sealed {
-		b64 := strings.TrimPrefix(ref, "enc:v1:")
-		for i := 0; i+12 <= len(b64); i++ {
-			if strings.Contains(out, b64[i:i+12]) {
-				t.Errorf("%s holds part of a sealed value:\n%s", what, out)
-				break
-			}
-		}
+	if s := leaktest.Find(out, leaktest.Secrets, sealed); s != "" {
+		t.Errorf("%s leaks %.6q...:\n%s", what, s, out)
 	}
 }
 
@@ -75,14 +57,14 @@ func opens(t *testing.T, master, ref string) string {
 }
 
 func TestEncryptCommand(t *testing.T) {
-	t.Setenv("GATEWAY_MASTER_KEY", masterHex)
+	t.Setenv("GATEWAY_MASTER_KEY", leaktest.MasterHex)
 	t.Setenv("GATEWAY_MASTER_KEY_FILE", "")
 	for _, c := range []struct{ stdin, want string }{
-		{plainKey + "\n", plainKey},
-		{plainKey + "\r\n", plainKey},
-		{plainKey, plainKey},
-		{plainKey + "\n\n", plainKey + "\n"}, // only one newline is the terminal's
-		{" " + plainKey + " \n", " " + plainKey + " "},
+		{leaktest.PlainKey + "\n", leaktest.PlainKey},
+		{leaktest.PlainKey + "\r\n", leaktest.PlainKey},
+		{leaktest.PlainKey, leaktest.PlainKey},
+		{leaktest.PlainKey + "\n\n", leaktest.PlainKey + "\n"}, // only one newline is the terminal's
+		{" " + leaktest.PlainKey + " \n", " " + leaktest.PlainKey + " "},
 	} {
 		code, out, errOut := encrypts(t, c.stdin)
 		if code != 0 || errOut != "" {
@@ -92,7 +74,7 @@ func TestEncryptCommand(t *testing.T) {
 		if !ok || !strings.HasPrefix(ref, "enc:v1:") || strings.Contains(ref, "\n") {
 			t.Fatalf("stdout %q, want one enc:v1: line", out)
 		}
-		if got := opens(t, masterHex, ref); got != c.want {
+		if got := opens(t, leaktest.MasterHex, ref); got != c.want {
 			t.Errorf("encrypt %q sealed %q", c.stdin, got)
 		}
 	}
@@ -113,36 +95,36 @@ func TestEncryptCommand(t *testing.T) {
 	}
 	t.Run("no master key", func(t *testing.T) {
 		t.Setenv("GATEWAY_MASTER_KEY", "")
-		code, out, errOut := encrypts(t, plainKey)
+		code, out, errOut := encrypts(t, leaktest.PlainKey)
 		want := "gateway encrypt: no master key: set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE"
 		if code != 1 || out != "" || strings.TrimSpace(errOut) != want {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
 	})
 	t.Run("malformed master key", func(t *testing.T) {
-		t.Setenv("GATEWAY_MASTER_KEY", masterHex[:62]+"zz")
-		code, _, errOut := encrypts(t, plainKey)
+		t.Setenv("GATEWAY_MASTER_KEY", leaktest.MasterHex[:62]+"zz")
+		code, _, errOut := encrypts(t, leaktest.PlainKey)
 		want := "gateway encrypt: GATEWAY_MASTER_KEY must be 64 hex characters (32 bytes): it holds a character that is not hex"
 		if code != 1 || strings.TrimSpace(errOut) != want {
 			t.Errorf("exit %d, stderr %q", code, errOut)
 		}
-		if strings.Contains(errOut, masterHex[:62]) {
+		if strings.Contains(errOut, leaktest.MasterHex[:62]) {
 			t.Errorf("stderr holds the malformed master key")
 		}
 	})
 	t.Run("master key file", func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "master.key")
-		if err := os.WriteFile(f, []byte(otherHex+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(f, []byte(leaktest.OtherHex+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		t.Setenv("GATEWAY_MASTER_KEY", "")
 		t.Setenv("GATEWAY_MASTER_KEY_FILE", f)
-		code, out, _ := encrypts(t, plainKey)
-		if code != 0 || opens(t, otherHex, strings.TrimSpace(out)) != plainKey {
+		code, out, _ := encrypts(t, leaktest.PlainKey)
+		if code != 0 || opens(t, leaktest.OtherHex, strings.TrimSpace(out)) != leaktest.PlainKey {
 			t.Errorf("exit %d with the master key from a file", code)
 		}
 	})
-	if code, _, errOut := encrypts(t, plainKey, "extra"); code != 2 || !strings.Contains(errOut, `unexpected argument "extra"`) {
+	if code, _, errOut := encrypts(t, leaktest.PlainKey, "extra"); code != 2 || !strings.Contains(errOut, `unexpected argument "extra"`) {
 		t.Errorf("a stray argument: exit %d, %q", code, errOut)
 	}
 }
@@ -152,7 +134,7 @@ func TestEncryptCommand(t *testing.T) {
 func sealedConfig(t *testing.T, master string, extra string) (path string, refs []string) {
 	t.Helper()
 	t.Setenv("GATEWAY_MASTER_KEY", master)
-	for _, s := range []string{plainKey, "gw-sealed-team-key"} {
+	for _, s := range []string{leaktest.PlainKey, "gw-sealed-team-key"} {
 		code, out, _ := encrypts(t, s)
 		if code != 0 {
 			t.Fatal("encrypt failed")
@@ -176,13 +158,13 @@ providers:
 func TestRekeyCommand(t *testing.T) {
 	t.Setenv("GATEWAY_MASTER_KEY_FILE", "")
 	t.Setenv("GATEWAY_MASTER_KEY_OLD_FILE", "")
-	path, refs := sealedConfig(t, masterHex, "")
+	path, refs := sealedConfig(t, leaktest.MasterHex, "")
 	if err := os.Chmod(path, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(path)
-	t.Setenv("GATEWAY_MASTER_KEY_OLD", masterHex)
-	t.Setenv("GATEWAY_MASTER_KEY", otherHex)
+	t.Setenv("GATEWAY_MASTER_KEY_OLD", leaktest.MasterHex)
+	t.Setenv("GATEWAY_MASTER_KEY", leaktest.OtherHex)
 	code, out, errOut := encrypts(t, "", "-rekey", path)
 	if code != 0 || errOut != "" || out != path+": 2 enc:v1: values resealed under GATEWAY_MASTER_KEY\n" {
 		t.Fatalf("rekey: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -192,7 +174,7 @@ func TestRekeyCommand(t *testing.T) {
 	if len(got) != 2 || got[0] == refs[1] || got[1] == refs[0] {
 		t.Fatalf("values after rekey %q", got)
 	}
-	if opens(t, otherHex, got[1]) != plainKey || opens(t, otherHex, got[0]) != "gw-sealed-team-key" {
+	if opens(t, leaktest.OtherHex, got[1]) != leaktest.PlainKey || opens(t, leaktest.OtherHex, got[0]) != "gw-sealed-team-key" {
 		t.Error("rekeyed values do not open to the secrets under the new key")
 	}
 	if string(after) != strings.Replace(strings.Replace(string(before), refs[0], got[1], 1), refs[1], got[0], 1) {
@@ -206,15 +188,15 @@ func TestRekeyCommand(t *testing.T) {
 	}
 
 	t.Run("a value the old key does not open", func(t *testing.T) {
-		// The file now holds values under otherHex; add one under a third key.
+		// The file now holds values under leaktest.OtherHex; add one under a third key.
 		t.Setenv("GATEWAY_MASTER_KEY", strings.Repeat("ab", 32))
 		_, third, _ := encrypts(t, "sk-third")
 		mixed := string(after) + "# spare: " + strings.TrimSpace(third) + "\n"
 		if err := os.WriteFile(path, []byte(mixed), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		t.Setenv("GATEWAY_MASTER_KEY_OLD", otherHex)
-		t.Setenv("GATEWAY_MASTER_KEY", masterHex)
+		t.Setenv("GATEWAY_MASTER_KEY_OLD", leaktest.OtherHex)
+		t.Setenv("GATEWAY_MASTER_KEY", leaktest.MasterHex)
 		code, out, errOut := encrypts(t, "", "-rekey", path)
 		want := "gateway encrypt -rekey: " + path + ": line 11: enc: value does not decrypt with the master key (another master key, or an altered value); the file is unchanged\n"
 		if code != 1 || out != "" || errOut != want {
@@ -239,18 +221,18 @@ func TestRekeyCommand(t *testing.T) {
 
 func TestValidateEncryptedKeys(t *testing.T) {
 	t.Setenv("GATEWAY_MASTER_KEY_FILE", "")
-	path, refs := sealedConfig(t, masterHex, "")
+	path, refs := sealedConfig(t, leaktest.MasterHex, "")
 	for _, c := range []struct {
 		name, master string
 		args         []string
 		code         int
 		want         string
 	}{
-		{"master key given", masterHex, nil, 0, path + ": ok"},
-		{"master key given, -secrets", masterHex, []string{"-secrets"}, 0, path + ": ok"},
+		{"master key given", leaktest.MasterHex, nil, 0, path + ": ok"},
+		{"master key given, -secrets", leaktest.MasterHex, []string{"-secrets"}, 0, path + ": ok"},
 		{"no master key", "", nil, 0, path + ": warning: 2 enc: key references checked for form only: no master key to decrypt them (set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE)"},
 		{"no master key, -secrets", "", []string{"-secrets"}, 1, path + ": providers.up.keys[0]: cannot decrypt the enc: value: no master key: set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE (line 9)"},
-		{"another master key", otherHex, nil, 1, path + ": auth.keys[0].key: enc: value does not decrypt with the master key (another master key, or an altered value) (line 4)\n" +
+		{"another master key", leaktest.OtherHex, nil, 1, path + ": auth.keys[0].key: enc: value does not decrypt with the master key (another master key, or an altered value) (line 4)\n" +
 			path + ": providers.up.keys[0]: enc: value does not decrypt with the master key (another master key, or an altered value) (line 9)"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -263,24 +245,6 @@ func TestValidateEncryptedKeys(t *testing.T) {
 			noLeak(t, "stderr", errOut, refs...)
 		})
 	}
-}
-
-// lockedBuffer is a log sink written by the serving goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestServeEncryptedKey serves a config whose provider key is sealed: the
@@ -304,7 +268,7 @@ func TestServeEncryptedKey(t *testing.T) {
 	t.Cleanup(func() { _ = up.Shutdown() })
 
 	gwAddr := freeAddr(t)
-	path, refs := sealedConfig(t, masterHex, "")
+	path, refs := sealedConfig(t, leaktest.MasterHex, "")
 	data, _ := os.ReadFile(path)
 	data = bytes.Replace(data, []byte("http://127.0.0.1:9/v1"), []byte("http://"+upAddr+"/v1"), 1)
 	data = append([]byte("listen: \""+gwAddr+"\"\nlog: {level: debug}\n"), data...)
@@ -312,11 +276,12 @@ func TestServeEncryptedKey(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr lockedBuffer
+	// The logs go to files, which the serving goroutines may share.
+	stdout, stderr := logFile(t), logFile(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, path, nil, &stdout, &stderr) }()
+	go func() { served <- serve(ctx, path, nil, stdout, stderr) }()
 
 	var reply string
 	deadline := time.Now().Add(10 * time.Second)
@@ -336,7 +301,7 @@ func TestServeEncryptedKey(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the gateway never answered: %v\n%s", err, stderr.String())
+			t.Fatalf("the gateway never answered: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -344,16 +309,29 @@ func TestServeEncryptedKey(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := seen.Load("Bearer " + plainKey); !ok {
+	if _, ok := seen.Load("Bearer " + leaktest.PlainKey); !ok {
 		t.Errorf("the upstream never got the decrypted key")
 	}
 	if !strings.Contains(reply, "your key is <secret>") {
 		t.Errorf("reply %q: the echoed key was not redacted", reply)
 	}
-	for what, out := range map[string]string{"reply": reply, "stdout (access log)": stdout.String(), "stderr (log)": stderr.String()} {
+	access, _ := os.ReadFile(stdout.Name())
+	diag, _ := os.ReadFile(stderr.Name())
+	for what, out := range map[string]string{"reply": reply, "stdout (access log)": string(access), "stderr (log)": string(diag)} {
 		noLeak(t, what, out, refs...)
 	}
-	if !strings.Contains(stdout.String(), "/v1/chat/completions") {
-		t.Errorf("no access log line: the log scan saw nothing:\n%s", stdout.String())
+	if !strings.Contains(string(access), "/v1/chat/completions") || !strings.Contains(string(diag), "gateway listening") {
+		t.Errorf("a log is missing, so its scan saw nothing:\n%s\n%s", access, diag)
 	}
+}
+
+// logFile is a file for a serving gateway's log, closed with the test.
+func logFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
 }

@@ -15,15 +15,7 @@ import (
 	"testing"
 
 	"gateway/config"
-)
-
-// Two master keys, as `openssl rand -hex 32` prints them.
-const (
-	masterHex = "8f3a5c0e1d2b4a6978f0e1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f70"
-	otherHex  = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-	// plainKey is the provider key the tests seal; it must show up in no
-	// output.
-	plainKey = "sk-live-DO-NOT-PRINT-0123456789"
+	"gateway/internal/leaktest"
 )
 
 func masterKey(t *testing.T, h string) *config.MasterKey {
@@ -48,25 +40,14 @@ func seal(t *testing.T, k *config.MasterKey, secret string) string {
 // key (in either case), or any 12 characters of a sealed value's base64.
 func noLeak(t *testing.T, what, out string, sealed ...string) {
 	t.Helper()
-	for _, s := range []string{plainKey, masterHex, strings.ToUpper(masterHex), otherHex} {
-		if strings.Contains(out, s) {
-			t.Errorf("%s leaks %.12q...:\n%s", what, s, out)
-		}
-	}
-	for _, ref := range sealed {
-		b64 := strings.TrimPrefix(ref, "enc:v1:")
-		for i := 0; i+12 <= len(b64); i++ {
-			if strings.Contains(out, b64[i:i+12]) {
-				t.Errorf("%s holds part of a sealed value:\n%s", what, out)
-				break
-			}
-		}
+	if s := leaktest.Find(out, leaktest.Secrets, sealed); s != "" {
+		t.Errorf("%s leaks %.6q...:\n%s", what, s, out)
 	}
 }
 
 func TestEncryptRoundTrip(t *testing.T) {
-	k := masterKey(t, masterHex)
-	for _, secret := range []string{plainKey, "x", "ünïcødé key with spaces\tand tab", strings.Repeat("k", 4096)} {
+	k := masterKey(t, leaktest.MasterHex)
+	for _, secret := range []string{leaktest.PlainKey, "x", "ünïcødé key with spaces\tand tab", strings.Repeat("k", 4096)} {
 		a, b := seal(t, k, secret), seal(t, k, secret)
 		if a == b {
 			t.Errorf("two seals of one secret are equal: the nonce is not random")
@@ -98,25 +79,25 @@ func TestEncryptRoundTrip(t *testing.T) {
 // the same key and nonce sealing without it gives a value that does not
 // open.
 func TestEncryptBindsVersion(t *testing.T) {
-	raw, _ := hex.DecodeString(masterHex)
+	raw, _ := hex.DecodeString(leaktest.MasterHex)
 	block, _ := aes.NewCipher(raw)
 	gcm, _ := cipher.NewGCM(block)
 	nonce := make([]byte, 12)
 	for _, aad := range [][]byte{nil, []byte("enc:v2")} {
-		ref := "enc:v1:" + base64.StdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(plainKey), aad))
-		if _, err := masterKey(t, masterHex).Decrypt(ref); err == nil {
+		ref := "enc:v1:" + base64.StdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(leaktest.PlainKey), aad))
+		if _, err := masterKey(t, leaktest.MasterHex).Decrypt(ref); err == nil {
 			t.Errorf("a value sealed with associated data %q opened", aad)
 		}
 	}
-	ref := "enc:v1:" + base64.StdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(plainKey), []byte("enc:v1")))
-	if got, err := masterKey(t, masterHex).Decrypt(ref); err != nil || got != plainKey {
+	ref := "enc:v1:" + base64.StdEncoding.EncodeToString(gcm.Seal(nonce, nonce, []byte(leaktest.PlainKey), []byte("enc:v1")))
+	if got, err := masterKey(t, leaktest.MasterHex).Decrypt(ref); err != nil || got != leaktest.PlainKey {
 		t.Errorf("the reference layout did not open: %v", err)
 	}
 }
 
 func TestDecryptRefuses(t *testing.T) {
-	k := masterKey(t, masterHex)
-	ref := seal(t, k, plainKey)
+	k := masterKey(t, leaktest.MasterHex)
+	ref := seal(t, k, leaktest.PlainKey)
 	raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(ref, "enc:v1:"))
 	check := func(name, ref string) {
 		t.Helper()
@@ -128,7 +109,7 @@ func TestDecryptRefuses(t *testing.T) {
 		noLeak(t, name+" error", err.Error(), ref)
 	}
 	t.Run("wrong key", func(t *testing.T) {
-		_, err := masterKey(t, otherHex).Decrypt(ref)
+		_, err := masterKey(t, leaktest.OtherHex).Decrypt(ref)
 		if err == nil || !strings.Contains(err.Error(), "does not decrypt with the master key") {
 			t.Fatalf("err = %v", err)
 		}
@@ -160,16 +141,16 @@ func TestDecryptRefuses(t *testing.T) {
 }
 
 func TestParseMasterKey(t *testing.T) {
-	for _, ok := range []string{masterHex, strings.ToUpper(masterHex), " " + masterHex + "\r\n"} {
+	for _, ok := range []string{leaktest.MasterHex, strings.ToUpper(leaktest.MasterHex), " " + leaktest.MasterHex + "\r\n"} {
 		if _, err := config.ParseMasterKey(ok, "K"); err != nil {
 			t.Errorf("ParseMasterKey(%.8q...): %v", ok, err)
 		}
 	}
 	for _, c := range []struct{ key, want string }{
-		{masterHex[:63], "K must be 64 hex characters (32 bytes), got 63 characters"},
-		{masterHex + "00", "K must be 64 hex characters (32 bytes), got 66 characters"},
+		{leaktest.MasterHex[:63], "K must be 64 hex characters (32 bytes), got 63 characters"},
+		{leaktest.MasterHex + "00", "K must be 64 hex characters (32 bytes), got 66 characters"},
 		{"", "K must be 64 hex characters (32 bytes), got 0 characters"},
-		{"zz" + masterHex[2:], "K must be 64 hex characters (32 bytes): it holds a character that is not hex"},
+		{"zz" + leaktest.MasterHex[2:], "K must be 64 hex characters (32 bytes): it holds a character that is not hex"},
 		{base64.StdEncoding.EncodeToString(make([]byte, 32))[:44] + strings.Repeat("=", 20), "K must be 64 hex characters (32 bytes): it holds a character that is not hex"},
 	} {
 		_, err := config.ParseMasterKey(c.key, "K")
@@ -188,19 +169,19 @@ func TestLoadMasterKey(t *testing.T) {
 		}
 		return p
 	}
-	lf, crlf, bad := file("lf", masterHex+"\n"), file("crlf", masterHex+"\r\n"), file("bad", "not hex\n")
-	ref := seal(t, masterKey(t, masterHex), plainKey)
+	lf, crlf, bad := file("lf", leaktest.MasterHex+"\n"), file("crlf", leaktest.MasterHex+"\r\n"), file("bad", "not hex\n")
+	ref := seal(t, masterKey(t, leaktest.MasterHex), leaktest.PlainKey)
 	for _, c := range []struct {
 		name string
 		env  map[string]string
 		want string // "" to open ref
 	}{
-		{"env", map[string]string{"GATEWAY_MASTER_KEY": masterHex}, ""},
+		{"env", map[string]string{"GATEWAY_MASTER_KEY": leaktest.MasterHex}, ""},
 		{"file, newline", map[string]string{"GATEWAY_MASTER_KEY_FILE": lf}, ""},
 		{"file, CRLF", map[string]string{"GATEWAY_MASTER_KEY_FILE": crlf}, ""},
 		{"empty env is unset", map[string]string{"GATEWAY_MASTER_KEY": "", "GATEWAY_MASTER_KEY_FILE": lf}, ""},
 		{"none", nil, "no master key: set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE"},
-		{"both", map[string]string{"GATEWAY_MASTER_KEY": masterHex, "GATEWAY_MASTER_KEY_FILE": lf}, "both GATEWAY_MASTER_KEY and GATEWAY_MASTER_KEY_FILE are set; set one"},
+		{"both", map[string]string{"GATEWAY_MASTER_KEY": leaktest.MasterHex, "GATEWAY_MASTER_KEY_FILE": lf}, "both GATEWAY_MASTER_KEY and GATEWAY_MASTER_KEY_FILE are set; set one"},
 		{"file missing", map[string]string{"GATEWAY_MASTER_KEY_FILE": filepath.Join(dir, "nope")}, "reading GATEWAY_MASTER_KEY_FILE " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{"file malformed", map[string]string{"GATEWAY_MASTER_KEY_FILE": bad}, "GATEWAY_MASTER_KEY_FILE " + bad + " must be 64 hex characters (32 bytes), got 7 characters"},
 	} {
@@ -218,7 +199,7 @@ func TestLoadMasterKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, err := k.Decrypt(ref); err != nil || got != plainKey {
+			if got, err := k.Decrypt(ref); err != nil || got != leaktest.PlainKey {
 				t.Errorf("Decrypt = %v", err)
 			}
 		})
@@ -226,8 +207,8 @@ func TestLoadMasterKey(t *testing.T) {
 }
 
 func TestRekey(t *testing.T) {
-	oldK, newK := masterKey(t, masterHex), masterKey(t, otherHex)
-	secrets := []string{plainKey, "sk-second", "gw-team"}
+	oldK, newK := masterKey(t, leaktest.MasterHex), masterKey(t, leaktest.OtherHex)
+	secrets := []string{leaktest.PlainKey, "sk-second", "gw-team"}
 	refs := make([]string, len(secrets))
 	for i, s := range secrets {
 		refs[i] = seal(t, oldK, s)
@@ -272,7 +253,7 @@ providers:
 		t.Errorf("the rest of the file changed:\n%s\nwant:\n%s", mask(string(out)), mask(data))
 	}
 	// The rekeyed file loads under the new key.
-	cfg, err := config.Parse(out, config.Options{LookupEnv: lookup(map[string]string{"GATEWAY_MASTER_KEY": otherHex})})
+	cfg, err := config.Parse(out, config.Options{LookupEnv: lookup(map[string]string{"GATEWAY_MASTER_KEY": leaktest.OtherHex})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +292,7 @@ func slicesContain(list []string, s string) bool {
 
 // encConfig is a file with sealed provider and gateway keys.
 func encConfig(t *testing.T, k *config.MasterKey) (data string, refs []string) {
-	refs = []string{seal(t, k, plainKey), seal(t, k, "gw-sealed-key")}
+	refs = []string{seal(t, k, leaktest.PlainKey), seal(t, k, "gw-sealed-key")}
 	return fmt.Sprintf(`auth:
   keys:
     - {name: team, key: "%s"}
@@ -324,7 +305,7 @@ providers:
 }
 
 func TestLoadEncryptedKeys(t *testing.T) {
-	k := masterKey(t, masterHex)
+	k := masterKey(t, leaktest.MasterHex)
 	data, refs := encConfig(t, k)
 	env := func(master string) func(string) (string, bool) {
 		e := map[string]string{"GROQ_KEY_1": "gsk-test-1"}
@@ -333,11 +314,11 @@ func TestLoadEncryptedKeys(t *testing.T) {
 		}
 		return lookup(e)
 	}
-	cfg, err := config.Parse([]byte(data), config.Options{LookupEnv: env(masterHex)})
+	cfg, err := config.Parse([]byte(data), config.Options{LookupEnv: env(leaktest.MasterHex)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.Providers["groq"].Keys[1].Reveal(); got != plainKey {
+	if got := cfg.Providers["groq"].Keys[1].Reveal(); got != leaktest.PlainKey {
 		t.Errorf("the sealed provider key opened to %d bytes, want the key", len(got))
 	}
 	if got := cfg.Auth.Keys[0].Hash; got != sha("gw-sealed-key") {
@@ -349,13 +330,13 @@ func TestLoadEncryptedKeys(t *testing.T) {
 		name, master string
 		want         []string
 	}{
-		{"wrong master key", otherHex, []string{
+		{"wrong master key", leaktest.OtherHex, []string{
 			"auth.keys[0].key: enc: value does not decrypt with the master key (another master key, or an altered value) (line 3)",
 			"providers.groq.keys[1]: enc: value does not decrypt with the master key (another master key, or an altered value) (line 7)"}},
 		{"missing master key", "", []string{
 			"auth.keys[0].key: cannot decrypt the enc: value: no master key: set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE (line 3)",
 			"providers.groq.keys[1]: cannot decrypt the enc: value: no master key: set GATEWAY_MASTER_KEY or GATEWAY_MASTER_KEY_FILE (line 7)"}},
-		{"malformed master key", masterHex[:60], []string{
+		{"malformed master key", leaktest.MasterHex[:60], []string{
 			"auth.keys[0].key: cannot decrypt the enc: value: GATEWAY_MASTER_KEY must be 64 hex characters (32 bytes), got 60 characters (line 3)",
 			"providers.groq.keys[1]: cannot decrypt the enc: value: GATEWAY_MASTER_KEY must be 64 hex characters (32 bytes), got 60 characters (line 7)"}},
 	} {
@@ -368,20 +349,20 @@ func TestLoadEncryptedKeys(t *testing.T) {
 				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
 			}
 			noLeak(t, "load error", err.Error(), refs...)
-			noLeak(t, "load error", err.Error(), masterHex[:60])
+			noLeak(t, "load error", err.Error(), leaktest.MasterHex[:60])
 		})
 	}
 	t.Run("tampered", func(t *testing.T) {
 		raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(refs[0], "enc:v1:"))
 		raw[20] ^= 1
 		tampered := strings.Replace(data, refs[0], "enc:v1:"+base64.StdEncoding.EncodeToString(raw), 1)
-		_, err := config.Parse([]byte(tampered), config.Options{LookupEnv: env(masterHex)})
+		_, err := config.Parse([]byte(tampered), config.Options{LookupEnv: env(leaktest.MasterHex)})
 		want := "providers.groq.keys[1]: enc: value does not decrypt with the master key (another master key, or an altered value) (line 7)"
 		if err == nil || err.Error() != want {
 			t.Fatalf("err = %v, want %q", err, want)
 		}
 		cut := strings.Replace(data, refs[0], refs[0][:7+24], 1)
-		_, err = config.Parse([]byte(cut), config.Options{LookupEnv: env(masterHex)})
+		_, err = config.Parse([]byte(cut), config.Options{LookupEnv: env(leaktest.MasterHex)})
 		want = "providers.groq.keys[1]: enc: value is too short (cut or altered) (line 7)"
 		if err == nil || err.Error() != want {
 			t.Fatalf("err = %v, want %q", err, want)
@@ -389,13 +370,13 @@ func TestLoadEncryptedKeys(t *testing.T) {
 	})
 	t.Run("an optional provider does not hide a bad value", func(t *testing.T) {
 		opt := strings.Replace(data, "type: groq\n", "type: groq\n    optional: true\n", 1)
-		if _, err := config.Parse([]byte(opt), config.Options{LookupEnv: env(otherHex)}); err == nil {
+		if _, err := config.Parse([]byte(opt), config.Options{LookupEnv: env(leaktest.OtherHex)}); err == nil {
 			t.Fatal("an optional provider's undecryptable key loaded")
 		}
 	})
 	t.Run("master key file", func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "master.key")
-		if err := os.WriteFile(f, []byte(masterHex+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(f, []byte(leaktest.MasterHex+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		e := map[string]string{"GROQ_KEY_1": "g", "GATEWAY_MASTER_KEY_FILE": f}
@@ -403,7 +384,7 @@ func TestLoadEncryptedKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.Providers["groq"].Keys[1].Reveal() != plainKey {
+		if cfg.Providers["groq"].Keys[1].Reveal() != leaktest.PlainKey {
 			t.Error("the key sealed under the master key file did not open")
 		}
 	})
@@ -413,7 +394,7 @@ func TestLoadEncryptedKeys(t *testing.T) {
 // sealed values are opened when the master key is given, and counted in a
 // warning when it is not; a malformed one fails either way.
 func TestEncryptedKeysSkipSecrets(t *testing.T) {
-	data, refs := encConfig(t, masterKey(t, masterHex))
+	data, refs := encConfig(t, masterKey(t, leaktest.MasterHex))
 	parse := func(data string, env map[string]string) (*config.Config, error) {
 		return config.Parse([]byte(data), config.Options{LookupEnv: lookup(env), SkipSecrets: true})
 	}
@@ -425,10 +406,10 @@ func TestEncryptedKeysSkipSecrets(t *testing.T) {
 	if !slicesContain(cfg.Warnings, want) {
 		t.Errorf("warnings %q lack %q", cfg.Warnings, want)
 	}
-	if _, err := parse(data, map[string]string{"GATEWAY_MASTER_KEY": masterHex}); err != nil {
+	if _, err := parse(data, map[string]string{"GATEWAY_MASTER_KEY": leaktest.MasterHex}); err != nil {
 		t.Errorf("with the master key: %v", err)
 	}
-	_, err = parse(data, map[string]string{"GATEWAY_MASTER_KEY": otherHex})
+	_, err = parse(data, map[string]string{"GATEWAY_MASTER_KEY": leaktest.OtherHex})
 	if err == nil || !strings.Contains(err.Error(), "providers.groq.keys[1]: enc: value does not decrypt") {
 		t.Errorf("with another master key: %v", err)
 	}
