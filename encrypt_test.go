@@ -170,7 +170,7 @@ func TestRekeyCommand(t *testing.T) {
 		t.Fatalf("rekey: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	after, _ := os.ReadFile(path)
-	got := regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]*={0,2}`).FindAllString(string(after), -1)
+	got := regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]+={0,2}`).FindAllString(string(after), -1)
 	if len(got) != 2 || got[0] == refs[1] || got[1] == refs[0] {
 		t.Fatalf("values after rekey %q", got)
 	}

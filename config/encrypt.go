@@ -36,7 +36,7 @@ const (
 )
 
 // encToken finds sealed values in a file's text, for rekeying.
-var encToken = regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]*={0,2}`)
+var encToken = regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]+={0,2}`)
 
 // ErrNoMasterKey is wrapped by the error of a master key that is not given.
 var ErrNoMasterKey = errors.New("no master key")

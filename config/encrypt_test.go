@@ -213,7 +213,7 @@ func TestRekey(t *testing.T) {
 	for i, s := range secrets {
 		refs[i] = seal(t, oldK, s)
 	}
-	data := fmt.Sprintf(`# keys sealed with the master key   
+	data := fmt.Sprintf(`# keys sealed with the master key: enc:v1:... values   
 auth:
   keys:
     - {name: team, key: "%s"}
@@ -229,7 +229,7 @@ providers:
 	if err != nil || n != 3 {
 		t.Fatalf("Rekey = %d, %v; want 3 values", n, err)
 	}
-	got := regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]*={0,2}`).FindAllString(string(out), -1)
+	got := regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]+={0,2}`).FindAllString(string(out), -1)
 	if len(got) != 3 {
 		t.Fatalf("rekeyed file holds %d values, want 3:\n%s", len(got), out)
 	}
@@ -247,7 +247,7 @@ providers:
 	}
 	// Everything else is byte for byte the same.
 	mask := func(s string) string {
-		return regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]*={0,2}`).ReplaceAllString(s, "ENC")
+		return regexp.MustCompile(`enc:v1:[A-Za-z0-9+/]+={0,2}`).ReplaceAllString(s, "ENC")
 	}
 	if mask(string(out)) != mask(data) {
 		t.Errorf("the rest of the file changed:\n%s\nwant:\n%s", mask(string(out)), mask(data))
