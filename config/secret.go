@@ -16,8 +16,8 @@ import (
 
 // Secret is a key referenced from the config file: `${ENV_VAR}`,
 // `file:/path/to/file`, `enc:v1:<base64>` sealed with the master key, or
-// for gateway keys `sha256:<hex>`. It never prints
-// its value: fmt verbs, YAML and JSON all show `<secret>` or the reference.
+// for gateway keys `sha256:<hex>`. It never prints its value: fmt verbs,
+// YAML and JSON all show `<secret>` or the reference.
 type Secret struct {
 	ref string
 	// value is behind a pointer because fmt prints a nested struct field by
