@@ -63,8 +63,8 @@ func (s Secret) Reveal() string {
 	return *s.value
 }
 
-// Ref returns the reference as written in the file (an env var name or a
-// path, never a value).
+// Ref returns the reference as written in the file (an env var name, a
+// path or a sealed `enc:` value, never the key itself).
 func (s Secret) Ref() string { return s.ref }
 
 // errUnset marks a reference that points at nothing, which optional
