@@ -25,10 +25,17 @@ const usage = `usage:
   gateway [-config gateway.yaml] [-log-level info] [-cpuprofile F]
                                                      serve (same as: gateway serve ...)
   gateway validate [-secrets] FILE...                check config files without serving;
-                                                     -secrets also reads every key reference
+                                                     -secrets also reads every key reference;
+                                                     enc: values are decrypted when the master
+                                                     key is set, else checked for form only
   gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
                   [-max-tokens N] [-stream] [-tools] [-operation OP] [-skip-secrets]
                                                      show the route and candidates for a request
+  gateway encrypt < SECRET                           print the enc:v1: reference of the secret
+                                                     on stdin, sealed with GATEWAY_MASTER_KEY
+                                                     (or the file named by GATEWAY_MASTER_KEY_FILE)
+  gateway encrypt -rekey FILE                        reseal every enc:v1: value of FILE from
+                                                     GATEWAY_MASTER_KEY_OLD to GATEWAY_MASTER_KEY
   gateway version                                    print the build's version (also: -version)
 
 exit status: 0 ok; 1 a config error, a serving failure, or a request explain
@@ -95,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "explain":
 			return explain(args[1:], stdout, stderr)
+		case "encrypt":
+			return encrypt(args[1:], os.Stdin, stdout, stderr)
 		case "serve":
 			args = args[1:]
 		case "version":
@@ -199,12 +208,13 @@ func (l *logs) apply(cfg *config.Config) {
 
 // validate checks each file and prints every problem found. By default key
 // references are checked for form only, so a GitOps repo's CI, which holds
-// no secrets, can run it.
+// no secrets, can run it; `enc:` values are decrypted all the same when the
+// master key is given, and a warning counts them when it is not.
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, as serving would")
+	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, and require the master key for enc: ones, as serving would")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

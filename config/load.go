@@ -161,6 +161,15 @@ type parser struct {
 	// secrets hashes the key references as they resolve, into resolved.
 	secrets  hash.Hash
 	resolved resolved
+	// master is the master key, read at the first `enc:` value.
+	master struct {
+		read bool
+		key  *MasterKey
+		err  error
+	}
+	// encSkipped counts the `enc:` values left closed for want of a
+	// master key, validating without secrets.
+	encSkipped int
 }
 
 type keyAt struct {
@@ -396,6 +405,10 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.ClientWriteTimeout <= 0 {
 		p.errorf("client_write_timeout", "must be positive, got %s", c.ClientWriteTimeout.D())
+	}
+	if p.encSkipped > 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%d enc: key references checked for form only: no master key to decrypt them (set %s or %s_FILE)",
+			p.encSkipped, MasterKeyEnv, MasterKeyEnv))
 	}
 }
 
@@ -693,7 +706,7 @@ func (p *parser) validateAuth(c *Config) {
 		}
 		if err := p.resolve(&k.Key, true); err != nil {
 			p.errorf(path+".key", "%s", refProblem(err))
-		} else if !p.opt.SkipSecrets || k.Key.hash != nil {
+		} else if k.Key.value != nil || k.Key.hash != nil {
 			if k.Key.hash != nil {
 				copy(k.Hash[:], k.Key.hash)
 			} else {
