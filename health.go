@@ -130,7 +130,7 @@ func checkHealth(ctx context.Context, u string) (string, error) {
 	line := "version " + h.Version
 	if !h.LastReload.OK {
 		// Still healthy: the last good config serves. Say so, for whoever reads the probe's output.
-		line += fmt.Sprintf("; the last reload was rejected (%d errors), the previous config serves", h.LastReload.Errors)
+		line += fmt.Sprintf("; the last reload was rejected (errors: %d), the previous config serves", h.LastReload.Errors)
 	}
 	return line, nil
 }
