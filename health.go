@@ -37,6 +37,9 @@ func health(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(stderr, "unexpected argument %q", fs.Arg(0))
 	}
+	if *timeout <= 0 {
+		return usageError(stderr, "-timeout must be positive, got %v", *timeout)
+	}
 	u, err := healthURL(*target, *listen, *path)
 	if err != nil {
 		fmt.Fprintln(stderr, "unhealthy:", err)

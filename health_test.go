@@ -159,6 +159,7 @@ func TestHealthCommand(t *testing.T) {
 		{"status not ok", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"status":"starting"}`) }, nil, 1, `status "starting"`},
 		{"a file with no listen", nil, []string{"-config", filepath.Join(t.TempDir(), "none.yaml")}, 1, "unhealthy: reading config"},
 		{"a stray argument", nil, []string{"-url", "http://" + addr, "now"}, 2, `unexpected argument "now"`},
+		{"no time to answer", nil, []string{"-url", "http://" + addr, "-timeout", "0s"}, 2, "-timeout must be positive, got 0s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := c.args
