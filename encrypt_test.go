@@ -281,7 +281,7 @@ func TestServeEncryptedKey(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, path, nil, stdout, stderr) }()
+	go func() { served <- serve(ctx, path, config.Options{}, nil, stdout, stderr) }()
 
 	var reply string
 	deadline := time.Now().Add(10 * time.Second)
