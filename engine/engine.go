@@ -296,6 +296,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		e.stats(ctx, s, key)
+	case "/api/explain":
+		e.explainAPI(ctx, s)
 	case "/metrics":
 		e.metrics(ctx, s)
 	case "/targets":

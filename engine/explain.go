@@ -78,7 +78,12 @@ type ExplainedCandidate struct {
 // it. The error is for a request that cannot be explained: an unknown
 // operation or key name.
 func (e *Engine) Explain(req ExplainRequest) (*Explanation, error) {
-	x, err := e.snap.Load().explain(req, time.Now())
+	return e.snap.Load().explain(req, time.Now())
+}
+
+// explain is Explain against s, with its Text written.
+func (s *snapshot) explain(req ExplainRequest, now time.Time) (*Explanation, error) {
+	x, err := s.decide(req, now)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +93,8 @@ func (e *Engine) Explain(req ExplainRequest) (*Explanation, error) {
 	return x, nil
 }
 
-func (s *snapshot) explain(req ExplainRequest, now time.Time) (*Explanation, error) {
+// decide works out the explanation of req at now.
+func (s *snapshot) decide(req ExplainRequest, now time.Time) (*Explanation, error) {
 	x := &Explanation{Model: req.Model, Candidates: []ExplainedCandidate{}}
 	p := func(format string, args ...any) { x.lines = append(x.lines, fmt.Sprintf(format, args...)) }
 	op := opChat
