@@ -257,6 +257,9 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	defer e.contain(ctx)
 	s := e.snap.Load()
 	e.setRequestID(ctx)
+	if s.cors != nil && s.cors.apply(ctx) {
+		return
+	}
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/chat/completions", "/chat/completions":

@@ -49,6 +49,8 @@ type snapshot struct {
 	// red keeps every provider key of the config out of what upstreams
 	// answer: the adapters' replies and the passthrough's.
 	red *adapters.Redactor
+	// cors is the cors: block compiled; nil when there is none.
+	cors *corsPolicy
 }
 
 type provider struct {
@@ -200,6 +202,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		cacheTTL:    cfg.Cache.TTL.D(),
 		access:      *cfg.Log.Access,
 		red:         red,
+		cors:        newCORS(cfg.CORS),
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
