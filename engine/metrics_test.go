@@ -1,8 +1,12 @@
 package engine
 
 import (
+	"os"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // TestMetricsEscapeNames scrapes a gateway whose route name holds a quote
@@ -45,5 +49,46 @@ func TestExpositionEscaping(t *testing.T) {
 	}
 	if strings.Contains(x.b.String(), `\t`) || strings.Contains(x.b.String(), `\u`) {
 		t.Errorf("escapes Prometheus does not know:\n%s", x.b.String())
+	}
+}
+
+// TestGrafanaDashboardMatchesMetrics keeps examples/grafana in step with
+// /metrics: every family the dashboard queries exists, and every family
+// /metrics exposes is charted.
+func TestGrafanaDashboardMatchesMetrics(t *testing.T) {
+	raw, err := os.ReadFile("../examples/grafana/gateway-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gjson.ValidBytes(raw) {
+		t.Fatal("the dashboard is not valid JSON")
+	}
+	used := map[string]bool{}
+	for _, expr := range gjson.GetBytes(raw, "panels.#.targets.#.expr").Array() {
+		for _, e := range expr.Array() {
+			for _, m := range regexp.MustCompile(`gateway_[a-z_]+`).FindAllString(e.Str, -1) {
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					m = strings.TrimSuffix(m, suffix)
+				}
+				used[m] = true
+			}
+		}
+	}
+	n := newFakeNet(t)
+	n.upstream("p1.test", fakeOK("one"))
+	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1"}}, "models:\n  auto: {targets: [p1/m]}\n"), n)
+	// Families by status class have samples once something was answered.
+	g.chat(`{"model":"auto","messages":[{"role":"user","content":"hi"}]}`)
+	g.get("/proxy/p1/models")
+	exposed := obParse(t, g.get("/metrics").body)
+	for name := range used {
+		if exposed[name] == nil {
+			t.Errorf("the dashboard queries %s, which /metrics does not expose", name)
+		}
+	}
+	for name := range exposed {
+		if !used[name] {
+			t.Errorf("/metrics exposes %s, which the dashboard does not chart", name)
+		}
 	}
 }
