@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -416,6 +417,44 @@ func (p *parser) validate(c *Config) {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("%d enc: key references checked for form only: no master key to decrypt them (set %s or %s_FILE)",
 			p.encSkipped, MasterKeyEnv, MasterKeyEnv))
 	}
+	if hasControl(c.Region) {
+		p.errorf("region", "must not hold control characters (tab, newline, ...)")
+	}
+	p.validateCORS(c.CORS)
+}
+
+// hasControl reports whether s holds a control character: a name that
+// ends up in a header, a log line or a metrics label must not.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// headerName matches an HTTP header name (RFC 9110's token).
+var headerName = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+func (p *parser) validateCORS(c *CORS) {
+	if c == nil {
+		return
+	}
+	if len(c.Origins) == 0 {
+		p.errorf("cors.origins", "is empty; list the origins allowed, such as https://app.example.com, or \"*\"")
+	}
+	for i, o := range c.Origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil || o != strings.ToLower(o) {
+			p.errorf(fmt.Sprintf("cors.origins[%d]", i), "want an origin as a browser sends it, scheme://host[:port] "+
+				"in lower case with no path (not even /), or \"*\"; got %q", o)
+		}
+	}
+	for i, h := range c.Headers {
+		if !headerName.MatchString(h) {
+			p.errorf(fmt.Sprintf("cors.headers[%d]", i), "invalid header name %q", h)
+		}
+	}
 }
 
 func (p *parser) validateProviders(c *Config) {
@@ -642,6 +681,9 @@ func (p *parser) validateRoutes(c *Config) {
 		}
 		if r.Name == "" {
 			p.errorf(path, "name is missing")
+		} else if hasControl(r.Name) {
+			// It is sent as x-gateway-route and written as a metrics label.
+			p.errorf(path+".name", "route name %q must not hold control characters (tab, newline, ...)", r.Name)
 		} else if seen[r.Name] {
 			p.errorf(path+".name", "route name %q is used twice", r.Name)
 		}
