@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"gateway/adapters"
 	"strconv"
 	"time"
 
@@ -92,14 +93,12 @@ func usageOf(c *counters, classes bool) usageBody {
 				if u.Errors == nil {
 					u.Errors = map[string]int64{}
 				}
-				u.Errors[classNames[i]] = n
+				u.Errors[adapters.Class(i).String()] = n
 			}
 		}
 	}
 	return u
 }
-
-var classNames = [numClasses]string{"retryable", "rate_limited", "auth", "bad_request", "context_too_long"}
 
 func codesOf(s *statusCounts) map[string]int64 {
 	m := map[string]int64{}
