@@ -139,7 +139,7 @@
     const dl = el('dl', 'facts');
     const add = (k, ...v) => dl.append(el('dt', null, k), el('dd', null, ...v));
     const cfg = stats.config || {};
-    add('config', el('code', null, String(cfg.checksum || '').slice(0, 12)), ' loaded ' + when(cfg.loadedAt));
+    add('config', el('code', null, String(cfg.checksum || '').slice(0, 12)), ' loaded ' + when(cfg.loadedAt || cfg.loaded_at));
     const rl = stats.reload || (health.missing ? null : {
       ok: health.last_reload.ok, at: health.last_reload.at, errorCount: health.last_reload.errors,
     });
