@@ -11,12 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/valyala/fasthttp"
-
-	"gateway/config"
 )
 
 // pageConfig is the gateway the browser test looks at: an admin key and
@@ -40,6 +39,10 @@ models:
   auto: {targets: [bad/m, good/m]}
 `
 }
+
+// pageProbes turns on the probe subtest: issue 13's health probes land
+// in another change, and the lead sets it once they run in this build.
+const pageProbes = false
 
 // chromium finds the browser, or skips: CI's .ci/run installs it.
 func chromium(t *testing.T) string {
@@ -72,6 +75,18 @@ type traffic struct {
 	wg     sync.WaitGroup
 	text   strings.Builder
 	bodies map[string]int // bodies read, by path
+	// thrown lists the page's uncaught exceptions and console errors.
+	thrown []string
+	// done stops reading bodies once the test looks at what was read.
+	done bool
+}
+
+// close stops the recording and waits for the bodies being read.
+func (tr *traffic) close() {
+	tr.mu.Lock()
+	tr.done = true
+	tr.mu.Unlock()
+	tr.wg.Wait()
 }
 
 // record listens to tab's network events, reading each response body once
@@ -89,11 +104,16 @@ func (tr *traffic) record(t *testing.T, tab context.Context) {
 	err := chromedp.Listen(tab, func(ev any) {
 		switch ev := ev.(type) {
 		case *runtime.EventExceptionThrown:
-			t.Logf("page exception: %s", ev.ExceptionDetails.Text)
+			h, _ := json.Marshal(ev.ExceptionDetails)
+			tr.mu.Lock()
+			tr.thrown = append(tr.thrown, string(h))
+			tr.mu.Unlock()
 		case *runtime.EventConsoleAPICalled:
 			if ev.Type == runtime.ConsoleAPICalledTypeError {
 				h, _ := json.Marshal(ev.Args)
-				t.Logf("page console error: %s", h)
+				tr.mu.Lock()
+				tr.thrown = append(tr.thrown, string(h))
+				tr.mu.Unlock()
 			}
 		case *network.EventRequestWillBeSent:
 			h, _ := json.Marshal(ev.Request.Headers)
@@ -111,6 +131,11 @@ func (tr *traffic) record(t *testing.T, tab context.Context) {
 			path, _, _ = strings.Cut(strings.TrimPrefix(path, "http://"), "?")
 			_, path, _ = strings.Cut(path, "/")
 			// The listener may not run a command: the body is read aside.
+			tr.mu.Lock()
+			defer tr.mu.Unlock()
+			if tr.done {
+				return
+			}
 			tr.wg.Add(1)
 			go func() {
 				defer tr.wg.Done()
@@ -128,6 +153,9 @@ func (tr *traffic) record(t *testing.T, tab context.Context) {
 	})
 	if err == nil {
 		_, err = chromedp.Call(tab, network.Enable, network.EnableParams{})
+	}
+	if err == nil {
+		_, err = chromedp.Call(tab, runtime.Enable, cdp.Empty{})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -147,10 +175,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(echoError("openai", fasthttp.StatusUnauthorized, echoText(k, fakeEnv["P1_KEY"])))
 	})
-	// The probes land in another change; until then the config knows no
-	// health block and the probe subtest says so.
-	_, err := config.Parse([]byte(pageConfig(true)), config.Options{LookupEnv: func(k string) (string, bool) { return fakeEnv[k], true }})
-	probes := err == nil
+	probes := pageProbes
 	g := newFakeGateway(t, pageConfig(probes), n)
 	base := serveTCP(t, g.eng)
 	// The explain endpoint lands in another change too: the page says
@@ -218,7 +243,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	t.Run("a probe marks the refused key invalid", func(t *testing.T) {
 		if !probes {
-			t.Skip("health probes are not in this build yet (config has no health: block); the lead enables this once they are merged")
+			t.Skip("health probes are not in this build yet: set pageProbes once they are merged")
 		}
 		if err := visible(admin, `[data-key="bad/m#1"][data-state="invalid"]`); err != nil {
 			t.Fatalf("bad/m key #1 never shown invalid: %v", err)
@@ -300,9 +325,12 @@ func TestStatusPageInBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seen.wg.Wait()
+		seen.close()
 		seen.mu.Lock()
 		defer seen.mu.Unlock()
+		if len(seen.thrown) > 0 {
+			t.Errorf("the page threw or logged errors:\n%s", strings.Join(seen.thrown, "\n"))
+		}
 		if seen.bodies["/api/stats"] == 0 || seen.bodies["/v1/chat/completions"] == 0 {
 			t.Fatalf("response bodies read: %v", seen.bodies)
 		}

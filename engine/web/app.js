@@ -277,7 +277,7 @@
     });
     const cursor = svg('line', { x1: 0, x2: 0, y1: 0, y2: H, class: 'cursor' });
     s.append(cursor);
-    const legend = el('span', 'legend', ...series.map(([, name], i) => el('span', 'c' + i, name)));
+    const legend = series.length > 1 ? el('span', 'legend', ...series.map(([, name], i) => el('span', 'c' + i, name + ' '))) : null;
     const read = el('span', 'read', 'total ' + num(total) + ', peak ' + num(max) + ' per ' + (step >= 3600 ? step / 3600 + ' h' : step / 60 + ' min'));
     s.addEventListener('mousemove', (ev) => {
       if (!points.length) return;
@@ -288,7 +288,7 @@
       read.textContent = new Date(points[i].t * 1000).toLocaleString() + ': ' + series.map(([f, n]) => n + ' ' + num(points[i][f])).join(', ');
     });
     const from = points.length ? new Date(points[0].t * 1000).toLocaleString() : '';
-    return el('figure', 'chart', el('figcaption', null, el('b', null, title), ' ', legend, ' ', read), s,
+    return el('figure', 'chart', el('figcaption', null, el('b', null, title), ' ', legend, read), s,
       el('div', 'axis', el('span', null, from), el('span', null, 'now')));
   }
 
@@ -380,7 +380,8 @@
 
   function updateModels(models) {
     if (models.missing) return;
-    const ids = (models.data || []).map((m) => m.id);
+    // Names that serve no chat (embeddings only) cannot answer a prompt.
+    const ids = (models.data || []).filter((m) => !m.operations || m.operations.includes('chat')).map((m) => m.id);
     if (ids.join('\n') === modelIds) return;
     modelIds = ids.join('\n');
     const sel = $('play-model');
