@@ -22,17 +22,31 @@ import (
 )
 
 const usage = `usage:
-  gateway [-config gateway.yaml] [-log-level info] [-cpuprofile F]
+  gateway [-config gateway.yaml] [-listen ADDR] [-log-level info] [-cpuprofile F]
                                                      serve (same as: gateway serve ...)
-  gateway validate [-secrets] FILE...                check config files without serving;
-                                                     -secrets also reads every key reference
+  gateway validate [-secrets] [-listen ADDR] FILE... check config files without serving;
+                                                     -secrets also reads every key reference;
+                                                     enc: values are decrypted when the master
+                                                     key is set, else checked for form only
   gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
                   [-max-tokens N] [-stream] [-tools] [-operation OP] [-skip-secrets]
                                                      show the route and candidates for a request
+  gateway encrypt < SECRET                           print the enc:v1: reference of the secret
+                                                     on stdin, sealed with GATEWAY_MASTER_KEY
+                                                     (or the file named by GATEWAY_MASTER_KEY_FILE)
+  gateway encrypt -rekey FILE                        reseal every enc:v1: value of FILE from
+                                                     GATEWAY_MASTER_KEY_OLD to GATEWAY_MASTER_KEY
+  gateway health [-url URL] [-config F] [-listen ADDR] [-timeout 2s]
+                                                     ask a running gateway's /health; without
+                                                     -url, the address serving would listen on
   gateway version                                    print the build's version (also: -version)
 
-exit status: 0 ok; 1 a config error, a serving failure, or a request explain
-says would be refused; 2 a usage error
+environment: GATEWAY_CONFIG, the config file when -config is not given (else
+./gateway.yaml); GATEWAY_LISTEN, the listen address when -listen is not given
+(else the config's listen)
+
+exit status: 0 ok; 1 a config error, a serving failure, a request explain
+says would be refused, or an unhealthy gateway; 2 a usage error
 `
 
 // version is the build's version, set with
@@ -95,6 +109,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "explain":
 			return explain(args[1:], stdout, stderr)
+		case "encrypt":
+			return encrypt(args[1:], os.Stdin, stdout, stderr)
+		case "health":
+			return health(args[1:], stdout, stderr)
 		case "serve":
 			args = args[1:]
 		case "version":
@@ -116,7 +134,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	path := fs.String("config", "gateway.yaml", "the config file")
+	path := fs.String("config", configPath(), "the config file")
+	listen := fs.String("listen", listenAddr(), "the address to listen on, instead of the config's listen")
 	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log.level)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown")
 	showVersion := fs.Bool("version", false, "print the build's version and exit")
@@ -156,7 +175,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, force, stdout, stderr); err != nil {
+	if err := serve(ctx, *path, config.Options{Listen: *listen}, force, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 1
 	}
@@ -199,12 +218,14 @@ func (l *logs) apply(cfg *config.Config) {
 
 // validate checks each file and prints every problem found. By default key
 // references are checked for form only, so a GitOps repo's CI, which holds
-// no secrets, can run it.
+// no secrets, can run it; `enc:` values are decrypted all the same when the
+// master key is given, and a warning counts them when it is not.
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, as serving would")
+	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, and require the master key for enc: ones, as serving would")
+	listen := fs.String("listen", listenAddr(), "check the files as served on this address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -215,7 +236,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, f := range files {
-		cfg, err := config.Load(f, config.Options{SkipSecrets: !*secrets})
+		cfg, err := config.Load(f, config.Options{SkipSecrets: !*secrets, Listen: *listen})
 		if err != nil {
 			code = 1
 			var es config.Errors
@@ -257,7 +278,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	path := fs.String("config", "gateway.yaml", "the config file")
+	path := fs.String("config", configPath(), "the config file")
 	var req engine.ExplainRequest
 	headers := headerFlags{}
 	fs.StringVar(&req.Model, "model", "", "the model the request asks for (required)")
@@ -308,8 +329,10 @@ func explain(args []string, stdout, stderr io.Writer) int {
 // SIGINT or SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(path, config.Options{})
+// serve serves the config file at path; opt is how every load and reload
+// reads it (a -listen override).
+func serve(ctx context.Context, path string, opt config.Options, force *slog.Level, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(path, opt)
 	if err != nil {
 		return fmt.Errorf("loading %s:\n%w", path, err)
 	}
@@ -336,7 +359,7 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 		lg.apply(c)
 		return nil
 	}
-	reloader = config.NewReloader(path, config.Options{}, cfg, apply, log)
+	reloader = config.NewReloader(path, opt, cfg, apply, log)
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()

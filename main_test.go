@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"gateway/config"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -258,7 +260,7 @@ models:
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, nil, io.Discard, io.Discard) }()
+	go func() { served <- serve(ctx, cfg, config.Options{}, nil, io.Discard, io.Discard) }()
 
 	var conn net.Conn
 	deadline := time.Now().Add(10 * time.Second)

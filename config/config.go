@@ -95,11 +95,13 @@ func (c *Config) preset() {
 	c.ClientWriteTimeout = Duration(30 * time.Second)
 }
 
+// defaultListen is loopback: a file that names no address must not open the
+// gateway, auth off, to the network.
+const defaultListen = "127.0.0.1:8080"
+
 func (c *Config) defaults() {
-	// Loopback by default: a file that names no address must not open
-	// the gateway, auth off, to the network.
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = defaultListen
 	}
 	if c.MaxBody == 0 {
 		c.MaxBody = 16 << 20

@@ -551,7 +551,7 @@ providers:
 	}
 
 	literal := []byte("providers:\n  p:\n    type: openai\n    keys: [sk-literal]\n    models: {m: {}}\n")
-	want := "providers.p.keys[0]: key must be a reference: ${ENV_VAR} or file:/path; a literal key does not belong in the file (line 4)"
+	want := "providers.p.keys[0]: key must be a reference: ${ENV_VAR}, file:/path or enc:v1:...; a literal key does not belong in the file (line 4)"
 	_, err = config.Parse(literal, opt)
 	if err == nil {
 		t.Fatalf("SkipSecrets: a literal key passed, want %q", want)
