@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,8 +21,9 @@ import (
 
 // pageConfig is the gateway the browser test looks at: an admin key and
 // another, a provider with two keys whose upstream echoes the key it gets,
-// one whose upstream refuses its key, and a group that tries the refused
-// one first. probes adds a health block (issue 13's probes) to the refused
+// one whose upstream refuses its key, a group that tries the refused
+// one first, and an upstream that lists a model name made of markup and
+// answers with markup in its error. probes adds a health block (issue 13's probes) to the refused
 // provider.
 func pageConfig(probes bool) string {
 	health := ""
@@ -35,10 +37,19 @@ func pageConfig(probes bool) string {
 providers:
   good: {type: openai, base_url: http://good.test/v1, keys: ["${P1_KEY}", "${P1_KEY_B}"], stream_usage: false, models: {m: {upstream: up}}}
   bad: {type: openai, base_url: http://bad.test/v1, keys: ["${P2_KEY}"], models: {m: {upstream: up}}` + health + `}
+  hostile: {type: openai, base_url: http://hostile.test/v1, keys: ["${P3_KEY}"], list_models: true, models: {h: {}}}
 models:
   auto: {targets: [bad/m, good/m]}
 `
 }
+
+// hostileName and hostileError are markup an upstream sends as a model id
+// and as an error message; the page must show them as text.
+const (
+	hostileName     = `<img src=x onerror="window.pwned=1">`
+	hostileError    = `<b>bold</b><img src=x onerror="window.pwned=2"><script>window.pwned=3</script>`
+	hostileSelector = `<img src=x onerror=\"window.pwned=1\">`
+)
 
 // pageProbes turns on the probe subtest: issue 13's health probes land
 // in another change, and the lead sets it once they run in this build.
@@ -175,6 +186,15 @@ func TestStatusPageInBrowser(t *testing.T) {
 		ctx.SetContentType("application/json")
 		ctx.SetBodyString(echoError("openai", fasthttp.StatusUnauthorized, echoText(k, fakeEnv["P1_KEY"])))
 	})
+	n.upstream("hostile.test", func(ctx *fasthttp.RequestCtx, _ int) {
+		ctx.SetContentType("application/json")
+		if ctx.IsGet() {
+			ctx.SetBodyString(`{"object":"list","data":[{"id":` + strconv.Quote(hostileName) + `}]}`)
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.SetBodyString(`{"error":{"message":` + strconv.Quote(hostileError) + `,"type":"invalid_request_error"}}`)
+	})
 	probes := pageProbes
 	g := newFakeGateway(t, pageConfig(probes), n)
 	base := serveTCP(t, g.eng)
@@ -279,6 +299,28 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 		if err := visible(admin, `[data-key="bad/m#1"][data-state="invalid"]`); err != nil {
 			t.Errorf("bad/m key #1 not shown invalid after the 401: %v", err)
+		}
+	})
+
+	t.Run("markup from upstreams stays text", func(t *testing.T) {
+		err := chromedp.Do(admin,
+			chromedp.WaitReady(chromedp.CSS(`#play-model option[value="`+hostileSelector+`"]`)),
+			chromedp.SetValue(chromedp.CSS("#play-model"), hostileName),
+			chromedp.Click(chromedp.CSS("#play-send")))
+		if err == nil {
+			err = visible(admin, `#play-out.done .failed`)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := chromedp.Run(admin, chromedp.Evaluate[map[string]any](`({pwned: window.pwned || 0,
+			markup: document.querySelectorAll('#main img, #main script, #main b').length,
+			out: document.getElementById('play-out').textContent, status: document.getElementById('play-status').textContent})`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got["pwned"] != 0.0 || got["markup"] != 0.0 || got["status"] != "400" || !strings.Contains(got["out"].(string), hostileError) {
+			t.Errorf("hostile markup: %v", got)
 		}
 	})
 

@@ -16,6 +16,12 @@
   let again = false;
   let running = false;
   let modelIds = '';
+  // The model list changes only on a reload: it is asked for every
+  // MODELS_EVERY refreshes, to spend fewer requests of a rate-limited
+  // anonymous client.
+  const MODELS_EVERY = 5;
+  let models = null;
+  let ticks = 0;
 
   class AuthError extends Error {}
   class HTTPError extends Error {
@@ -24,6 +30,8 @@
       this.status = status;
     }
   }
+  // RateError is a 429: the whole refresh waits as long as it says.
+  class RateError extends HTTPError {}
 
   // el makes an element of class cls holding kids (nodes, or text).
   function el(tag, cls, ...kids) {
@@ -51,6 +59,11 @@
   async function api(path) {
     const r = await fetch(path, { headers: headers(), cache: 'no-store', credentials: 'omit' });
     if (r.status === 401) throw new AuthError();
+    if (r.status === 429) {
+      const e = new RateError(429, (await failure(r)).message);
+      e.wait = Math.max(1, Number(r.headers.get('Retry-After')) || 0) * 1000;
+      throw e;
+    }
     if (!r.ok) throw await failure(r);
     return r.json();
   }
@@ -59,7 +72,7 @@
   // {missing: error}, so one section says so and the others still show.
   function optional(p) {
     return p.catch((e) => {
-      if (e instanceof AuthError) throw e;
+      if (e instanceof AuthError || e instanceof RateError) throw e;
       return { missing: e };
     });
   }
@@ -302,13 +315,15 @@
 
   async function refresh() {
     const q = '?window=' + encodeURIComponent(win);
-    const [stats, series, reqs, health, models] = await Promise.all([
+    const fresh = !models || models.missing || ticks++ % MODELS_EVERY === 0;
+    const [stats, series, reqs, health, list] = await Promise.all([
       api('/api/stats' + q),
       optional(api('/api/stats/series' + q)),
       optional(api('/api/requests?limit=50')),
       optional(api('/health')),
-      optional(api('/v1/models')),
+      fresh ? optional(api('/v1/models')) : models,
     ]);
+    models = list;
     const admin = stats.viewer ? stats.viewer.admin : true;
     const groups = models.missing ? [] : (models.data || []).filter((m) => m.owned_by === 'gateway').slice(0, 50);
     const explains = await Promise.all(groups.map((g) => admin
@@ -342,19 +357,21 @@
   async function run() {
     busy = true;
     let refused = false;
+    let wait = REFRESH_MS;
     try {
       await refresh();
       $('main').hidden = false;
     } catch (e) {
       if (e instanceof AuthError) refused = true;
       else {
-        $('problem').textContent = 'refresh failed: ' + e.message + ' (retrying)';
+        if (e instanceof RateError) wait = Math.max(wait, e.wait);
+        $('problem').textContent = 'refresh failed: ' + e.message + ' (retrying in ' + Math.round(wait / 1000) + ' s)';
         $('problem').hidden = false;
       }
     }
     busy = false;
     if (refused) return askKey(key ? 'That key was refused. Enter a gateway key.' : 'This gateway asks for a gateway key.');
-    timer = setTimeout(kick, again ? 0 : REFRESH_MS);
+    timer = setTimeout(kick, again && wait === REFRESH_MS ? 0 : wait);
     again = false;
   }
 
@@ -366,6 +383,7 @@
 
   function askKey(msg) {
     running = false;
+    models = null;
     clearTimeout(timer);
     key = '';
     sessionStorage.removeItem(SLOT);
