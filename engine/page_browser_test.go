@@ -180,7 +180,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	exe := chromium(t)
 	n := newFakeNet(t)
 	n.upstream("good.test", echoUpstream("openai", fakeEnv["P2_KEY"]))
-	n.upstream("bad.test", func(ctx *fasthttp.RequestCtx, _ int) {
+	bad := n.upstream("bad.test", func(ctx *fasthttp.RequestCtx, _ int) {
 		k := strings.TrimPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
 		ctx.SetStatusCode(fasthttp.StatusUnauthorized)
 		ctx.SetContentType("application/json")
@@ -267,6 +267,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 		if err := visible(admin, `[data-key="bad/m#1"][data-state="invalid"]`); err != nil {
 			t.Fatalf("bad/m key #1 never shown invalid: %v", err)
+		}
+		for _, r := range bad.requests() {
+			if strings.Contains(r.uri, "chat") {
+				t.Errorf("bad.test got a chat request before the playground sent one: %s", r.uri)
+			}
 		}
 	})
 
