@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -380,9 +381,16 @@ func serve(ctx context.Context, path string, opt config.Options, force *slog.Lev
 		}
 	}()
 
+	// net.Listen, not fasthttp's ListenAndServe (tcp4 only): an IPv6
+	// listen address serves, a wildcard one serves both families, and a
+	// taken port fails here, before the gateway says it listens.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("serving on %s: %w", cfg.Listen, err)
+	}
 	srv := eng.Server()
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.ListenAndServe(cfg.Listen) }()
+	go func() { serveDone <- srv.Serve(ln) }()
 	log.Info("gateway listening", "addr", cfg.Listen, "version", buildVersion(), "config", path, "checksum", cfg.Checksum[:12],
 		"providers", len(cfg.Providers), "models", len(cfg.Models))
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -310,5 +311,50 @@ models:
 	if c, err := net.Dial("tcp", gwAddr); err == nil {
 		c.Close()
 		t.Error("the gateway still accepts connections after shutdown")
+	}
+}
+
+// TestServeListenFamilies serves on an IPv6 loopback address (fasthttp's
+// own ListenAndServe listens on IPv4 only) and fails at once, with the
+// address, when the port is taken.
+func TestServeListenFamilies(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: \""+addr+"\"\nlog: {access: false}\nproviders:\n  mock: {type: mock, models: {echo: {}}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, config.Options{}, nil, io.Discard, io.Discard) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("/health on %s: %d", addr, resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never answered on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A second gateway on the same address fails at once, naming it.
+	err = serve(context.Background(), cfg, config.Options{}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("a second serve on a taken address: %v", err)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }
