@@ -306,7 +306,13 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	case "/targets":
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(s.targetsJSON)
+	case "/", "/status":
+		page(ctx)
 	default:
+		if bytes.HasPrefix(path, []byte("/status/")) {
+			page(ctx)
+			return
+		}
 		if id, ok := bytes.CutPrefix(path, []byte("/v1/responses/")); ok {
 			e.storedResponse(ctx, s, string(id))
 			return
