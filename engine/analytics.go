@@ -24,15 +24,18 @@ type span struct {
 	name   string
 	step   time.Duration
 	points int
+	// tier is where it is read: 0 the minute buckets, i > 0 the folded
+	// tier i-1.
+	tier int
 }
 
 // spans are the periods served; the first is read from the minute
 // buckets, each other from its own tier of folded buckets.
 var spans = [...]span{
-	{"1h", time.Minute, 60},
-	{"24h", 10 * time.Minute, 144},
-	{"7d", time.Hour, 168},
-	{"30d", 6 * time.Hour, 120},
+	{"1h", time.Minute, 60, 0},
+	{"24h", 10 * time.Minute, 144, 1},
+	{"7d", time.Hour, 168, 2},
+	{"30d", 6 * time.Hour, 120, 3},
 }
 
 // spanNamed returns the span called name, nil for none.
@@ -43,16 +46,6 @@ func spanNamed(name string) *span {
 		}
 	}
 	return nil
-}
-
-// index is w's place in spans.
-func (w *span) index() int {
-	for i := range spans {
-		if &spans[i] == w {
-			return i
-		}
-	}
-	panic("span not in spans")
 }
 
 // minuteSlots is the length of the minute ring: the 60 of the 1h window
@@ -247,7 +240,13 @@ func (a *analytics) tick() {
 	defer a.mu.Unlock()
 	if m > a.minute.Load() {
 		for _, s := range a.live {
-			s.minutes[m%minuteSlots].reset(m)
+			b := &s.minutes[m%minuteSlots]
+			if held := b.minute.Load(); held > s.folded {
+				// The clock jumped (a test, a VM resumed): keep what
+				// the bucket held.
+				s.fold(held)
+			}
+			b.reset(m)
 		}
 		a.minute.Store(m)
 	}
@@ -260,13 +259,13 @@ func (a *analytics) tick() {
 // perMinutes is the number of minutes in a bucket of tier i.
 func perMinutes(i int) int64 { return int64(spans[i+1].step / time.Minute) }
 
-// fold adds the minutes up to last not folded yet into the tiers.
-// Minutes the ring no longer holds (the ticker stalled over an hour) are
-// lost, not misfiled. Called with a.mu held.
+// fold adds the minutes up to last not folded yet into the tiers, each
+// once. Called with a.mu held.
 func (s *series) fold(last int64) {
-	for m := max(s.folded+1, last-minuteSlots+1); m <= last; m++ {
-		b := &s.minutes[m%minuteSlots]
-		if b.minute.Load() != m {
+	for i := range s.minutes {
+		b := &s.minutes[i]
+		m := b.minute.Load()
+		if m <= s.folded || m > last {
 			continue
 		}
 		t := b.load()
@@ -297,7 +296,7 @@ func (s *series) points(w *span) []tally {
 func (s *series) addPoints(w *span, out []tally) {
 	cur := s.a.minute.Load()
 	n := int64(w.points)
-	if w == &spans[0] {
+	if w.tier == 0 {
 		for k := range n {
 			m := cur - n + 1 + k
 			if b := &s.minutes[m%minuteSlots]; b.minute.Load() == m {
@@ -307,7 +306,7 @@ func (s *series) addPoints(w *span, out []tally) {
 		}
 		return
 	}
-	i := w.index() - 1
+	i := w.tier - 1
 	tier, per := s.tiers[i], perMinutes(i)
 	first := cur/per - n + 1
 	for k := range n {
