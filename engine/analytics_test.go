@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 
@@ -358,5 +359,20 @@ func TestStatsWithAuthOffShowAnAdminViewer(t *testing.T) {
 	}
 	if got := gjson.GetBytes(r.body, "reload.errors").Raw; got != "[]" {
 		t.Errorf("reload.errors %s, want [] for an admin", got)
+	}
+}
+
+// TestSeriesMemoryBound pins the bound README states: 128 KiB a series,
+// whatever the traffic, for 30 days.
+func TestSeriesMemoryBound(t *testing.T) {
+	var slots uintptr
+	for _, w := range spans[1:] {
+		slots += uintptr(w.points)
+	}
+	if n := unsafe.Sizeof(series{}) + slots*unsafe.Sizeof(slot{}); n > 128<<10 {
+		t.Errorf("a series takes %d bytes, over the 128 KiB README states", n)
+	}
+	if n := unsafe.Sizeof(recentRing{}); n > 80<<10 {
+		t.Errorf("the requests ring takes %d bytes, over the 80 KiB README states", n)
 	}
 }
