@@ -67,7 +67,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 	}
 	family("gateway_upstream_ttfb_seconds", "histogram", "Time to the first byte of successful upstream attempts.")
 	for _, t := range targets {
-		histo("gateway_upstream_ttfb_seconds", fmt.Sprintf("provider=%q,model=%q,", t.provider.name, t.model.Name), &t.state.use.ttfb)
+		histo("gateway_upstream_ttfb_seconds", fmt.Sprintf("provider=%q,model=%q,", t.provider.name, t.model.Name), &t.state.use.latency)
 	}
 	family("gateway_tokens_total", "counter", "Tokens the upstreams reported, by provider, model and kind.")
 	for _, t := range targets {

@@ -74,16 +74,35 @@ var classNames = func() (n [numClasses]string) {
 	return n
 }()
 
-// counters is the usage of one target or gateway key since the start,
-// and over time in its series. Every field is an atomic, so recording
-// costs no lock.
-type counters struct {
+// usage is what a target, a gateway key or a bucket of a series counts.
+// Every field is an atomic, so recording costs no lock.
+type usage struct {
 	requests, successes, fallbacks atomic.Int64
-	// errors counts failed upstream attempts by class (targets) or failed
-	// requests (keys, routes: by status class index 4 or 5 below).
+	// errors counts failed upstream attempts by class.
 	errors             [numClasses]atomic.Int64
 	prompt, completion atomic.Int64
-	ttfb               histogram
+	// latency is a target's time to first byte; in a bucket of a key,
+	// route or provider, the answer's latency.
+	latency histogram
+}
+
+// load reads the usage.
+func (u *usage) load() tally {
+	t := tally{requests: u.requests.Load(), successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
+		prompt: u.prompt.Load(), completion: u.completion.Load()}
+	for i := range t.errors {
+		t.errors[i] = u.errors[i].Load()
+	}
+	var sum time.Duration
+	t.latency, _, sum = u.latency.snapshot()
+	t.latencySum = int64(sum)
+	return t
+}
+
+// counters is the usage of one target or gateway key since the start,
+// and over time in its series.
+type counters struct {
+	usage
 	// series is nil for a target the config does not declare. A build
 	// may set it while requests of the snapshot before read it.
 	series atomic.Pointer[series]
@@ -94,7 +113,7 @@ type counters struct {
 func (c *counters) won(ttfb time.Duration, fellBack bool) {
 	c.requests.Add(1)
 	c.successes.Add(1)
-	c.ttfb.observe(ttfb)
+	c.latency.observe(ttfb)
 	if fellBack {
 		c.fallbacks.Add(1)
 	}
@@ -135,20 +154,6 @@ func (c *counters) tokens(u adapters.Usage) {
 		c.completion.Add(int64(u.Completion))
 		c.series.Load().at().tokens(u)
 	}
-}
-
-// load reads the counters since the start; the latency is the time to
-// first byte.
-func (c *counters) load() tally {
-	t := tally{requests: c.requests.Load(), successes: c.successes.Load(), fallbacks: c.fallbacks.Load(),
-		prompt: c.prompt.Load(), completion: c.completion.Load()}
-	for i := range t.errors {
-		t.errors[i] = c.errors[i].Load()
-	}
-	var sum time.Duration
-	t.latency, _, sum = c.ttfb.snapshot()
-	t.latencySum = int64(sum)
-	return t
 }
 
 // tokens adds known usage to the bucket, if any.
