@@ -376,3 +376,31 @@ func TestSeriesMemoryBound(t *testing.T) {
 		t.Errorf("the requests ring takes %d bytes, over the 80 KiB README states", n)
 	}
 }
+
+// BenchmarkAnalyticsRecord is what analytics add to one chat request:
+// the answer counted for the gateway, its route and key, the winning
+// attempt for its target, the tokens for all four, and the request
+// remembered for /api/requests.
+func BenchmarkAnalyticsRecord(b *testing.B) {
+	a := newAnalytics(nanotime)
+	var target, key counters
+	var route answers
+	target.series.Store(a.newSeries())
+	key.series.Store(a.newSeries())
+	route.series.Store(a.newSeries())
+	var ring recentRing
+	u := adapters.Usage{Prompt: 9, Completion: 7, Known: true}
+	l := accessLine{id: "req_0123456789abcdef01234567", key: "bench", route: "tools", via: "up/m", model: "auto", status: 200}
+	b.ReportAllocs()
+	for b.Loop() {
+		target.won(3*time.Millisecond, false)
+		target.tokens(u)
+		key.series.Load().at().answered(200, 4*time.Millisecond, false)
+		key.tokens(u)
+		route.answered(200, 4*time.Millisecond, false)
+		route.series.Load().at().tokens(u)
+		a.all.at().answered(200, 4*time.Millisecond, false)
+		a.all.at().tokens(u)
+		ring.record(&l, time.Now())
+	}
+}

@@ -272,9 +272,7 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		}
 		return
 	}
-	var entry recentEntry
-	entry.fill(&l, start.Add(lat))
-	e.recent.add(&entry)
+	e.recent.record(&l, start.Add(lat))
 	if logged {
 		e.access.write(&l)
 	}

@@ -408,9 +408,7 @@ func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		key.stats.answered(status, lat, false)
 		l.key = key.cfg.Name
 	}
-	var entry recentEntry
-	entry.fill(&l, start.Add(lat))
-	e.recent.add(&entry)
+	e.recent.record(&l, start.Add(lat))
 	if e.access != nil && s.access {
 		e.access.write(&l)
 	}

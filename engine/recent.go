@@ -92,14 +92,34 @@ type recentSlot struct {
 	e   recentEntry
 }
 
+// add remembers e.
 func (r *recentRing) add(e *recentEntry) {
-	n := r.next.Add(1)
-	sl := &r.slots[n%recentSize]
-	sl.mu.Lock()
+	sl, n := r.claim()
 	if n > sl.seq {
 		sl.seq, sl.e = n, *e
 	}
 	sl.mu.Unlock()
+}
+
+// record remembers the request l tells, answered at, filling its slot in
+// place.
+func (r *recentRing) record(l *accessLine, at time.Time) {
+	sl, n := r.claim()
+	if n > sl.seq {
+		sl.seq = n
+		sl.e.fill(l, at)
+	}
+	sl.mu.Unlock()
+}
+
+// claim takes the next slot, locked, and its sequence number. A slot a
+// later writer already took (the ring went round while this one waited)
+// is left to it.
+func (r *recentRing) claim() (*recentSlot, uint64) {
+	n := r.next.Add(1)
+	sl := &r.slots[n%recentSize]
+	sl.mu.Lock()
+	return sl, n
 }
 
 type recentJS struct {
