@@ -4,11 +4,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -22,17 +25,35 @@ import (
 )
 
 const usage = `usage:
-  gateway [-config gateway.yaml] [-log-level info] [-cpuprofile F]
+  gateway [-config gateway.yaml] [-listen ADDR] [-log-level info] [-cpuprofile F]
                                                      serve (same as: gateway serve ...)
-  gateway validate [-secrets] FILE...                check config files without serving;
-                                                     -secrets also reads every key reference
-  gateway explain -model M [-config F] [-key NAME] [-header k=v]... [-tokens N]
-                  [-max-tokens N] [-stream] [-tools] [-operation OP] [-skip-secrets]
-                                                     show the route and candidates for a request
+  gateway validate [-secrets] [-listen ADDR] FILE... check config files without serving;
+                                                     -secrets also reads every key reference;
+                                                     enc: values are decrypted when the master
+                                                     key is set, else checked for form only
+  gateway explain -model M [-config F | -url URL] [-key NAME] [-header k=v]...
+                  [-tokens N] [-max-tokens N] [-stream] [-tools] [-operation OP]
+                  [-skip-secrets]
+                                                     show the route and candidates for a request:
+                                                     from the file, or with -url from a running
+                                                     gateway's live state (an admin gateway key
+                                                     in $GATEWAY_KEY when auth is on)
+  gateway encrypt < SECRET                           print the enc:v1: reference of the secret
+                                                     on stdin, sealed with GATEWAY_MASTER_KEY
+                                                     (or the file named by GATEWAY_MASTER_KEY_FILE)
+  gateway encrypt -rekey FILE                        reseal every enc:v1: value of FILE from
+                                                     GATEWAY_MASTER_KEY_OLD to GATEWAY_MASTER_KEY
+  gateway health [-url URL] [-config F] [-listen ADDR] [-timeout 2s]
+                                                     ask a running gateway's /health; without
+                                                     -url, the address serving would listen on
   gateway version                                    print the build's version (also: -version)
 
-exit status: 0 ok; 1 a config error, a serving failure, or a request explain
-says would be refused; 2 a usage error
+environment: GATEWAY_CONFIG, the config file when -config is not given (else
+./gateway.yaml); GATEWAY_LISTEN, the listen address when -listen is not given
+(else the config's listen)
+
+exit status: 0 ok; 1 a config error, a serving failure, a request explain
+says would be refused, or an unhealthy gateway; 2 a usage error
 `
 
 // version is the build's version, set with
@@ -95,6 +116,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return validate(args[1:], stdout, stderr)
 		case "explain":
 			return explain(args[1:], stdout, stderr)
+		case "encrypt":
+			return encrypt(args[1:], os.Stdin, stdout, stderr)
+		case "health":
+			return health(args[1:], stdout, stderr)
 		case "serve":
 			args = args[1:]
 		case "version":
@@ -116,7 +141,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	path := fs.String("config", "gateway.yaml", "the config file")
+	path := fs.String("config", configPath(), "the config file")
+	listen := fs.String("listen", listenAddr(), "the address to listen on, instead of the config's listen")
 	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log.level)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown")
 	showVersion := fs.Bool("version", false, "print the build's version and exit")
@@ -156,7 +182,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, force, stdout, stderr); err != nil {
+	if err := serve(ctx, *path, config.Options{Listen: *listen}, force, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 1
 	}
@@ -199,12 +225,14 @@ func (l *logs) apply(cfg *config.Config) {
 
 // validate checks each file and prints every problem found. By default key
 // references are checked for form only, so a GitOps repo's CI, which holds
-// no secrets, can run it.
+// no secrets, can run it; `enc:` values are decrypted all the same when the
+// master key is given, and a warning counts them when it is not.
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, as serving would")
+	secrets := fs.Bool("secrets", false, "also resolve every ${ENV} and file: reference, and require the master key for enc: ones, as serving would")
+	listen := fs.String("listen", listenAddr(), "check the files as served on this address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -215,7 +243,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	for _, f := range files {
-		cfg, err := config.Load(f, config.Options{SkipSecrets: !*secrets})
+		cfg, err := config.Load(f, config.Options{SkipSecrets: !*secrets, Listen: *listen})
 		if err != nil {
 			code = 1
 			var es config.Errors
@@ -257,7 +285,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	path := fs.String("config", "gateway.yaml", "the config file")
+	path := fs.String("config", configPath(), "the config file")
 	var req engine.ExplainRequest
 	headers := headerFlags{}
 	fs.StringVar(&req.Model, "model", "", "the model the request asks for (required)")
@@ -270,6 +298,7 @@ func explain(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&req.Stream, "stream", false, "a streaming request")
 	fs.BoolVar(&req.Tools, "tools", false, "the request carries tools")
 	skip := fs.Bool("skip-secrets", false, "do not read key references (explain a file whose secrets are elsewhere)")
+	live := fs.String("url", "", "ask the gateway at this URL (GET /api/explain) instead of reading -config")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -281,35 +310,87 @@ func explain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	req.Headers = headers
-	cfg, err := config.Load(*path, config.Options{SkipSecrets: *skip})
-	if err != nil {
-		fmt.Fprintf(stderr, "%s:\n%v\n", *path, err)
-		return 1
+	var x *engine.Explanation
+	var err error
+	if *live != "" {
+		x, err = explainLive(*live, os.Getenv("GATEWAY_KEY"), req)
+	} else {
+		x, err = explainFile(*path, *skip, req)
 	}
-	eng, err := engine.New(cfg, engine.Options{})
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	defer eng.Close()
-	status, err := eng.Explain(stdout, req)
 	if err != nil {
 		fmt.Fprintln(stderr, "explain:", err)
 		return 1
 	}
+	fmt.Fprint(stdout, x.Text)
 	// A CI check of routing fails when the request would be refused.
-	if status >= 400 {
+	if x.Status >= 400 {
 		return 1
 	}
 	return 0
+}
+
+// explainFile explains req from a fresh engine built from the file at
+// path exactly as serve builds it.
+func explainFile(path string, skipSecrets bool, req engine.ExplainRequest) (*engine.Explanation, error) {
+	cfg, err := config.Load(path, config.Options{SkipSecrets: skipSecrets})
+	if err != nil {
+		return nil, fmt.Errorf("%s:\n%w", path, err)
+	}
+	eng, err := engine.New(cfg, engine.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	return eng.Explain(req)
+}
+
+// explainTimeout bounds a live explain's round trip.
+const explainTimeout = 10 * time.Second
+
+// explainLive asks the gateway at base for its live explanation of req,
+// with gatewayKey (empty when its auth is off).
+func explainLive(base, gatewayKey string, req engine.ExplainRequest) (*engine.Explanation, error) {
+	u := strings.TrimRight(base, "/") + "/api/explain?" + req.Query()
+	hr, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("-url %q: %w", base, err)
+	}
+	if gatewayKey != "" {
+		hr.Header.Set("Authorization", "Bearer "+gatewayKey)
+	}
+	resp, err := (&http.Client{Timeout: explainTimeout}).Do(hr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer of %s: %w", base, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
+			return nil, fmt.Errorf("%s answered %d: %s", base, resp.StatusCode, e.Error.Message)
+		}
+		return nil, fmt.Errorf("%s answered %d", base, resp.StatusCode)
+	}
+	var x engine.Explanation
+	if err := json.Unmarshal(body, &x); err != nil {
+		return nil, fmt.Errorf("%s did not answer an explanation: %w", base, err)
+	}
+	return &x, nil
 }
 
 // shutdownGrace bounds how long open requests and streams may run on after
 // SIGINT or SIGTERM.
 const shutdownGrace = 30 * time.Second
 
-func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr io.Writer) error {
-	cfg, err := config.Load(path, config.Options{})
+// serve serves the config file at path; opt is how every load and reload
+// reads it (a -listen override).
+func serve(ctx context.Context, path string, opt config.Options, force *slog.Level, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(path, opt)
 	if err != nil {
 		return fmt.Errorf("loading %s:\n%w", path, err)
 	}
@@ -336,7 +417,7 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 		lg.apply(c)
 		return nil
 	}
-	reloader = config.NewReloader(path, config.Options{}, cfg, apply, log)
+	reloader = config.NewReloader(path, opt, cfg, apply, log)
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -357,9 +438,16 @@ func serve(ctx context.Context, path string, force *slog.Level, stdout, stderr i
 		}
 	}()
 
+	// net.Listen, not fasthttp's ListenAndServe (tcp4 only): an IPv6
+	// listen address serves, a wildcard one serves both families, and a
+	// taken port fails here, before the gateway says it listens.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("serving on %s: %w", cfg.Listen, err)
+	}
 	srv := eng.Server()
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.ListenAndServe(cfg.Listen) }()
+	go func() { serveDone <- srv.Serve(ln) }()
 	log.Info("gateway listening", "addr", cfg.Listen, "version", buildVersion(), "config", path, "checksum", cfg.Checksum[:12],
 		"providers", len(cfg.Providers), "models", len(cfg.Models))
 

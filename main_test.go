@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
+
+	"gateway/config"
 
 	"github.com/valyala/fasthttp"
 )
@@ -226,6 +229,66 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// dialServing connects to the gateway serving at addr once it listens.
+func dialServing(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never listened: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestExplainLive runs `gateway explain -url` against a gateway serving
+// over loopback TCP: the same story as from the file, from the live
+// state, with the admin key from $GATEWAY_KEY.
+func TestExplainLive(t *testing.T) {
+	gwAddr := freeAddr(t)
+	t.Setenv("GW_TEST_ADMIN", "gw-test-admin-0001")
+	t.Setenv("GW_TEST_APP", "gw-test-app-0002")
+	cfg := writeConfig(t, `listen: "`+gwAddr+`"
+log: {access: false}
+auth:
+  keys:
+    - {name: ops, key: "${GW_TEST_ADMIN}", admin: true}
+    - {name: app, key: "${GW_TEST_APP}", metadata: {team: app}}
+providers:
+  mk: {type: mock, models: {m: {}, n: {}}}
+models:
+  auto: {targets: [mk/m]}
+routes:
+  - {name: app-beta, match: 'key.metadata.team == "app" && headers["x-tier"] == "beta"', targets: [mk/n]}
+`)
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, config.Options{}, nil, io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		stop()
+		<-served
+	})
+	dialServing(t, gwAddr).Close()
+	url := "http://" + gwAddr
+	t.Setenv("GATEWAY_KEY", "gw-test-admin-0001")
+	code, out, errOut := runs(t, "explain", "-url", url, "-model", "auto", "-key", "app", "-header", "X-Tier=beta", "-tools")
+	if code != 0 || !strings.Contains(out, "key: app") || !strings.Contains(out, "route: app-beta") ||
+		!strings.Contains(out, "1. mk/n") || !strings.Contains(out, "tools true") {
+		t.Errorf("live explain exited %d:\n%s%s", code, out, errOut)
+	}
+	if code, out, _ := runs(t, "explain", "-url", url, "-model", "gpt-9"); code != 1 || !strings.Contains(out, "404 model_not_found") {
+		t.Errorf("unknown model: exit %d:\n%s", code, out)
+	}
+	t.Setenv("GATEWAY_KEY", "gw-test-app-0002")
+	if code, _, errOut := runs(t, "explain", "-url", url, "-model", "auto"); code != 1 || !strings.Contains(errOut, "answered 403") {
+		t.Errorf("a key without admin: exit %d: %s", code, errOut)
+	}
+}
+
 // TestShutdownLetsOpenStreamsFinish starts the real serve loop, opens a
 // slow stream, then stops the gateway as SIGTERM does: the stream must end
 // complete, and serve must return.
@@ -258,21 +321,9 @@ models:
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, nil, io.Discard, io.Discard) }()
+	go func() { served <- serve(ctx, cfg, config.Options{}, nil, io.Discard, io.Discard) }()
 
-	var conn net.Conn
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", gwAddr)
-		if err == nil {
-			conn = c
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway never listened: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	conn := dialServing(t, gwAddr)
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	body := `{"model":"auto","stream":true,"messages":[{"role":"user","content":"hi"}]}`
@@ -308,5 +359,50 @@ models:
 	if c, err := net.Dial("tcp", gwAddr); err == nil {
 		c.Close()
 		t.Error("the gateway still accepts connections after shutdown")
+	}
+}
+
+// TestServeListenFamilies serves on an IPv6 loopback address (fasthttp's
+// own ListenAndServe listens on IPv4 only) and fails at once, with the
+// address, when the port is taken.
+func TestServeListenFamilies(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(t.TempDir(), "gateway.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: \""+addr+"\"\nlog: {access: false}\nproviders:\n  mock: {type: mock, models: {echo: {}}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, config.Options{}, nil, io.Discard, io.Discard) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("/health on %s: %d", addr, resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway never answered on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A second gateway on the same address fails at once, naming it.
+	err = serve(context.Background(), cfg, config.Options{}, nil, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("a second serve on a taken address: %v", err)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }

@@ -35,6 +35,13 @@ type Config struct {
 	Cache          Cache                `yaml:"cache"`
 	Log            Log                  `yaml:"log"`
 
+	// CORS lets browser apps on other origins call the gateway; nil (no
+	// cors: block) answers no preflight and sets no CORS header.
+	CORS *CORS `yaml:"cors"`
+	// Region names where this gateway runs, reported by /health; empty
+	// is left out.
+	Region string `yaml:"region"`
+
 	// ClientWriteTimeout is how long one write to a client may make no
 	// progress before the response is given up and its upstream released.
 	ClientWriteTimeout Duration `yaml:"client_write_timeout"`
@@ -95,11 +102,13 @@ func (c *Config) preset() {
 	c.ClientWriteTimeout = Duration(30 * time.Second)
 }
 
+// defaultListen is loopback: a file that names no address must not open the
+// gateway, auth off, to the network.
+const defaultListen = "127.0.0.1:8080"
+
 func (c *Config) defaults() {
-	// Loopback by default: a file that names no address must not open
-	// the gateway, auth off, to the network.
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = defaultListen
 	}
 	if c.MaxBody == 0 {
 		c.MaxBody = 16 << 20
@@ -111,6 +120,9 @@ func (c *Config) defaults() {
 	c.ResponseStore.defaults()
 	c.Cache.defaults()
 	c.Log.defaults()
+	if c.CORS != nil {
+		c.CORS.defaults()
+	}
 }
 
 // Auth holds the gateway keys clients present. No keys at all turns
@@ -307,8 +319,11 @@ type Limits struct {
 
 // Group is a model name clients ask for, backed by a chain of targets.
 type Group struct {
-	Strategy string      `yaml:"strategy"`
-	Targets  []TargetRef `yaml:"targets"`
+	// Description says what the name is for ("fast and cheap"), shown in
+	// /v1/models.
+	Description string      `yaml:"description"`
+	Strategy    string      `yaml:"strategy"`
+	Targets     []TargetRef `yaml:"targets"`
 	// HedgeAfter, when set, starts the next candidate if the current one
 	// has not answered by then, and takes whichever answers first.
 	HedgeAfter Duration `yaml:"hedge_after"`
@@ -423,5 +438,23 @@ func (c *Cache) defaults() {
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = 64 << 20
+	}
+}
+
+// CORS says which browser origins may call the gateway.
+type CORS struct {
+	// Origins are the allowed origins, each exactly scheme://host[:port]
+	// as a browser sends it, or "*" for any.
+	Origins []string `yaml:"origins"`
+	// Headers are request headers allowed beyond the gateway's own
+	// (authorization, content-type, x-api-key, ...).
+	Headers []string `yaml:"headers"`
+	// MaxAge is how long a browser may cache a preflight's answer.
+	MaxAge Duration `yaml:"max_age"`
+}
+
+func (c *CORS) defaults() {
+	if c.MaxAge == 0 {
+		c.MaxAge = Duration(10 * time.Minute)
 	}
 }

@@ -193,6 +193,8 @@ func checkDefaults(t *testing.T, cfg *config.Config) {
 		{"len(GroupOrder)", len(cfg.GroupOrder), 0},
 		{"len(Routes)", len(cfg.Routes), 0},
 		{"Warnings", cfg.Warnings, []string(nil)},
+		{"CORS", cfg.CORS == nil, true},
+		{"Region", cfg.Region, ""},
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %#v, want %#v", c.what, c.got, c.want)
@@ -232,6 +234,12 @@ func checkFull(t *testing.T, cfg *config.Config) {
 		{"Sticky.TTL", cfg.Sticky.TTL.D(), time.Hour},
 		{"Cache.MaxBytes", cfg.Cache.MaxBytes, config.ByteSize(1000 * 1000 * 1000)},
 		{"Warnings", cfg.Warnings, []string(nil)},
+		{"Region", cfg.Region, "eu-west-1"},
+		{"CORS", *cfg.CORS, config.CORS{Origins: []string{"https://app.example.com", "http://localhost:5173"},
+			Headers: []string{"X-Stainless-Lang"}, MaxAge: config.Duration(10 * time.Minute)}},
+		{"Description", cfg.Models["fast"].Description, "Fast and cheap"},
+		// Quotes and backslashes are allowed in a route name; /metrics
+		// escapes them.
 	} {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %#v, want %#v", c.what, c.got, c.want)
@@ -305,6 +313,9 @@ func checkFull(t *testing.T, cfg *config.Config) {
 		{"ml-team-tools", nil, []string{"openai/gpt-4o", "groq/llama-70b"}, config.EnvUses{}},
 		{"gold-tier", fast, nil, config.EnvUses{Headers: true}},
 		{"tagged", nil, []string{"mock/echo"}, config.EnvUses{Metadata: true}},
+		// Quotes and backslashes are allowed in a route name; /metrics
+		// escapes them.
+		{`quoted "tier" \ one`, auto, nil, config.EnvUses{}},
 	}
 	if len(cfg.Routes) != len(routes) {
 		t.Fatalf("len(Routes) = %d, want %d", len(cfg.Routes), len(routes))
@@ -551,7 +562,7 @@ providers:
 	}
 
 	literal := []byte("providers:\n  p:\n    type: openai\n    keys: [sk-literal]\n    models: {m: {}}\n")
-	want := "providers.p.keys[0]: key must be a reference: ${ENV_VAR} or file:/path; a literal key does not belong in the file (line 4)"
+	want := "providers.p.keys[0]: key must be a reference: ${ENV_VAR}, file:/path or enc:v1:...; a literal key does not belong in the file (line 4)"
 	_, err = config.Parse(literal, opt)
 	if err == nil {
 		t.Fatalf("SkipSecrets: a literal key passed, want %q", want)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -32,6 +33,9 @@ type Options struct {
 	// them, for validating a file where its secrets are not (a GitOps
 	// repo's CI). Optional providers are then kept whole.
 	SkipSecrets bool
+	// Listen, when set, replaces the file's listen address (the -listen
+	// flag, GATEWAY_LISTEN), and is held to the same auth rule.
+	Listen string
 }
 
 // Error is one problem in a config file, located by its YAML path and line.
@@ -141,6 +145,9 @@ func (p *parser) parse(data []byte) (*Config, error) {
 	sum := sha256.Sum256(data)
 	cfg.Checksum = hex.EncodeToString(sum[:])
 	cfg.LoadedAt = time.Now()
+	if p.opt.Listen != "" {
+		cfg.Listen = p.opt.Listen
+	}
 	cfg.defaults()
 	p.validate(cfg)
 	if len(p.errs) > 0 {
@@ -161,6 +168,15 @@ type parser struct {
 	// secrets hashes the key references as they resolve, into resolved.
 	secrets  hash.Hash
 	resolved resolved
+	// master is the master key, read at the first `enc:` value.
+	master struct {
+		read bool
+		key  *MasterKey
+		err  error
+	}
+	// encSkipped counts the `enc:` values left closed for want of a
+	// master key, validating without secrets.
+	encSkipped int
 }
 
 type keyAt struct {
@@ -397,6 +413,48 @@ func (p *parser) validate(c *Config) {
 	if c.ClientWriteTimeout <= 0 {
 		p.errorf("client_write_timeout", "must be positive, got %s", c.ClientWriteTimeout.D())
 	}
+	if p.encSkipped > 0 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%d enc: key references checked for form only: no master key to decrypt them (set %s or %s_FILE)",
+			p.encSkipped, MasterKeyEnv, MasterKeyEnv))
+	}
+	if hasControl(c.Region) {
+		p.errorf("region", "must not hold control characters (tab, newline, ...)")
+	}
+	p.validateCORS(c.CORS)
+}
+
+// hasControl reports whether s holds a control character: a name that
+// ends up in a header, a log line or a metrics label must not.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// headerName matches an HTTP header name (RFC 9110's token).
+var headerName = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+func (p *parser) validateCORS(c *CORS) {
+	if c == nil {
+		return
+	}
+	if len(c.Origins) == 0 {
+		p.errorf("cors.origins", "is empty; list the origins allowed, such as https://app.example.com, or \"*\"")
+	}
+	for i, o := range c.Origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil || o != strings.ToLower(o) {
+			p.errorf(fmt.Sprintf("cors.origins[%d]", i), "want an origin as a browser sends it, scheme://host[:port] "+
+				"in lower case with no path (not even /), or \"*\"; got %q", o)
+		}
+	}
+	for i, h := range c.Headers {
+		if !headerName.MatchString(h) {
+			p.errorf(fmt.Sprintf("cors.headers[%d]", i), "invalid header name %q", h)
+		}
+	}
 }
 
 func (p *parser) validateProviders(c *Config) {
@@ -623,6 +681,9 @@ func (p *parser) validateRoutes(c *Config) {
 		}
 		if r.Name == "" {
 			p.errorf(path, "name is missing")
+		} else if hasControl(r.Name) {
+			// It is sent as x-gateway-route and written as a metrics label.
+			p.errorf(path+".name", "route name %q must not hold control characters (tab, newline, ...)", r.Name)
 		} else if seen[r.Name] {
 			p.errorf(path+".name", "route name %q is used twice", r.Name)
 		}
@@ -693,7 +754,7 @@ func (p *parser) validateAuth(c *Config) {
 		}
 		if err := p.resolve(&k.Key, true); err != nil {
 			p.errorf(path+".key", "%s", refProblem(err))
-		} else if !p.opt.SkipSecrets || k.Key.hash != nil {
+		} else if k.Key.value != nil || k.Key.hash != nil {
 			if k.Key.hash != nil {
 				copy(k.Hash[:], k.Key.hash)
 			} else {
@@ -720,9 +781,16 @@ func (p *parser) validateAuth(c *Config) {
 // unless the file says auth.anonymous: a gateway without keys spends its
 // provider keys for whoever reaches the port.
 func (p *parser) validateListen(c *Config) {
+	fail := p.errorf
+	if p.opt.Listen != "" {
+		// The address is not the file's: no line of the file is to blame.
+		fail = func(_ string, format string, args ...any) {
+			p.errs = append(p.errs, &Error{Path: "listen (from -listen or GATEWAY_LISTEN)", Msg: fmt.Sprintf(format, args...)})
+		}
+	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		p.errorf("listen", "want host:port such as 127.0.0.1:8080, got %q", c.Listen)
+		fail("listen", "want host:port such as 127.0.0.1:8080, got %q", c.Listen)
 		return
 	}
 	if len(c.Auth.Keys) > 0 {
@@ -734,9 +802,29 @@ func (p *parser) validateListen(c *Config) {
 	if c.Auth.Anonymous || loopback(host) {
 		return
 	}
-	p.errorf("listen", "%q is reachable from other machines and auth is off (no auth.keys): "+
+	fail("listen", "%q is reachable from other machines and auth is off (no auth.keys): "+
 		"anyone who can reach the port can spend the provider keys; add gateway keys under auth.keys, "+
 		"listen on 127.0.0.1, or set auth.anonymous: true to serve without keys on purpose", c.Listen)
+}
+
+// ListenOf returns the address the file at path asks to listen on, reading
+// that one setting only: a health check must still find a gateway whose
+// file has a bad edit, since the gateway goes on serving its last good one.
+func ListenOf(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading config: %w", err)
+	}
+	var f struct {
+		Listen string `yaml:"listen"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		return "", fmt.Errorf("reading listen from %s: %w", path, err)
+	}
+	if f.Listen == "" {
+		return defaultListen, nil
+	}
+	return f.Listen, nil
 }
 
 // loopback reports whether a listen host accepts connections from this

@@ -62,6 +62,10 @@ var Presets = []Preset{
 	{Name: "fireworks", Protocol: "openai", BaseURL: "https://api.fireworks.ai/inference/v1", Limits: Limits{RPM: 10}},
 	{Name: "xai", Protocol: "openai", BaseURL: "https://api.x.ai/v1"},
 	{Name: "perplexity", Protocol: "openai", BaseURL: "https://api.perplexity.ai"},
+	// Alibaba Cloud Model Studio (DashScope), international (Singapore);
+	// mainland China is https://dashscope.aliyuncs.com/compatible-mode/v1,
+	// with keys of its own.
+	{Name: "aliyun", Protocol: "openai", BaseURL: "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"},
 	// Local servers: no key needed.
 	{Name: "ollama", Protocol: "openai", BaseURL: "http://localhost:11434/v1"},
 	{Name: "vllm", Protocol: "openai", BaseURL: "http://localhost:8000/v1"},

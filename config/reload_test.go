@@ -126,7 +126,12 @@ func newReloadRig(t *testing.T, initial string, debounce time.Duration) *reloadR
 // newReloadRigAt builds a Reloader for the existing config file at path.
 func newReloadRigAt(t *testing.T, path string, debounce time.Duration) *reloadRig {
 	t.Helper()
-	opt := Options{LookupEnv: reloadEnv}
+	return newReloadRigOpt(t, path, debounce, Options{LookupEnv: reloadEnv})
+}
+
+// newReloadRigOpt is newReloadRigAt with the Options given.
+func newReloadRigOpt(t *testing.T, path string, debounce time.Duration, opt Options) *reloadRig {
+	t.Helper()
 	cfg, err := Load(path, opt)
 	if err != nil {
 		t.Fatalf("loading the initial config: %v", err)

@@ -15,8 +15,9 @@ import (
 )
 
 // Secret is a key referenced from the config file: `${ENV_VAR}`,
-// `file:/path/to/file`, or for gateway keys `sha256:<hex>`. It never prints
-// its value: fmt verbs, YAML and JSON all show `<secret>` or the reference.
+// `file:/path/to/file`, `enc:v1:<base64>` sealed with the master key, or
+// for gateway keys `sha256:<hex>`. It never prints its value: fmt verbs,
+// YAML and JSON all show `<secret>` or the reference.
 type Secret struct {
 	ref string
 	// value is behind a pointer because fmt prints a nested struct field by
@@ -62,16 +63,17 @@ func (s Secret) Reveal() string {
 	return *s.value
 }
 
-// Ref returns the reference as written in the file (an env var name or a
-// path, never a value).
+// Ref returns the reference as written in the file (an env var name, a
+// path or a sealed `enc:` value, never the key itself).
 func (s Secret) Ref() string { return s.ref }
 
 // errUnset marks a reference that points at nothing, which optional
 // providers tolerate.
 var errUnset = errors.New("unset")
 
-// resolve reads the secret's value. allowHash admits the `sha256:` form.
-func (s *Secret) resolve(opt *Options, allowHash bool) error {
+// resolve reads the secret's value. allowHash admits the `sha256:` form;
+// master gives the key that opens `enc:` values.
+func (s *Secret) resolve(opt *Options, allowHash bool, master func() (*MasterKey, error)) error {
 	ref := strings.TrimSpace(s.ref)
 	switch {
 	case envRef.MatchString(ref) && opt.SkipSecrets:
@@ -108,13 +110,27 @@ func (s *Secret) resolve(opt *Options, allowHash bool) error {
 			return errors.New("sha256: reference must be 64 hex digits")
 		}
 		s.hash = h
+	case strings.HasPrefix(ref, "enc:"):
+		// The form is checked even with no master key to open it.
+		if _, err := unseal(ref); err != nil {
+			return err
+		}
+		k, err := master()
+		if err != nil {
+			return fmt.Errorf("cannot decrypt the enc: value: %w", err)
+		}
+		v, err := k.Decrypt(ref)
+		if err != nil {
+			return err
+		}
+		s.value = &v
 	case ref == "":
 		return errors.New("key is empty")
 	default:
 		if allowHash {
-			return errors.New("key must be a reference: ${ENV_VAR}, file:/path or sha256:<hex>; a literal key does not belong in the file")
+			return errors.New("key must be a reference: ${ENV_VAR}, file:/path, enc:v1:... or sha256:<hex>; a literal key does not belong in the file")
 		}
-		return errors.New("key must be a reference: ${ENV_VAR} or file:/path; a literal key does not belong in the file")
+		return errors.New("key must be a reference: ${ENV_VAR}, file:/path or enc:v1:...; a literal key does not belong in the file")
 	}
 	return nil
 }
@@ -144,9 +160,11 @@ type resolved struct {
 	files []string
 }
 
-// resolve resolves s and records it in the parse's resolved.
+// resolve resolves s and records it in the parse's resolved. Validating
+// without secrets, an `enc:` value is still opened when the master key is
+// given, and counted in encSkipped when it is not.
 func (p *parser) resolve(s *Secret, allowHash bool) error {
-	err := s.resolve(p.opt, allowHash)
+	err := s.resolve(p.opt, allowHash, p.masterKey)
 	if f := s.file(p.opt.Dir); f != "" {
 		p.resolved.files = append(p.resolved.files, f)
 	}
@@ -160,5 +178,24 @@ func (p *parser) resolve(s *Secret, allowHash bool) error {
 		p.secrets.Write(binary.AppendUvarint(n[:0], uint64(len(b))))
 		p.secrets.Write([]byte(b))
 	}
+	if p.opt.SkipSecrets && errors.Is(err, ErrNoMasterKey) {
+		p.encSkipped++
+		return nil
+	}
 	return err
+}
+
+// masterKey reads the master key once per parse. A master key file is
+// recorded with the key files, so that its directory is watched too.
+func (p *parser) masterKey() (*MasterKey, error) {
+	if !p.master.read {
+		p.master.read = true
+		p.master.key, p.master.err = LoadMasterKey(p.opt.LookupEnv, MasterKeyEnv)
+		if f, ok := p.opt.LookupEnv(MasterKeyEnv + "_FILE"); ok && f != "" {
+			if abs, err := filepath.Abs(f); err == nil {
+				p.resolved.files = append(p.resolved.files, abs)
+			}
+		}
+	}
+	return p.master.key, p.master.err
 }

@@ -40,6 +40,9 @@ type exchange struct {
 	winner    candidate
 	ttfb      time.Duration
 	relay     *relay
+	// trace, nil unless the client asked for x-gateway-explain, records
+	// the walk for it.
+	trace *routeTrace
 }
 
 type failedAttempt struct {
@@ -64,7 +67,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	start := time.Now()
 	defer func() {
 		e.finish(ctx, s, key, x, start)
-		x.route, x.routeName, x.winner, x.ttfb, x.relay = nil, "", candidate{}, 0, nil
+		x.route, x.routeName, x.winner, x.ttfb, x.relay, x.trace = nil, "", candidate{}, 0, nil, nil
 		// Body keeps its capacity, unless a large answer grew it; the usage
 		// must not reach the next request's access log line when it fails
 		// before any reply.
@@ -147,6 +150,10 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	}
 	w := &walker{s: s, op: x.op, order: g.order(x.order[:0], sticky), clock: nanotime, now: now, prompt: int64(x.req.tokens),
 		maxOut: int64(x.req.maxTokens), reserve: true, allBreaker: true}
+	if debugAsked(ctx, key) {
+		x.trace = &routeTrace{group: g}
+		w.trace = x.trace
+	}
 	res := settlement{key: key, keyRes: keyRes, route: x.route.series.Load(), all: e.states.analytics.all}
 	e.run(ctx, s, g, x, w, res, session, start)
 }
@@ -236,6 +243,9 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 // remembers it for /api/requests and writes its access log line, or hands
 // both to the stream relay to do when it ends.
 func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, x *exchange, start time.Time) {
+	if x.trace != nil {
+		x.trace.header(ctx, x)
+	}
 	status := ctx.Response.StatusCode()
 	lat := time.Since(start)
 	e.requests.Add(1)

@@ -1010,6 +1010,7 @@ func TestHealthAndTargets(t *testing.T) {
 	g := newFakeGateway(t, yaml, n)
 	g.key = "" // both are public
 
+	before := time.Now().UnixMilli()
 	r := g.get("/health")
 	if r.status != 200 || r.get("Content-Type") != "application/json" {
 		t.Fatalf("health: %d %s", r.status, r.body)
@@ -1027,6 +1028,12 @@ func TestHealthAndTargets(t *testing.T) {
 	}
 	if !h.Get("last_reload.ok").Bool() {
 		t.Errorf("last_reload %s", h.Get("last_reload").Raw)
+	}
+	if ts := h.Get("ts").Int(); ts < before || ts > time.Now().UnixMilli() {
+		t.Errorf("ts %s, want the server's clock in unix ms", h.Get("ts").Raw)
+	}
+	if h.Get("region").Exists() {
+		t.Errorf("region %s, want it left out when the config sets none", h.Get("region").Raw)
 	}
 
 	r = g.get("/targets")

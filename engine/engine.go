@@ -272,6 +272,9 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 	defer e.contain(ctx)
 	s := e.snap.Load()
 	e.setRequestID(ctx)
+	if s.cors != nil && s.cors.apply(ctx) {
+		return
+	}
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/chat/completions", "/chat/completions":
@@ -318,6 +321,8 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		default:
 			e.requestsList(ctx, key)
 		}
+	case "/api/explain":
+		e.explainAPI(ctx, s)
 	case "/metrics":
 		e.metrics(ctx, s)
 	case "/targets":
@@ -499,7 +504,11 @@ func (e *Engine) reloadStatus(s *snapshot) config.ReloadStatus {
 }
 
 type healthBody struct {
-	Status        string      `json:"status"`
+	Status string `json:"status"`
+	// TS is the server's clock, unix ms: a client can tell a stale
+	// answer (a cache between) and its clock's skew.
+	TS            int64       `json:"ts"`
+	Region        string      `json:"region,omitempty"`
 	Version       string      `json:"version"`
 	Config        configState `json:"config"`
 	LastReload    reloadState `json:"last_reload"`
@@ -521,6 +530,8 @@ func (e *Engine) health(ctx *fasthttp.RequestCtx, s *snapshot) {
 	st := e.reloadStatus(s)
 	b, _ := json.Marshal(healthBody{
 		Status:  "ok",
+		TS:      time.Now().UnixMilli(),
+		Region:  s.cfg.Region,
 		Version: e.version,
 		Config:  configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
 		// Reload errors name files and lines; they go to the log, and this

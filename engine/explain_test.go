@@ -46,12 +46,13 @@ func TestExplainGolden(t *testing.T) {
 	var out bytes.Buffer
 	for _, c := range cases {
 		out.WriteString("== " + c.title + "\n")
-		status, err := eng.Explain(&out, c.req)
+		x, err := eng.Explain(c.req)
 		if err != nil {
 			t.Fatalf("%s: %v", c.title, err)
 		}
-		if status != c.status {
-			t.Errorf("%s: status %d, want %d", c.title, status, c.status)
+		out.WriteString(x.Text)
+		if x.Status != c.status {
+			t.Errorf("%s: status %d, want %d", c.title, x.Status, c.status)
 		}
 	}
 	if *update {
@@ -79,15 +80,17 @@ func TestExplainSeesLiveState(t *testing.T) {
 	auto.targets[0].keys[1].until.Start(now, time.Minute, coolAuth)
 	claude := auto.targets[1]
 	claude.state.breaker.Failure(now, 1, int64(time.Minute))
-	var out bytes.Buffer
-	status, err := eng.Explain(&out, ExplainRequest{Model: "auto", Key: "web"})
+	x, err := eng.Explain(ExplainRequest{Model: "auto", Key: "web"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// One candidate cools down after a 429: the verdict is 429, not the
 	// breaker's 503.
-	if status != 429 {
-		t.Errorf("status %d, want 429", status)
+	if x.Status != 429 {
+		t.Errorf("status %d, want 429", x.Status)
+	}
+	if x.Pick != "" || len(x.Candidates) != 3 || x.Candidates[0].Until == nil || x.Candidates[2].Until == nil {
+		t.Errorf("pick %q, candidates %+v: want no pick and every candidate skipped until a time", x.Pick, x.Candidates)
 	}
 	for _, want := range []string{
 		"groq/llama-70b (key 1 of 2)", "skipped: cooling down after a 429 until",
@@ -95,8 +98,8 @@ func TestExplainSeesLiveState(t *testing.T) {
 		"claude/sonnet", "skipped: circuit breaker open until",
 		"no candidate is eligible now",
 	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		if !strings.Contains(x.Text, want) {
+			t.Errorf("explain output lacks %q:\n%s", want, x.Text)
 		}
 	}
 	if refuses, _ := claude.state.breaker.Refuses(now); !refuses || claude.state.breaker.State(now) != "open" {
@@ -105,7 +108,7 @@ func TestExplainSeesLiveState(t *testing.T) {
 }
 
 func TestExplainUnknownKey(t *testing.T) {
-	if _, err := explainEngine(t).Explain(&bytes.Buffer{}, ExplainRequest{Model: "auto", Key: "nobody"}); err == nil {
+	if _, err := explainEngine(t).Explain(ExplainRequest{Model: "auto", Key: "nobody"}); err == nil {
 		t.Fatal("explain accepted an unknown key name")
 	}
 }
@@ -115,7 +118,7 @@ func TestExplainLeavesRoundRobinTurn(t *testing.T) {
 	fast := eng.snap.Load().groups["fast"]
 	before := fast.state.turn.Load()
 	for range 3 {
-		if _, err := eng.Explain(&bytes.Buffer{}, ExplainRequest{Model: "fast", Key: "team-ml"}); err != nil {
+		if _, err := eng.Explain(ExplainRequest{Model: "fast", Key: "team-ml"}); err != nil {
 			t.Fatal(err)
 		}
 	}

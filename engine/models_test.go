@@ -110,3 +110,27 @@ func TestListModelsFailureKeepsDeclaredModels(t *testing.T) {
 		t.Error("the log holds the provider key")
 	}
 }
+
+// A model group's description shows in /v1/models, and the region in
+// /health.
+func TestDescriptionAndRegion(t *testing.T) {
+	n := newFakeNet(t)
+	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1"}}, `
+region: eu-west-1
+models:
+  fast: {description: "Fast: small and cheap", targets: [p1/m]}
+  auto: {targets: [p1/m]}
+`), n)
+	body := g.get("/v1/models").body
+	if d := gjson.GetBytes(body, `data.#(id=="fast").description`).Str; d != "Fast: small and cheap" {
+		t.Errorf("fast's description %q:\n%s", d, body)
+	}
+	for _, id := range []string{"auto", "m"} {
+		if gjson.GetBytes(body, `data.#(id=="`+id+`").description`).Exists() {
+			t.Errorf("%s has a description it was not given:\n%s", id, body)
+		}
+	}
+	if r := gjson.GetBytes(g.get("/health").body, "region").Str; r != "eu-west-1" {
+		t.Errorf("health region %q", r)
+	}
+}

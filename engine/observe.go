@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"gateway/adapters"
 	"strconv"
 	"time"
 
@@ -103,7 +104,7 @@ func usageOf(t *tally, classes bool) usageBody {
 				if u.Errors == nil {
 					u.Errors = map[string]int64{}
 				}
-				u.Errors[classNames[i]] = n
+				u.Errors[adapters.Class(i).String()] = n
 			}
 		}
 	}

@@ -117,21 +117,19 @@ func TestModelsListOperations(t *testing.T) {
 // server would answer when none can.
 func TestExplainOperation(t *testing.T) {
 	g := newFakeGateway(t, opsYAML, newFakeNet(t))
-	var out strings.Builder
-	status, err := g.eng.Explain(&out, ExplainRequest{Model: "embed", Operation: "embeddings", Tokens: 10})
-	if err != nil || status != 200 {
-		t.Fatalf("status %d err %v", status, err)
+	x, err := g.eng.Explain(ExplainRequest{Model: "embed", Operation: "embeddings", Tokens: 10})
+	if err != nil || x.Status != 200 {
+		t.Fatalf("explain %+v err %v", x, err)
 	}
 	for _, want := range []string{"request: embeddings", "p3/m", "skipped: does not serve this operation (embeddings)", "p1/e", "eligible"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("explain lacks %q:\n%s", want, out.String())
+		if !strings.Contains(x.Text, want) {
+			t.Errorf("explain lacks %q:\n%s", want, x.Text)
 		}
 	}
-	out.Reset()
-	if status, _ := g.eng.Explain(&out, ExplainRequest{Model: "chatonly", Operation: "embeddings"}); status != 400 || !strings.Contains(out.String(), "unsupported_operation") {
-		t.Errorf("status %d:\n%s", status, out.String())
+	if x, _ := g.eng.Explain(ExplainRequest{Model: "chatonly", Operation: "embeddings"}); x.Status != 400 || !strings.Contains(x.Text, "unsupported_operation") {
+		t.Errorf("status %d:\n%s", x.Status, x.Text)
 	}
-	if _, err := g.eng.Explain(&out, ExplainRequest{Model: "embed", Operation: "telepathy"}); err == nil {
+	if _, err := g.eng.Explain(ExplainRequest{Model: "embed", Operation: "telepathy"}); err == nil {
 		t.Error("an unknown operation was explained")
 	}
 }

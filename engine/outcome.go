@@ -38,6 +38,9 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	if f.Class == adapters.Auth {
 		e.recheck(w.s, c)
 	}
+	if x.trace != nil {
+		x.trace.add(c.t, c.slot, "failed", f.Class.String())
+	}
 	if f.Class == adapters.BadRequest {
 		relayBadRequest(ctx, c.t, f)
 		return true

@@ -222,6 +222,10 @@ func unsafePath(sub []byte) string {
 }
 
 func skipResponseHeader(k []byte) bool {
+	// CORS is the gateway's policy (cors:), not the upstream's.
+	if len(k) > len(corsPrefix) && bytes.EqualFold(k[:len(corsPrefix)], corsPrefix) {
+		return true
+	}
 	for _, h := range hopHeaders {
 		if bytes.EqualFold(k, h) {
 			return true

@@ -96,6 +96,12 @@ func (r skipReason) String() string {
 		"over its rate caps", "request larger than a token cap", "does not serve this operation"}[r]
 }
 
+// token is the reason as one word, for the x-gateway-explain header.
+func (r skipReason) token() string {
+	return [...]string{"eligible", "breaker_open", "cooling_down", "rate_limited", "invalid",
+		"over_caps", "too_large", "unsupported_operation"}[r]
+}
+
 // candidate is one (target, key) the walk may call.
 type candidate struct {
 	t *target
@@ -132,6 +138,9 @@ type walker struct {
 	skipped                      int
 	// opSkips counts the targets skipped for not serving the operation.
 	opSkips int
+	// trace, when the client asked for x-gateway-explain, records each
+	// skip; nil otherwise.
+	trace *routeTrace
 }
 
 func (w *walker) tokensFor(t *target) int64 {
@@ -184,6 +193,15 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 	return eligible, 0
 }
 
+// skip notes that the key in slot of t (every key: slot -1) is passed
+// over for r.
+func (w *walker) skip(t *target, slot int, r skipReason, until int64) {
+	w.note(r, until)
+	if w.trace != nil {
+		w.trace.add(t, slot, "skipped", r.token())
+	}
+}
+
 func (w *walker) note(r skipReason, until int64) {
 	w.skipped++
 	switch r {
@@ -216,12 +234,12 @@ func (w *walker) next() (candidate, bool) {
 		n := len(t.keys)
 		if w.ki == 0 {
 			if !w.op.servedBy(t) {
-				w.note(skipOperation, 0)
+				w.skip(t, -1, skipOperation, 0)
 				w.ti++
 				continue
 			}
 			if refuses, until := t.state.breaker.Refuses(w.now); refuses {
-				w.note(skipBreaker, until)
+				w.skip(t, -1, skipBreaker, until)
 				w.ti++
 				continue
 			}
@@ -237,7 +255,7 @@ func (w *walker) next() (candidate, bool) {
 		slot := (w.start + w.ki) % n
 		w.ki++
 		if r, until := w.inspect(t, slot); r != eligible {
-			w.note(r, until)
+			w.skip(t, slot, r, until)
 			continue
 		}
 		c := candidate{t: t, key: slot, slot: slot, ks: t.keys[slot]}
@@ -250,7 +268,7 @@ func (w *walker) next() (candidate, bool) {
 		if lim := t.limiter(slot); lim != nil {
 			res, ok, at := lim.Reserve(w.now, t.caps, w.tokensFor(t))
 			if !ok {
-				w.note(skipCapped, at) // taken by a concurrent request since inspect
+				w.skip(t, slot, skipCapped, at) // taken by a concurrent request since inspect
 				continue
 			}
 			c.res = res
@@ -259,7 +277,7 @@ func (w *walker) next() (candidate, bool) {
 			// Another request holds the half-open probe; nothing was
 			// sent, so the reservation goes back whole.
 			c.res.Cancel()
-			w.note(skipBreaker, until)
+			w.skip(t, -1, skipBreaker, until)
 			w.ti, w.ki = w.ti+1, 0
 			continue
 		}

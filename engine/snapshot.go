@@ -49,6 +49,8 @@ type snapshot struct {
 	// red keeps every provider key of the config out of what upstreams
 	// answer: the adapters' replies and the passthrough's.
 	red *adapters.Redactor
+	// cors is the cors: block compiled; nil when there is none.
+	cors *corsPolicy
 }
 
 type provider struct {
@@ -201,6 +203,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		cacheTTL:    cfg.Cache.TTL.D(),
 		access:      *cfg.Log.Access,
 		red:         red,
+		cors:        newCORS(cfg.CORS),
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -339,16 +342,19 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 	s.timeOnce(st.analytics)
 
 	listed := append(append([]string(nil), cfg.GroupOrder...), bare...)
-	owner := func(name string) string {
-		if cfg.Models[name] != nil {
-			return "gateway"
+	entry := func(name string) modelEntry {
+		m := modelEntry{ID: name, Object: "model", Created: cfg.LoadedAt.Unix(), Operations: s.operationsOf(name)}
+		if g := cfg.Models[name]; g != nil {
+			m.OwnedBy, m.Description = "gateway", g.Description
+		} else {
+			m.OwnedBy = byName[name][0].Provider.Name
 		}
-		return byName[name][0].Provider.Name
+		return m
 	}
-	s.modelsAll = modelList(listed, nil, owner, s.operationsOf, cfg.LoadedAt.Unix())
+	s.modelsAll = modelList(listed, nil, entry)
 	for _, key := range cfg.Auth.Keys {
 		if key.Allowed != nil {
-			s.modelsByKey[key] = modelList(listed, key.Allowed, owner, s.operationsOf, cfg.LoadedAt.Unix())
+			s.modelsByKey[key] = modelList(listed, key.Allowed, entry)
 		}
 	}
 	s.targetsJSON, _ = json.Marshal(map[string][]string{"targets": append([]string{}, cfg.ProviderOrder...)})
@@ -397,6 +403,8 @@ type modelEntry struct {
 	// Operations lists the client APIs the name serves: an extra field
 	// that SDKs ignore.
 	Operations []string `json:"operations"`
+	// Description is a model group's, when it has one.
+	Description string `json:"description,omitempty"`
 }
 
 // operationsOf lists the operations some target of name's chain serves.
@@ -416,15 +424,15 @@ func (s *snapshot) operationsOf(name string) []string {
 }
 
 // modelList renders an OpenAI model list of the names allowed lets
-// through (nil: all).
-func modelList(names []string, allowed map[string]bool, owner func(string) string, ops func(string) []string, created int64) []byte {
+// through (nil: all), each as entry says.
+func modelList(names []string, allowed map[string]bool, entry func(string) modelEntry) []byte {
 	list := struct {
 		Object string       `json:"object"`
 		Data   []modelEntry `json:"data"`
 	}{Object: "list", Data: []modelEntry{}}
 	for _, n := range names {
 		if allowed == nil || allowed[n] {
-			list.Data = append(list.Data, modelEntry{ID: n, Object: "model", Created: created, OwnedBy: owner(n), Operations: ops(n)})
+			list.Data = append(list.Data, entry(n))
 		}
 	}
 	b, err := json.Marshal(list)

@@ -3,6 +3,7 @@ package engine
 import (
 	"testing"
 
+	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
 )
 
@@ -40,6 +41,11 @@ func TestTargetRefusalsMoveOn(t *testing.T) {
 			if tt.status == 200 && tt.name != "200 that is no completion" {
 				if _, _, on := rtKey(t, g, "auto", "p1/m").until.Active(nanotime()); on {
 					t.Error("a target refusal cooled the key")
+				}
+				// /api/stats files the refusal under its class's name.
+				stats := g.do("GET", "/api/stats", "")
+				if n := gjson.GetBytes(stats.body, "providers.p1.models.m.errors.unsupported").Int(); n != 1 {
+					t.Errorf("/api/stats counts %d unsupported errors for p1/m, want 1: %s", n, stats.body)
 				}
 			}
 		})
