@@ -154,7 +154,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		x.trace = &routeTrace{group: g}
 		w.trace = x.trace
 	}
-	res := settlement{key: key, keyRes: keyRes}
+	res := settlement{key: key, keyRes: keyRes, route: x.route.series.Load(), all: e.states.analytics.all}
 	e.run(ctx, s, g, x, w, res, session, start)
 }
 
@@ -239,8 +239,9 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 	return h.Sum64() | 1
 }
 
-// finish counts the answer for its route and key, and writes its access
-// log line, or hands that to the stream relay to write when it ends.
+// finish counts the answer for the gateway, its route and key, and
+// remembers it for /api/requests and writes its access log line, or hands
+// both to the stream relay to do when it ends.
 func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, x *exchange, start time.Time) {
 	if x.trace != nil {
 		x.trace.header(ctx, x)
@@ -248,21 +249,16 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	status := ctx.Response.StatusCode()
 	lat := time.Since(start)
 	e.requests.Add(1)
+	fellBack := x.winner.t != nil && len(x.fails) > 0
 	if x.route != nil {
-		x.route.codes.add(status)
-		x.route.latency.observe(lat)
+		x.route.answered(status, lat, fellBack)
 	}
 	if key != nil {
-		key.stats.codes.add(status)
-		key.stats.use.requests.Add(1)
-		if status < 300 {
-			key.stats.use.successes.Add(1)
-		}
+		key.stats.answered(status, lat, fellBack)
 	}
-	if e.access == nil || !s.access {
-		return
-	}
-	// The line borrows the request's bytes; a stream's copies them.
+	e.states.analytics.all.at().answered(status, lat, fellBack)
+	// The line borrows the request's bytes: the entry remembered copies
+	// what it keeps, and a stream's access log line copies them.
 	l := accessLine{
 		id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
 		method: "POST", path: bytesString(ctx.Path()), model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb,
@@ -275,12 +271,21 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		l.winner = &x.winner
 		l.via = x.winner.t.name
 	}
+	logged := e.access != nil && s.access
 	if x.relay != nil {
-		l.detach()
-		x.relay.access, x.relay.accessLog, x.relay.start = &l, e.access, start
+		x.relay.entry.fill(&l, start.Add(lat))
+		x.relay.recent, x.relay.start = &e.recent, start
+		if logged {
+			line := l
+			line.detach()
+			x.relay.access, x.relay.accessLog = &line, e.access
+		}
 		return
 	}
-	e.access.write(&l)
+	e.recent.record(&l, start.Add(lat))
+	if logged {
+		e.access.write(&l)
+	}
 }
 
 // answer sends a successful reply.
@@ -329,6 +334,10 @@ type relay struct {
 	access    *accessLine
 	accessLog *accessWriter
 	start     time.Time
+	// entry is the request as /api/requests tells it, added to recent
+	// when the stream ends.
+	entry  recentEntry
+	recent *recentRing
 }
 
 // next returns the next bytes for the client, and false at the end. A
@@ -369,16 +378,15 @@ func (r *relay) interrupted(f *adapters.Failure) {
 	if c.t == nil {
 		return
 	}
-	u := &c.t.state.use
-	u.successes.Add(-1)
-	u.errors[f.Class].Add(1)
+	c.t.state.use.interrupted(f.Class)
 	penalize(r.s, c, f, nanotime())
 	if r.res.key != nil {
-		r.res.key.stats.use.successes.Add(-1)
+		r.res.key.stats.use.interrupted(f.Class)
 	}
 	if r.access != nil {
 		r.access.interrupted = true
 	}
+	r.entry.err = "stream_interrupted"
 }
 
 // WriteTo relays every frame as one flushed chunk. It runs after the
@@ -441,8 +449,16 @@ func (r *relay) Close() error {
 		if r.onEnd != nil {
 			r.onEnd(r.stream)
 		}
+		lat := time.Since(r.start)
+		if r.recent != nil {
+			r.entry.at, r.entry.latency = r.start.Add(lat).UnixNano(), lat
+			if u.Known {
+				r.entry.prompt, r.entry.completion = int64(u.Prompt), int64(u.Completion)
+			}
+			r.recent.add(&r.entry)
+		}
 		if r.access != nil {
-			r.access.latency, r.access.usage = time.Since(r.start), u
+			r.access.latency, r.access.usage = lat, u
 			r.accessLog.write(r.access)
 		}
 	}

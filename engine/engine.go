@@ -37,6 +37,9 @@ type Options struct {
 	AccessLog io.Writer
 	// Version is the binary's version, reported by /health.
 	Version string
+	// Clock replaces the clock of the usage analytics (tests); nil is
+	// the engine's own.
+	Clock func() time.Time
 }
 
 // Engine serves the gateway's HTTP API from the current config snapshot.
@@ -59,9 +62,11 @@ type Engine struct {
 	stop chan struct{}
 	// requests counts every API request answered.
 	requests atomic.Int64
-	status   func() config.ReloadStatus
-	started  time.Time
-	version  string
+	// recent holds the last requests answered, for /api/requests.
+	recent  recentRing
+	status  func() config.ReloadStatus
+	started time.Time
+	version string
 	// idPrefix and idSeq make request ids unique without a random read
 	// per request.
 	idPrefix [12]byte
@@ -74,6 +79,10 @@ type Engine struct {
 
 // New builds an engine serving cfg.
 func New(cfg *config.Config, opt Options) (*Engine, error) {
+	clock := nanotime
+	if opt.Clock != nil {
+		clock = func() int64 { return opt.Clock().UnixNano() }
+	}
 	e := &Engine{
 		log:          opt.Logger,
 		status:       opt.Status,
@@ -83,7 +92,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		version:      opt.Version,
 		started:      time.Now(),
 		ups:          upstreams{dial: opt.Dial},
-		states:       states{backend: memory{}},
+		states:       states{backend: memory{}, analytics: newAnalytics(clock)},
 		writeTimeout: cfg.ClientWriteTimeout.D(),
 	}
 	e.sticky = e.states.backend.Sessions()
@@ -101,6 +110,11 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 	if opt.AccessLog != nil {
 		e.access = newAccessWriter(opt.AccessLog)
 	}
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		e.states.analytics.run(e.stop)
+	}()
 	if cfg.Cache.TTL.D() > 0 {
 		c, err := newResponseCache(int64(cfg.Cache.MaxBytes))
 		if err != nil {
@@ -143,6 +157,7 @@ func (e *Engine) Swap(cfg *config.Config) error {
 			s.anon = e.anon
 		}
 	}
+	e.states.analytics.keep(s.timelines())
 	e.snap.Store(s)
 	e.ups.keep(cfg)
 	return nil
@@ -292,13 +307,20 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody(body)
 	case "/health":
 		e.health(ctx, s)
-	case "/api/stats":
+	case "/api/stats", "/api/stats/series", "/api/requests":
 		key, err := s.authenticate(ctx)
 		if err != nil {
 			err.write(ctx)
 			return
 		}
-		e.stats(ctx, s, key)
+		switch string(path) {
+		case "/api/stats":
+			e.stats(ctx, s, key)
+		case "/api/stats/series":
+			e.series(ctx, key)
+		default:
+			e.requestsList(ctx, key)
+		}
 	case "/api/explain":
 		e.explainAPI(ctx, s)
 	case "/metrics":
@@ -387,18 +409,17 @@ func methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) {
 // passed counts a passthrough answer and writes its access log line.
 func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, via string, start time.Time) {
 	status := ctx.Response.StatusCode()
+	lat := time.Since(start)
 	e.requests.Add(1)
+	e.states.analytics.all.at().answered(status, lat, false)
 	l := accessLine{id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), method: bytesString(ctx.Method()),
-		path: bytesString(ctx.Path()), route: "passthrough", via: via, status: status, latency: time.Since(start),
+		path: bytesString(ctx.Path()), route: "passthrough", via: via, status: status, latency: lat,
 		cache: bytesString(ctx.Response.Header.Peek("X-Cache"))}
 	if key != nil {
-		key.stats.codes.add(status)
-		key.stats.use.requests.Add(1)
-		if status < 300 {
-			key.stats.use.successes.Add(1)
-		}
+		key.stats.answered(status, lat, false)
 		l.key = key.cfg.Name
 	}
+	e.recent.record(&l, start.Add(lat))
 	if e.access != nil && s.access {
 		e.access.write(&l)
 	}

@@ -198,6 +198,13 @@ type fakeGateway struct {
 
 func newFakeGateway(t *testing.T, yaml string, n *fakeNet) *fakeGateway {
 	t.Helper()
+	return newFakeGatewayWith(t, yaml, n, Options{})
+}
+
+// newFakeGatewayWith is newFakeGateway with more options: its logger,
+// dialer and version are the fake ones.
+func newFakeGatewayWith(t *testing.T, yaml string, n *fakeNet, opt Options) *fakeGateway {
+	t.Helper()
 	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) {
 		v, ok := fakeEnv[k]
 		return v, ok
@@ -210,7 +217,8 @@ func newFakeGateway(t *testing.T, yaml string, n *fakeNet) *fakeGateway {
 		g.key = fakeEnv["GW_ML"]
 	}
 	logger := slog.New(slog.NewTextHandler(g.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g.eng, err = New(cfg, Options{Logger: logger, Dial: n.dial, Version: fakeVersion})
+	opt.Logger, opt.Dial, opt.Version = logger, n.dial, fakeVersion
+	g.eng, err = New(cfg, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 	}
 	x.family("gateway_upstream_ttfb_seconds", "histogram", "Time to the first byte of successful upstream attempts.")
 	for _, t := range targets {
-		x.histogram("gateway_upstream_ttfb_seconds", &t.state.use.ttfb, "provider", t.provider.name, "model", t.model.Name)
+		x.histogram("gateway_upstream_ttfb_seconds", &t.state.use.latency, "provider", t.provider.name, "model", t.model.Name)
 	}
 	x.family("gateway_tokens_total", "counter", "Tokens the upstreams reported, by provider, model and kind.")
 	for _, t := range targets {

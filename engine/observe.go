@@ -31,6 +31,11 @@ type statsBody struct {
 	Keys            map[string]usageBody    `json:"keys"`
 	Routes          map[string]routeBody    `json:"routes"`
 	StickySessions  int                     `json:"stickySessions"`
+	// Window names the window the usage figures cover; empty: since
+	// the start.
+	Window string   `json:"window,omitempty"`
+	Viewer viewerJS `json:"viewer"`
+	Reload reloadJS `json:"reload"`
 }
 
 type usageBody struct {
@@ -73,23 +78,29 @@ type routeBody struct {
 	Latency latencyJS        `json:"latency"`
 }
 
-func latencyOf(h *histogram) latencyJS {
-	_, n, sum := h.snapshot()
+func latencyOf(t *tally) latencyJS {
+	var n int64
+	for _, c := range t.latency {
+		n += c
+	}
 	l := latencyJS{Count: n}
 	if n > 0 {
-		l.AvgMS = float64(sum.Microseconds()) / 1000 / float64(n)
-		l.P50MS = float64(h.quantile(0.5).Microseconds()) / 1000
-		l.P99MS = float64(h.quantile(0.99).Microseconds()) / 1000
+		l.AvgMS = float64(time.Duration(t.latencySum).Microseconds()) / 1000 / float64(n)
+		l.P50MS = float64(quantileOf(&t.latency, n, 0.5).Microseconds()) / 1000
+		l.P99MS = float64(quantileOf(&t.latency, n, 0.99).Microseconds()) / 1000
 	}
 	return l
 }
 
-func usageOf(c *counters, classes bool) usageBody {
-	u := usageBody{Requests: c.requests.Load(), Successes: c.successes.Load(), Fallbacks: c.fallbacks.Load(),
-		PromptTokens: c.prompt.Load(), CompletionTokens: c.completion.Load()}
+// usageOf reports t, with its errors by class when classes is set.
+func usageOf(t *tally, classes bool) usageBody {
+	// A stream cut after the window's start may take back a success
+	// counted before it.
+	u := usageBody{Requests: t.requests, Successes: max(0, t.successes), Fallbacks: t.fallbacks,
+		PromptTokens: t.prompt, CompletionTokens: t.completion}
 	if classes {
-		for i := range c.errors {
-			if n := c.errors[i].Load(); n > 0 {
+		for i, n := range t.errors {
+			if n > 0 {
 				if u.Errors == nil {
 					u.Errors = map[string]int64{}
 				}
@@ -100,10 +111,10 @@ func usageOf(c *counters, classes bool) usageBody {
 	return u
 }
 
-func codesOf(s *statusCounts) map[string]int64 {
+func codesOf(t *tally) map[string]int64 {
 	m := map[string]int64{}
-	for i := 1; i < len(s); i++ {
-		if n := s[i].Load(); n > 0 {
+	for i := 1; i < len(t.codes); i++ {
+		if n := t.codes[i]; n > 0 {
 			m[strconv.Itoa(i)+"xx"] = n
 		}
 	}
@@ -156,19 +167,32 @@ func (s *snapshot) targetsOf() []*target {
 // other gateway keys' usage. With auth off (nil) every caller may.
 func (gk *gatewayKey) admin() bool { return gk == nil || gk.cfg.Admin }
 
-// stats answers /api/stats for key (nil with auth off). Only an admin key
-// sees other gateway keys' usage; every key sees the providers' and
-// models' figures and states.
+// stats answers /api/stats for key (nil with auth off), its usage figures
+// since the start or over ?window. Only an admin key sees other gateway
+// keys' usage and the last reload's errors; every key sees the providers'
+// and models' figures and states.
 func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
+	w, werr := windowParam(ctx)
+	if werr != nil {
+		werr.write(ctx)
+		return
+	}
+	v := e.view(w)
+	defer v.close()
 	now := time.Now()
 	up := now.Sub(e.started)
+	all := v.gateway(e)
 	b := statsBody{
-		TotalRequests: e.requests.Load(), Uptime: humanUptime(up), UptimeSeconds: int64(up.Seconds()),
+		TotalRequests: all.requests, Uptime: humanUptime(up), UptimeSeconds: int64(up.Seconds()),
 		Targets: append([]string{}, s.cfg.ProviderOrder...), CacheTTL: int64(s.cacheTTL.Seconds()),
 		RateLimitMax: s.cfg.Auth.DefaultRPM, RateLimitWindow: time.Minute.Milliseconds(),
 		Config:    configState{Checksum: s.cfg.Checksum, LoadedAt: s.cfg.LoadedAt.UTC()},
 		Providers: map[string]providerBody{}, Keys: map[string]usageBody{}, Routes: map[string]routeBody{},
 		CacheHitRate: "0.0%", StickySessions: e.sticky.Len(),
+		Viewer: viewerOf(key), Reload: reloadOf(e.reloadStatus(s), key.admin(), s.red),
+	}
+	if w != nil {
+		b.Window = w.name
 	}
 	if e.cache != nil {
 		b.CacheHits, b.CacheMisses = e.cache.hits.Load(), e.cache.misses.Load()
@@ -180,10 +204,12 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 	for _, t := range s.targetsOf() {
 		pb, ok := b.Providers[t.provider.name]
 		if !ok {
-			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&t.provider.stats.codes)}
+			pass := v.of(t.provider.stats)
+			pb = providerBody{Models: map[string]modelStatsJS{}, Passthrough: codesOf(&pass)}
 		}
-		u := usageOf(&t.state.use, true)
-		m := modelStatsJS{usageBody: u, Breaker: t.state.breaker.State(nanotime()), TTFB: latencyOf(&t.state.use.ttfb)}
+		use := v.of(&t.state.use)
+		u := usageOf(&use, true)
+		m := modelStatsJS{usageBody: u, Breaker: t.state.breaker.State(nanotime()), TTFB: latencyOf(&use)}
 		for i, ks := range t.keys {
 			k := keyStateOf(t, ks, nanotime())
 			k.Index = i + 1
@@ -207,14 +233,15 @@ func (e *Engine) stats(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey) {
 		if gk != key && !key.admin() {
 			continue
 		}
-		u := usageOf(&gk.stats.use, false)
-		u.Errors = codesOf(&gk.stats.codes)
+		use := v.of(gk.stats)
+		u := usageOf(&use, false)
+		u.Errors = codesOf(&use)
 		delete(u.Errors, "2xx")
 		b.Keys[name] = u
 	}
-	b.Routes["default"] = routeBody{Codes: codesOf(&s.defaultRoute.codes), Latency: latencyOf(&s.defaultRoute.latency)}
-	for _, r := range s.routes {
-		b.Routes[r.cfg.Name] = routeBody{Codes: codesOf(&r.stats.codes), Latency: latencyOf(&r.stats.latency)}
+	for name, r := range s.routeStates() {
+		use := v.of(r)
+		b.Routes[name] = routeBody{Codes: codesOf(&use), Latency: latencyOf(&use)}
 	}
 	out, _ := json.Marshal(b)
 	ctx.SetContentTypeBytes(strJSON)

@@ -19,13 +19,7 @@ import (
 func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int) {
 	c.t.state.breaker.Success()
 	c.t.observe(ttfb)
-	u := &c.t.state.use
-	u.requests.Add(1)
-	u.successes.Add(1)
-	u.ttfb.observe(ttfb)
-	if fallbacks > 0 {
-		u.fallbacks.Add(1)
-	}
+	c.t.state.use.won(ttfb, fallbacks > 0)
 	now := nanotime()
 	if exhausted > 0 {
 		c.ks.until.Start(now, exhausted, coolRate)
@@ -39,8 +33,7 @@ func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted tim
 // answered (a bad request relayed).
 func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *adapters.Failure, x *exchange) bool {
 	refund(c)
-	c.t.state.use.requests.Add(1)
-	c.t.state.use.errors[f.Class].Add(1)
+	c.t.state.use.failed(f.Class)
 	penalize(w.s, c, f, nanotime())
 	if f.Class == adapters.Auth {
 		e.recheck(w.s, c)
@@ -102,6 +95,9 @@ type settlement struct {
 	key *gatewayKey
 	// keyRes is what the gateway key reserved.
 	keyRes Reservation
+	// route and all are the series of the request's route and of the
+	// whole gateway, which count its tokens too; nil for none.
+	route, all *series
 }
 
 func (r *settlement) settle(u adapters.Usage) {
@@ -119,6 +115,8 @@ func (r *settlement) settle(u adapters.Usage) {
 	if r.key != nil {
 		r.key.stats.use.tokens(u)
 	}
+	r.route.at().tokens(u)
+	r.all.at().tokens(u)
 }
 
 // relayBadRequest hands the upstream's verdict on the client's request

@@ -154,8 +154,7 @@ func (e *Engine) proxy(ctx *fasthttp.RequestCtx, s *snapshot, gk *gatewayKey) st
 			msg: "provider " + p.name + " could not be reached"}).write(ctx)
 		return p.name
 	}
-	p.stats.codes.add(resp.StatusCode())
-	p.stats.latency.observe(time.Since(start))
+	p.stats.answered(resp.StatusCode(), time.Since(start), false)
 	if enc := resp.Header.ContentEncoding(); s.red != nil && len(enc) > 0 && !bytes.EqualFold(enc, []byte("identity")) {
 		// Asked for none, the upstream compressed anyway: the gateway
 		// cannot see whether the body quotes a key.

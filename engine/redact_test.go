@@ -354,7 +354,11 @@ func TestProviderKeysNeverLeave(t *testing.T) {
 	if !bytes.Contains(models.body, []byte("clean-model")) {
 		t.Errorf("/v1/models lost the listed model without a key: %s", models.body)
 	}
-	check("/api/stats", g.get("/api/stats"))
+	for _, path := range []string{"/api/stats", "/api/stats?window=1h", "/api/stats?window=30d", "/api/stats/series?window=1h",
+		"/api/stats/series?window=7d", "/api/requests?limit=200"} {
+		check(path, g.get(path))
+		check(path+" (another key)", g.do("GET", path, "", web...))
+	}
 	check("/metrics", g.do("GET", "/metrics", ""))
 	g.eng.access.flush()
 	if leak := leakIn(access.String(), keys); leak != "" {

@@ -151,6 +151,7 @@ type groupState struct {
 // (counters, latency, rotation) is each replica's own.
 type states struct {
 	backend   Backend
+	analytics *analytics
 	mu        sync.Mutex
 	keys      map[string]*keyState
 	targets   map[string]*targetState
@@ -338,6 +339,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		s.byName[key.Name] = gk
 	}
 	st.keys, st.targets, st.groups, st.gkeys, st.routes, st.providers = k.keys, k.targets, k.groups, k.gkeys, k.routes, k.providers
+	s.timeOnce(st.analytics)
 
 	listed := append(append([]string(nil), cfg.GroupOrder...), bare...)
 	entry := func(name string) modelEntry {

@@ -41,6 +41,11 @@ func (h *histogram) snapshot() (counts [len(latencyBounds) + 1]int64, total int6
 // quantile estimates a quantile as the upper bound of its bucket.
 func (h *histogram) quantile(q float64) time.Duration {
 	counts, total, _ := h.snapshot()
+	return quantileOf(&counts, total, q)
+}
+
+// quantileOf estimates a quantile of histogram counts summing to total.
+func quantileOf(counts *[len(latencyBounds) + 1]int64, total int64, q float64) time.Duration {
 	if total == 0 {
 		return 0
 	}
@@ -61,22 +66,119 @@ func (h *histogram) quantile(q float64) time.Duration {
 // numClasses is the number of adapters.Class values.
 const numClasses = int(adapters.Unsupported) + 1
 
-// counters is the usage of one target, gateway key or route. Every field
-// is an atomic, so recording costs no lock.
-type counters struct {
+// classNames names the adapters.Class values, by index.
+var classNames = func() (n [numClasses]string) {
+	for i := range n {
+		n[i] = adapters.Class(i).String()
+	}
+	return n
+}()
+
+// usage is what a target, a gateway key or a bucket of a series counts.
+// Every field is an atomic, so recording costs no lock.
+type usage struct {
 	requests, successes, fallbacks atomic.Int64
-	// errors counts failed upstream attempts by class (targets) or failed
-	// requests (keys, routes: by status class index 4 or 5 below).
+	// errors counts failed upstream attempts by class.
 	errors             [numClasses]atomic.Int64
 	prompt, completion atomic.Int64
-	latency, ttfb      histogram
+	// latency is a target's time to first byte; in a bucket of a key,
+	// route or provider, the answer's latency.
+	latency histogram
+}
+
+// load reads the usage.
+func (u *usage) load() tally {
+	t := tally{requests: u.requests.Load(), successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
+		prompt: u.prompt.Load(), completion: u.completion.Load()}
+	for i := range t.errors {
+		t.errors[i] = u.errors[i].Load()
+	}
+	var sum time.Duration
+	t.latency, _, sum = u.latency.snapshot()
+	t.latencySum = int64(sum)
+	return t
+}
+
+// counters is the usage of one target or gateway key since the start,
+// and over time in its series.
+type counters struct {
+	usage
+	// series is nil for a target the config does not declare. A build
+	// may set it while requests of the snapshot before read it.
+	series atomic.Pointer[series]
+}
+
+// won counts a successful attempt, its time to first byte, and whether
+// attempts before it failed.
+func (c *counters) won(ttfb time.Duration, fellBack bool) {
+	c.requests.Add(1)
+	c.successes.Add(1)
+	c.latency.observe(ttfb)
+	if fellBack {
+		c.fallbacks.Add(1)
+	}
+	if b := c.series.Load().at(); b != nil {
+		b.requests.Add(1)
+		b.successes.Add(1)
+		b.latency.observe(ttfb)
+		if fellBack {
+			b.fallbacks.Add(1)
+		}
+	}
+}
+
+// failed counts a failed attempt.
+func (c *counters) failed(class adapters.Class) {
+	c.requests.Add(1)
+	c.errors[class].Add(1)
+	if b := c.series.Load().at(); b != nil {
+		b.requests.Add(1)
+		b.errors[class].Add(1)
+	}
+}
+
+// interrupted turns a success counted into a failure of class: a stream
+// the upstream cut after it started.
+func (c *counters) interrupted(class adapters.Class) {
+	c.successes.Add(-1)
+	c.errors[class].Add(1)
+	if b := c.series.Load().at(); b != nil {
+		b.successes.Add(-1)
+		b.errors[class].Add(1)
+	}
 }
 
 func (c *counters) tokens(u adapters.Usage) {
 	if u.Known {
 		c.prompt.Add(int64(u.Prompt))
 		c.completion.Add(int64(u.Completion))
+		c.series.Load().at().tokens(u)
 	}
+}
+
+// tokens adds known usage to the bucket, if any.
+func (b *bucket) tokens(u adapters.Usage) {
+	if b != nil && u.Known {
+		b.prompt.Add(int64(u.Prompt))
+		b.completion.Add(int64(u.Completion))
+	}
+}
+
+// answered counts an answer to a client into the bucket, if any: its
+// status class, latency, and whether it took a fallback.
+func (b *bucket) answered(status int, lat time.Duration, fellBack bool) {
+	if b == nil {
+		return
+	}
+	b.requests.Add(1)
+	if status < 300 {
+		b.successes.Add(1)
+	}
+	if fellBack {
+		b.fallbacks.Add(1)
+	}
+	b.codes.add(status)
+	b.latency.observe(lat)
 }
 
 // statusCounts counts answers by status class: index = status / 100.
@@ -88,11 +190,37 @@ func (s *statusCounts) add(status int) {
 	}
 }
 
-// routeState is what a route (or "default", no route) has served.
-type routeState struct {
+// answers counts what one route or provider (passthrough) answered,
+// since the start and over time.
+type answers struct {
 	codes   statusCounts
 	latency histogram
+	series  atomic.Pointer[series]
 }
+
+// answered counts one answer.
+func (a *answers) answered(status int, lat time.Duration, fellBack bool) {
+	a.codes.add(status)
+	a.latency.observe(lat)
+	a.series.Load().at().answered(status, lat, fellBack)
+}
+
+// load reads the answers since the start.
+func (a *answers) load() tally {
+	t := tally{codes: a.codes.load()}
+	var sum time.Duration
+	t.latency, _, sum = a.latency.snapshot()
+	t.latencySum = int64(sum)
+	return t
+}
+
+func (a *answers) timeline() *series { return a.series.Load() }
+
+// routeState is what a route (or "default", no route) has served.
+type routeState struct{ answers }
+
+// providerStats counts a provider's passthrough traffic.
+type providerStats struct{ answers }
 
 // keyStats is a gateway key's limiter and usage.
 type keyStats struct {
@@ -101,8 +229,21 @@ type keyStats struct {
 	use   counters
 }
 
-// providerStats counts a provider's passthrough traffic.
-type providerStats struct {
-	codes   statusCounts
-	latency histogram
+// answered counts one answer to the key.
+func (k *keyStats) answered(status int, lat time.Duration, fellBack bool) {
+	k.codes.add(status)
+	k.use.requests.Add(1)
+	if status < 300 {
+		k.use.successes.Add(1)
+	}
+	k.use.series.Load().at().answered(status, lat, fellBack)
 }
+
+// load reads the key's usage since the start.
+func (k *keyStats) load() tally {
+	t := k.use.load()
+	t.codes = k.codes.load()
+	return t
+}
+
+func (k *keyStats) timeline() *series { return k.use.series.Load() }
