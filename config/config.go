@@ -34,6 +34,7 @@ type Config struct {
 	ResponseStore  ResponseStore        `yaml:"responses"`
 	Cache          Cache                `yaml:"cache"`
 	Log            Log                  `yaml:"log"`
+	State          State                `yaml:"state"`
 
 	// ClientWriteTimeout is how long one write to a client may make no
 	// progress before the response is given up and its upstream released.
@@ -111,6 +112,7 @@ func (c *Config) defaults() {
 	c.ResponseStore.defaults()
 	c.Cache.defaults()
 	c.Log.defaults()
+	c.State.defaults()
 }
 
 // Auth holds the gateway keys clients present. No keys at all turns
