@@ -81,6 +81,10 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		exchangePool.Put(x)
 	}()
 	x.op, x.in = op, in
+	if err := e.stateRefusal(); err != nil {
+		err.write(ctx)
+		return
+	}
 	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.

@@ -108,6 +108,9 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 	}
 	fmt.Fprintf(&b, "gateway_cache_requests_total{result=\"hit\"} %d\ngateway_cache_requests_total{result=\"miss\"} %d\n", hits, misses)
 
+	family("gateway_state_backend_up", "gauge", "Whether the shared state backend (Redis) answers: 0 while this replica counts alone or refuses; always 1 for memory.")
+	fmt.Fprintf(&b, "gateway_state_backend_up %d\n", boolInt(e.shared == nil || e.shared.up.Load()))
+
 	st := e.reloadStatus(s)
 	family("gateway_config_last_reload_successful", "gauge", "Whether the last config reload succeeded.")
 	fmt.Fprintf(&b, "gateway_config_last_reload_successful %d\n", boolInt(st.OK))

@@ -173,15 +173,22 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 		}
 		return skipCooling, until
 	}
-	if lim := t.limiter(slot); lim != nil {
+	// The request path skips the check: Reserve makes the same one and
+	// takes in one step, one round trip on a shared backend.
+	if lim := t.limiter(slot); lim != nil && !w.reserve {
 		if ok, at := lim.Check(w.now, t.caps, w.tokensFor(t)); !ok {
-			if at == never {
-				return skipTooLarge, 0
-			}
-			return skipCapped, at
+			return capped(at)
 		}
 	}
 	return eligible, 0
+}
+
+// capped is why a candidate over its caps is skipped, and until when.
+func capped(at int64) (skipReason, int64) {
+	if at == never {
+		return skipTooLarge, 0
+	}
+	return skipCapped, at
 }
 
 func (w *walker) note(r skipReason, until int64) {
@@ -250,7 +257,7 @@ func (w *walker) next() (candidate, bool) {
 		if lim := t.limiter(slot); lim != nil {
 			res, ok, at := lim.Reserve(w.now, t.caps, w.tokensFor(t))
 			if !ok {
-				w.note(skipCapped, at) // taken by a concurrent request since inspect
+				w.note(capped(at))
 				continue
 			}
 			c.res = res
