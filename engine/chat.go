@@ -3,7 +3,6 @@ package engine
 import (
 	"encoding/json"
 	"errors"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"runtime/debug"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/expr-lang/expr/vm"
+	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"gateway/adapters"
@@ -51,8 +51,10 @@ var exchangePool = sync.Pool{New: func() any { return &exchange{} }}
 
 var vmPool = sync.Pool{New: func() any { return &vm.VM{} }}
 
-// stickySeed keys conversation hashes for this process's lifetime.
-var stickySeed = maphash.MakeSeed()
+// stickySeed seeds conversation hashes. It is fixed, not random per
+// process: replicas sharing sticky sessions (state.backend redis) must
+// name a conversation alike.
+const stickySeed = 0x9e3779b97f4a7c15
 
 var hdrSessionID = []byte("X-Session-Id")
 
@@ -219,18 +221,18 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 	if len(sid) == 0 && (!r.assistant || r.firstUser == "") {
 		return 0
 	}
-	var h maphash.Hash
-	h.SetSeed(stickySeed)
+	var h xxhash.Digest
+	h.ResetWithSeed(stickySeed)
 	if key != nil {
 		h.WriteString(key.cfg.Name)
 	}
-	h.WriteByte(0)
 	if len(sid) > 0 {
-		h.WriteByte('h')
+		h.WriteString("\x00h")
 		h.Write(sid)
 	} else {
+		h.WriteString("\x00")
 		h.WriteString(r.system)
-		h.WriteByte(0)
+		h.WriteString("\x00")
 		h.WriteString(r.firstUser)
 	}
 	return h.Sum64() | 1

@@ -64,6 +64,9 @@ const (
 // Redis is down: the replica then starts counting alone, and joins the
 // shared counts when Redis answers.
 func newRedisBackend(cfg config.State, log *slog.Logger) (*redisBackend, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	r := cfg.Redis
 	opt, err := redis.ParseURL(r.URL.Reveal())
 	if err != nil {
