@@ -30,23 +30,44 @@ local cap = {tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(A
 local n = tonumber(ARGV[8])
 local W, width, idx = {'m', 'd', 'M', 'D'}, {1, 1440, 1, 1440}, {m = 1, d = 2, M = 3, D = 4}
 local B, MAXC = 60, 1125899906842624
-local f, dirty = {}, {}
 local h = redis.call('HGETALL', k)
-for i = 1, #h, 2 do f[h[i]] = tonumber(h[i + 1]) end
-local function put(fld, v) f[fld] = v; dirty[#dirty + 1] = fld end
-local ls, ln = f.ts or 0, f.tn or 0
+local ls, ln = 0, 0
+for i = 1, #h, 2 do
+  if h[i] == 'ts' then ls = tonumber(h[i + 1]) elseif h[i] == 'tn' then ln = tonumber(h[i + 1]) end
+end
+local write = {}
 if op ~= 'cancel' then
   if s < ls or (s == ls and ns < ln) then
     s, ns = ls, ln
   elseif op ~= 'used' then
-    put('ts', s); put('tn', ns)
+    write = {'ts', string.format('%.0f', s), 'tn', string.format('%.0f', ns)}
   end
 end
 local cur = {}
 for i = 1, 4 do cur[i] = math.floor(s / width[i]) end
+-- win[i][epoch] is a bucket's count; old lists the buckets that left
+-- their window, to delete with the next write.
+local win, old, day = {{}, {}, {}, {}}, {}, cap[2] > 0 or cap[4] > 0
+for j = 1, #h, 2 do
+  local i = idx[h[j]:sub(1, 1)]
+  if i then
+    local e = tonumber(h[j]:sub(2))
+    if e < cur[i] - B then
+      old[#old + 1] = h[j]
+    else
+      win[i][e] = tonumber(h[j + 1])
+      day = day or i == 2 or i == 4
+    end
+  end
+end
+local function put(i, e, v)
+  win[i][e] = math.max(0, math.min(MAXC, v))
+  write[#write + 1] = W[i] .. e
+  write[#write + 1] = string.format('%.0f', win[i][e])
+end
 local function used(i)
   local u = 0
-  for e = cur[i] - B, cur[i] do u = u + (f[W[i] .. e] or 0) end
+  for e = cur[i] - B, cur[i] do u = u + (win[i][e] or 0) end
   return u
 end
 local function freeAt(i, need, limit)
@@ -54,19 +75,16 @@ local function freeAt(i, need, limit)
   local u = used(i)
   if u + need <= limit then return nil end
   for e = cur[i] - B, cur[i] do
-    u = u - (f[W[i] .. e] or 0)
+    u = u - (win[i][e] or 0)
     if u + need <= limit then return (e + B + 1) * width[i] end
   end
   return (cur[i] + B + 1) * width[i]
 end
-local function bound(v) return math.max(0, math.min(MAXC, v)) end
 local function addAt(i, e, v)
-  local fld = W[i] .. e
-  if f[fld] and e >= cur[i] - B then
-    put(fld, bound(f[fld] + v))
+  if win[i][e] and e >= cur[i] - B then
+    put(i, e, win[i][e] + v)
   elseif v > 0 then
-    local now = W[i] .. cur[i]
-    put(now, bound((f[now] or 0) + v))
+    put(i, cur[i], (win[i][cur[i]] or 0) + v)
   end
 end
 local amt = {1, 1, n, n}
@@ -76,12 +94,10 @@ if op == 'check' or op == 'reserve' then
     if ok and cap[i] > 0 then
       local t = freeAt(i, amt[i], cap[i])
       if t == -1 then ok, at = false, -1
-      elseif t then
-        if not at or t > at then at = t end
-      end
+      elseif t and (not at or t > at) then at = t end
     end
   end
-  if at and at ~= -1 then ok = false end
+  if at then ok = false end
   if ok and op == 'reserve' then
     for i = 1, 4 do
       if cap[i] > 0 then addAt(i, cur[i], amt[i]) end
@@ -97,31 +113,15 @@ elseif op == 'cancel' then
     if cap[i] > 0 then addAt(i, cur[i], -amt[i]) end
   end
 end
-if #dirty > 0 then
-  local args, day = {}, cap[2] > 0 or cap[4] > 0
-  for fld, v in pairs(f) do
-    local i = idx[fld:sub(1, 1)]
-    if i then
-      local e = tonumber(fld:sub(2))
-      if e and e < cur[i] - B then
-        redis.call('HDEL', k, fld)
-        f[fld] = nil
-      elseif i == 2 or i == 4 then
-        day = true
-      end
-    end
-  end
-  for _, fld in ipairs(dirty) do
-    args[#args + 1] = fld
-    args[#args + 1] = string.format('%.0f', f[fld])
-  end
-  redis.call('HSET', k, unpack(args))
+if #write > 0 then
+  if #old > 0 then redis.call('HDEL', k, unpack(old)) end
+  redis.call('HSET', k, unpack(write))
   -- A day bucket counts for up to 61 x 24 minutes; a minute one for 61s.
   redis.call('PEXPIRE', k, day and 90000000 or 125000)
 end
 local exit = 0
 for e = cur[1] - B, cur[1] do
-  if (f['m' .. e] or 0) > 0 then exit = e + B + 1; break end
+  if (win[1][e] or 0) > 0 then exit = e + B + 1; break end
 end
 local as, an = s, ns
 if not ok then as, an = at, 0 end
