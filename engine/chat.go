@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/expr-lang/expr/vm"
 	"github.com/cespare/xxhash/v2"
+	"github.com/expr-lang/expr/vm"
 	"github.com/valyala/fasthttp"
 
 	"gateway/adapters"
