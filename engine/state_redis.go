@@ -268,29 +268,26 @@ func (b *redisBackend) apply(msg string) {
 
 // Limiter implements Backend.
 func (b *redisBackend) Limiter(name string) Limiter {
-	l := &redisLimiter{b: b, key: b.prefix + "lim:" + name, local: newLimiter()}
-	b.mu.Lock()
-	b.limiters[name] = weak.Make(l)
-	b.mu.Unlock()
-	return l
+	return register(b, b.limiters, name, &redisLimiter{b: b, key: b.prefix + "lim:" + name, local: newLimiter()})
 }
 
 // Cooldown implements Backend.
 func (b *redisBackend) Cooldown(name string) Cooldown {
-	c := &redisCooldown{b: b, name: name, key: b.prefix + "cool:" + name}
-	b.mu.Lock()
-	b.cools[name] = weak.Make(c)
-	b.mu.Unlock()
-	return c
+	return register(b, b.cools, name, &redisCooldown{b: b, name: name, key: b.prefix + "cool:" + name})
 }
 
 // Breaker implements Backend.
 func (b *redisBackend) Breaker(name string) Breaker {
-	br := &redisBreaker{b: b, name: name, key: b.prefix + "brk:" + name}
+	return register(b, b.breakers, name, &redisBreaker{b: b, name: name, key: b.prefix + "brk:" + name})
+}
+
+// register files a record under its name, for sync and for the changes
+// other replicas publish; weakly, so a record the engine drops goes.
+func register[T any](b *redisBackend, m map[string]weak.Pointer[T], name string, v *T) *T {
 	b.mu.Lock()
-	b.breakers[name] = weak.Make(br)
+	m[name] = weak.Make(v)
 	b.mu.Unlock()
-	return br
+	return v
 }
 
 // Sessions implements Backend.

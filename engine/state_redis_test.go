@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+
+	"gateway/config"
 )
 
 // These tests run three gateway engines in one process on one real
@@ -311,5 +313,27 @@ func TestReplicasRefuseWhileRedisIsDown(t *testing.T) {
 	}
 	for i, g := range gws {
 		eventually(t, fmt.Sprintf("replica %d serves again", i), func() bool { return g.chat(replicaChat).status == 200 })
+	}
+}
+
+// TestStateChangeNeedsARestart: a reload that changes state keeps the
+// backend serving and says a restart applies it, naming no URL.
+func TestStateChangeNeedsARestart(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("p1.test", fakeOK("hello"))
+	g := newFakeGateway(t, fakeYAML([]fakeProv{{name: "p1"}}, ""), n)
+	cfg, err := config.Parse([]byte(fakeYAML([]fakeProv{{name: "p1"}}, "state:\n  backend: redis\n  redis: {url: redis://127.0.0.1:1/0}\n")), config.Options{
+		LookupEnv: func(k string) (string, bool) { v, ok := fakeEnv[k]; return v, ok }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.eng.Swap(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if log := g.log.String(); !strings.Contains(log, "state changed; restart the gateway to apply it") || strings.Contains(log, "127.0.0.1:1") {
+		t.Fatalf("log after the reload:\n%s", log)
+	}
+	if g.eng.shared != nil || g.chat(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`).status != 200 {
+		t.Fatal("the reload switched the backend")
 	}
 }
