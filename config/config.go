@@ -34,6 +34,7 @@ type Config struct {
 	ResponseStore  ResponseStore        `yaml:"responses"`
 	Cache          Cache                `yaml:"cache"`
 	Log            Log                  `yaml:"log"`
+	State          State                `yaml:"state"`
 
 	// CORS lets browser apps on other origins call the gateway; nil (no
 	// cors: block) answers no preflight and sets no CORS header.
@@ -123,6 +124,7 @@ func (c *Config) defaults() {
 	if c.CORS != nil {
 		c.CORS.defaults()
 	}
+	c.State.defaults()
 }
 
 // Auth holds the gateway keys clients present. No keys at all turns

@@ -395,6 +395,7 @@ func (p *parser) validate(c *Config) {
 	p.validateGroups(c)
 	p.validateRoutes(c)
 	p.validateAuth(c)
+	p.validateState(c)
 	if c.Failover.MaxAttempts < 1 {
 		p.errorf("failover.max_attempts", "must be at least 1, got %d", c.Failover.MaxAttempts)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -75,8 +76,8 @@ routes:
     model: auto
 `
 
-func benchChat(b *testing.B, body string, stream bool) {
-	c := benchGateway(b, benchConfig, benchUpstream(b))
+func benchChat(b *testing.B, cfgYAML, body string, stream bool) {
+	c := benchGateway(b, cfgYAML, benchUpstream(b))
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	req.SetRequestURI("http://gateway/v1/chat/completions")
@@ -101,10 +102,24 @@ func benchChat(b *testing.B, body string, stream bool) {
 // BenchmarkChat is one non-stream request through auth, the body scan, a
 // route rule that matches, and the openai adapter.
 func BenchmarkChat(b *testing.B) {
-	benchChat(b, `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`, false)
+	benchChat(b, benchConfig, `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`, false)
 }
 
 // BenchmarkChatStream relays 20 SSE chunks.
 func BenchmarkChatStream(b *testing.B) {
-	benchChat(b, `{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`, true)
+	benchChat(b, benchConfig, `{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`, true)
+}
+
+// BenchmarkChatSharedState is BenchmarkChat with upstream caps (rpm and
+// tpm) on the target, on the memory backend and on Redis (a local
+// redis-server): the difference is what the shared state adds to a
+// request, three round trips here (the key's reservation, the target's,
+// and settling the target's tokens).
+func BenchmarkChatSharedState(b *testing.B) {
+	capped := strings.Replace(benchConfig, "keys: [\"${UP}\"]", "keys: [\"${UP}\"]\n    limits: {rpm: 1000000000, tpm: 1000000000}", 1)
+	body := `{"model":"auto","messages":[{"role":"user","content":"Say hello."}]}`
+	b.Run("memory", func(b *testing.B) { benchChat(b, capped, body, false) })
+	b.Run("redis", func(b *testing.B) {
+		benchChat(b, redisStateYAML(testRedis(b), uniquePrefix("bench"), "local")+capped, body, false)
+	})
 }

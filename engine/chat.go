@@ -3,7 +3,6 @@ package engine
 import (
 	"encoding/json"
 	"errors"
-	"hash/maphash"
 	"io"
 	"log/slog"
 	"runtime/debug"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/expr-lang/expr/vm"
 	"github.com/valyala/fasthttp"
 
@@ -54,8 +54,10 @@ var exchangePool = sync.Pool{New: func() any { return &exchange{} }}
 
 var vmPool = sync.Pool{New: func() any { return &vm.VM{} }}
 
-// stickySeed keys conversation hashes for this process's lifetime.
-var stickySeed = maphash.MakeSeed()
+// stickySeed seeds conversation hashes. It is fixed, not random per
+// process: replicas sharing sticky sessions (state.backend redis) must
+// name a conversation alike.
+const stickySeed = 0x9e3779b97f4a7c15
 
 var hdrSessionID = []byte("X-Session-Id")
 
@@ -84,6 +86,10 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		exchangePool.Put(x)
 	}()
 	x.op, x.in = op, in
+	if err := e.stateRefusal(); err != nil {
+		err.write(ctx)
+		return
+	}
 	if err := scan(body, &x.req, x.op); err != nil {
 		if key != nil {
 			// Every answer to a key says where its limit stands.
@@ -222,18 +228,18 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 	if len(sid) == 0 && (!r.assistant || r.firstUser == "") {
 		return 0
 	}
-	var h maphash.Hash
-	h.SetSeed(stickySeed)
+	var h xxhash.Digest
+	h.ResetWithSeed(stickySeed)
 	if key != nil {
 		h.WriteString(key.cfg.Name)
 	}
-	h.WriteByte(0)
 	if len(sid) > 0 {
-		h.WriteByte('h')
+		h.WriteString("\x00h")
 		h.Write(sid)
 	} else {
+		h.WriteString("\x00")
 		h.WriteString(r.system)
-		h.WriteByte(0)
+		h.WriteString("\x00")
 		h.WriteString(r.firstUser)
 	}
 	return h.Sum64() | 1

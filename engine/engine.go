@@ -47,6 +47,8 @@ type Engine struct {
 	snap   atomic.Pointer[snapshot]
 	ups    upstreams
 	states states
+	// shared is the Redis backend of states when state.backend is redis.
+	shared *redisBackend
 	sticky Sessions
 	cache  *responseCache
 	listMu sync.Mutex
@@ -95,15 +97,22 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		states:       states{backend: memory{}, analytics: newAnalytics(clock)},
 		writeTimeout: cfg.ClientWriteTimeout.D(),
 	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.State.Backend == "redis" {
+		b, err := newRedisBackend(cfg.State, e.log)
+		if err != nil {
+			return nil, err
+		}
+		e.shared, e.states.backend = b, b
+	}
 	e.sticky = e.states.backend.Sessions()
 	// fasthttp pools body buffers, request and response, upstream and
 	// client side, and a pooled buffer keeps its capacity: one large body
 	// would stay in memory for good, reused by small ones. Larger ones are
 	// dropped instead.
 	fasthttp.SetBodySizePoolLimit(maxPooledBody, maxPooledBody)
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
-	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	hex.Encode(e.idPrefix[:], b[:])
@@ -146,6 +155,9 @@ func (e *Engine) Swap(cfg *config.Config) error {
 		}
 		if old.cfg.MaxBody != cfg.MaxBody {
 			e.log.Warn("max_body changed; restart the gateway to apply it", "serving", int64(old.cfg.MaxBody), "file", int64(cfg.MaxBody))
+		}
+		if !sameState(old.cfg.State, cfg.State) {
+			e.log.Warn("state changed; restart the gateway to apply it", "serving", old.cfg.State.Backend, "file", cfg.State.Backend)
 		}
 		if d := cfg.ClientWriteTimeout.D(); d != e.writeTimeout {
 			e.log.Warn("client_write_timeout changed; restart the gateway to apply it", "serving", e.writeTimeout, "file", d)
@@ -220,6 +232,9 @@ func (e *Engine) Close() {
 		e.access.close()
 	}
 	e.ups.closeIdle()
+	if e.shared != nil {
+		e.shared.close()
+	}
 	if e.cache != nil {
 		e.cache.close()
 	}
@@ -342,6 +357,10 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 		if bytes.HasPrefix(path, []byte(proxyPrefix)) {
 			key, err := s.authenticate(ctx)
 			if err != nil {
+				err.write(ctx)
+				return
+			}
+			if err := e.stateRefusal(); err != nil {
 				err.write(ctx)
 				return
 			}

@@ -156,6 +156,9 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 	x.sample("gateway_cache_requests_total", hits, "result", "hit")
 	x.sample("gateway_cache_requests_total", misses, "result", "miss")
 
+	x.family("gateway_state_backend_up", "gauge", "Whether the shared state backend (Redis) answers: 0 while this replica counts alone or refuses; always 1 for memory.")
+	x.sample("gateway_state_backend_up", boolInt(e.shared == nil || e.shared.up.Load()))
+
 	st := e.reloadStatus(s)
 	x.family("gateway_config_last_reload_successful", "gauge", "Whether the last config reload succeeded.")
 	x.sample("gateway_config_last_reload_successful", boolInt(st.OK))

@@ -90,6 +90,22 @@ func (l *limiter) Reserve(now int64, c caps, tokens int64) (Reservation, bool, i
 	if ok, at := l.fits(now, c, tokens); !ok {
 		return Reservation{}, false, at
 	}
+	l.add(now, c, tokens)
+	return Reservation{lim: l, caps: c, at: now, tokens: tokens}, true, now
+}
+
+// take counts a reservation that was granted elsewhere (by the shared
+// backend), so this replica's own counts stay whole for when it must
+// count alone.
+func (l *limiter) take(now int64, c caps, tokens int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.add(l.clamp(now), c, tokens)
+}
+
+// add counts one request and tokens at now in each capped window. The
+// caller holds mu.
+func (l *limiter) add(now int64, c caps, tokens int64) {
 	if c.rpm > 0 {
 		l.rpm.add(now, 1)
 	}
@@ -102,7 +118,6 @@ func (l *limiter) Reserve(now int64, c caps, tokens int64) (Reservation, bool, i
 	if c.tpd > 0 {
 		l.tpd.add(now, tokens)
 	}
-	return Reservation{lim: l, caps: c, at: now, tokens: tokens}, true, now
 }
 
 // Settle implements Limiter: the tokens counted at r.at are corrected by

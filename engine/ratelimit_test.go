@@ -1,14 +1,32 @@
 package engine
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
 
+// forEachLimiter runs a limiter test against every Limiter: memory, and
+// Redis when a redis-server is at hand. Both must behave alike to the
+// nanosecond.
+func forEachLimiter(t *testing.T, test func(t *testing.T, newLim func() Limiter)) {
+	t.Run("memory", func(t *testing.T) { test(t, func() Limiter { return newLimiter() }) })
+	t.Run("redis", func(t *testing.T) {
+		b := newTestRedisBackend(t)
+		n := 0
+		test(t, func() Limiter {
+			n++
+			return b.Limiter("lim" + strconv.Itoa(n))
+		})
+	})
+}
+
 // t0 is a fixed clock start, on a bucket boundary of every window.
 var t0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 
-func TestLimiterMinuteWindowEdges(t *testing.T) {
+func TestLimiterMinuteWindowEdges(t *testing.T) { forEachLimiter(t, testLimiterMinuteWindowEdges) }
+
+func testLimiterMinuteWindowEdges(t *testing.T, newLim func() Limiter) {
 	sec := int64(time.Second)
 	tests := []struct {
 		name    string
@@ -26,7 +44,7 @@ func TestLimiterMinuteWindowEdges(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var l Limiter = newLimiter()
+			l := newLim()
 			c := caps{rpm: 3}
 			for _, at := range tc.at {
 				if _, ok, _ := l.Reserve(t0+at*sec, c, 0); !ok {
@@ -52,8 +70,10 @@ func TestLimiterMinuteWindowEdges(t *testing.T) {
 
 // TestLimiterNeverExceedsCap checks the invariant that matters: in any
 // sliding minute no more than rpm requests are granted.
-func TestLimiterNeverExceedsCap(t *testing.T) {
-	var l Limiter = newLimiter()
+func TestLimiterNeverExceedsCap(t *testing.T) { forEachLimiter(t, testLimiterNeverExceedsCap) }
+
+func testLimiterNeverExceedsCap(t *testing.T, newLim func() Limiter) {
+	l := newLim()
 	c := caps{rpm: 10}
 	var granted []int64
 	step := int64(250 * time.Millisecond)
@@ -81,8 +101,10 @@ func TestLimiterNeverExceedsCap(t *testing.T) {
 	}
 }
 
-func TestLimiterTokensAndSettle(t *testing.T) {
-	var l Limiter = newLimiter()
+func TestLimiterTokensAndSettle(t *testing.T) { forEachLimiter(t, testLimiterTokensAndSettle) }
+
+func testLimiterTokensAndSettle(t *testing.T, newLim func() Limiter) {
+	l := newLim()
 	c := caps{tpm: 1000, tpd: 5000}
 	r, ok, _ := l.Reserve(t0, c, 800)
 	if !ok {
@@ -111,7 +133,11 @@ func TestLimiterTokensAndSettle(t *testing.T) {
 }
 
 func TestLimiterRequestsHeaderValues(t *testing.T) {
-	var l Limiter = newLimiter()
+	forEachLimiter(t, testLimiterRequestsHeaderValues)
+}
+
+func testLimiterRequestsHeaderValues(t *testing.T, newLim func() Limiter) {
+	l := newLim()
 	c := caps{rpm: 2}
 	rem, reset := l.Requests(t0, 2)
 	if rem != 2 || reset != t0+int64(time.Minute) {
@@ -125,8 +151,10 @@ func TestLimiterRequestsHeaderValues(t *testing.T) {
 	}
 }
 
-func TestLimiterDayWindowEdges(t *testing.T) {
-	var l Limiter = newLimiter()
+func TestLimiterDayWindowEdges(t *testing.T) { forEachLimiter(t, testLimiterDayWindowEdges) }
+
+func testLimiterDayWindowEdges(t *testing.T, newLim func() Limiter) {
+	l := newLim()
 	c := caps{rpd: 2}
 	hour := int64(time.Hour)
 	for _, at := range []int64{0, hour} {
@@ -148,14 +176,16 @@ func TestLimiterDayWindowEdges(t *testing.T) {
 	}
 	// A minute cap does not hide a day cap, nor the other way round.
 	both := caps{rpm: 100, rpd: 1}
-	l = newLimiter()
+	l = newLim()
 	l.Reserve(t0, both, 0)
 	if _, ok, at := l.Reserve(t0+int64(2*time.Minute), both, 0); ok || at <= t0+24*hour {
 		t.Fatalf("day cap ignored: ok %v, at %v", ok, time.Duration(at-t0))
 	}
 }
 
-func TestLimiterSettleEdges(t *testing.T) {
+func TestLimiterSettleEdges(t *testing.T) { forEachLimiter(t, testLimiterSettleEdges) }
+
+func testLimiterSettleEdges(t *testing.T, newLim func() Limiter) {
 	c := caps{tpm: 1000}
 	minute := int64(time.Minute)
 	used := func(l Limiter, now int64) int64 {
@@ -163,7 +193,7 @@ func TestLimiterSettleEdges(t *testing.T) {
 		return tokens
 	}
 	t.Run("more than reserved, after the reservation left the window", func(t *testing.T) {
-		var l Limiter = newLimiter()
+		l := newLim()
 		r, _, _ := l.Reserve(t0, c, 100)
 		// The extra tokens were spent now: they count now.
 		r.Settle(t0+2*minute, 400)
@@ -172,7 +202,7 @@ func TestLimiterSettleEdges(t *testing.T) {
 		}
 	})
 	t.Run("less than reserved, after the reservation left the window", func(t *testing.T) {
-		var l Limiter = newLimiter()
+		l := newLim()
 		r, _, _ := l.Reserve(t0, c, 800)
 		l.Reserve(t0+2*minute, c, 100)
 		// Nothing of the old reservation counts any more: no credit.
@@ -182,7 +212,7 @@ func TestLimiterSettleEdges(t *testing.T) {
 		}
 	})
 	t.Run("a refund larger than the bucket", func(t *testing.T) {
-		var l Limiter = newLimiter()
+		l := newLim()
 		r, _, _ := l.Reserve(t0, c, 100)
 		l.Reserve(t0+int64(30*time.Second), c, 500)
 		// Settling 900 below the 100 reserved.
@@ -192,7 +222,7 @@ func TestLimiterSettleEdges(t *testing.T) {
 		}
 	})
 	t.Run("a cap without token limits ignores settling", func(t *testing.T) {
-		var l Limiter = newLimiter()
+		l := newLim()
 		r, _, _ := l.Reserve(t0, caps{rpm: 5}, 0)
 		r.Settle(t0, 1000)
 		if got := used(l, t0); got != 0 {
@@ -202,7 +232,11 @@ func TestLimiterSettleEdges(t *testing.T) {
 }
 
 func TestLimiterCancelGivesBackAWholeReservation(t *testing.T) {
-	var l Limiter = newLimiter()
+	forEachLimiter(t, testLimiterCancelGivesBackAWholeReservation)
+}
+
+func testLimiterCancelGivesBackAWholeReservation(t *testing.T, newLim func() Limiter) {
+	l := newLim()
 	c := caps{rpm: 1, tpm: 100}
 	r, ok, _ := l.Reserve(t0, c, 80)
 	if !ok {
@@ -219,7 +253,9 @@ func TestLimiterCancelGivesBackAWholeReservation(t *testing.T) {
 // a slow attempt) counts at the newest time: it sees the newer buckets,
 // never resets a slot a newer bucket lives in, and its tokens settle in
 // the bucket they went into.
-func TestLimiterTimeNeverGoesBack(t *testing.T) {
+func TestLimiterTimeNeverGoesBack(t *testing.T) { forEachLimiter(t, testLimiterTimeNeverGoesBack) }
+
+func testLimiterTimeNeverGoesBack(t *testing.T, newLim func() Limiter) {
 	sec := int64(time.Second)
 	tests := []struct {
 		name      string
@@ -235,7 +271,7 @@ func TestLimiterTimeNeverGoesBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var l Limiter = newLimiter()
+			l := newLim()
 			if _, ok, _ := l.Reserve(t0+tc.first*sec, tc.c, 100); !ok {
 				t.Fatal("first reservation refused")
 			}

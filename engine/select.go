@@ -182,12 +182,11 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 		}
 		return skipCooling, until
 	}
-	if lim := t.limiter(slot); lim != nil {
+	// The request path skips the check: Reserve makes the same one and
+	// takes in one step, one round trip on a shared backend.
+	if lim := t.limiter(slot); lim != nil && !w.reserve {
 		if ok, at := lim.Check(w.now, t.caps, w.tokensFor(t)); !ok {
-			if at == never {
-				return skipTooLarge, 0
-			}
-			return skipCapped, at
+			return capped(at)
 		}
 	}
 	return eligible, 0
@@ -200,6 +199,14 @@ func (w *walker) skip(t *target, slot int, r skipReason, until int64) {
 	if w.trace != nil {
 		w.trace.add(t, slot, "skipped", r.token())
 	}
+}
+
+// capped is why a candidate over its caps is skipped, and until when.
+func capped(at int64) (skipReason, int64) {
+	if at == never {
+		return skipTooLarge, 0
+	}
+	return skipCapped, at
 }
 
 func (w *walker) note(r skipReason, until int64) {
@@ -268,7 +275,8 @@ func (w *walker) next() (candidate, bool) {
 		if lim := t.limiter(slot); lim != nil {
 			res, ok, at := lim.Reserve(w.now, t.caps, w.tokensFor(t))
 			if !ok {
-				w.skip(t, slot, skipCapped, at) // taken by a concurrent request since inspect
+				r, until := capped(at) // taken by a concurrent request since inspect
+				w.skip(t, slot, r, until)
 				continue
 			}
 			c.res = res
