@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -85,6 +86,11 @@ func newRedisBackend(cfg config.State, log *slog.Logger) (*redisBackend, error) 
 		breakers: map[string]weak.Pointer[redisBreaker]{}, stop: make(chan struct{}),
 	}
 	b.sessions = &redisSessions{b: b}
+	// go-redis logs its pool's dial failures to stderr itself, one line
+	// per try while Redis is down; the backend logs each up/down
+	// transition once, so those go to the debug level of the gateway's
+	// log instead.
+	redis.SetLogger(redisLog{log})
 	// The subscription first, so no change published after the first
 	// sync is missed.
 	sub := b.rdb.Subscribe(context.Background(), b.channel)
@@ -337,4 +343,13 @@ func sameState(a, b config.State) bool {
 	ar, br := a.Redis, b.Redis
 	return a.Backend == b.Backend && ar.URL.Reveal() == br.URL.Reveal() && ar.Prefix == br.Prefix &&
 		ar.Timeout == br.Timeout && ar.OnError == br.OnError
+}
+
+// redisLog passes go-redis's own log lines to the gateway's log at debug
+// level. go-redis keeps one logger for the process: the last backend made
+// sets it.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
 }
