@@ -90,6 +90,23 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		}
 		fmt.Fprintf(&b, "gateway_keys_available{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, n)
 	}
+	family("gateway_key_probe_state", "gauge", "Last probe of each provider key, by index: 0 none yet, 1 healthy, 2 rate_limited, 3 invalid, 4 error.")
+	for _, k := range s.probes {
+		fmt.Fprintf(&b, "gateway_key_probe_state{provider=%q,key=\"%d\"} %d\n", k.p.name, k.slot+1, k.state.result.Load())
+	}
+	family("gateway_probes_total", "counter", "Provider key probes made, by provider and result.")
+	for i := 0; i < len(s.probes); {
+		p := s.probes[i].p
+		var counts [numProbeResults]int64
+		for ; i < len(s.probes) && s.probes[i].p == p; i++ {
+			for r := range counts {
+				counts[r] += s.probes[i].state.counts[r].Load()
+			}
+		}
+		for r := probeHealthy; r < numProbeResults; r++ {
+			fmt.Fprintf(&b, "gateway_probes_total{provider=%q,result=%q} %d\n", p.name, probeNames[r], counts[r])
+		}
+	}
 	family("gateway_passthrough_requests_total", "counter", "Passthrough answers by provider and status class.")
 	provs := append([]string(nil), s.cfg.ProviderOrder...)
 	sort.Strings(provs)

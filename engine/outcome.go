@@ -43,7 +43,7 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	c.t.state.use.errors[f.Class].Add(1)
 	penalize(w.s, c, f, nanotime())
 	if f.Class == adapters.Auth {
-		e.recheck(w.s, c)
+		e.refused(w.s, c)
 	}
 	if f.Class == adapters.BadRequest {
 		relayBadRequest(ctx, c.t, f)

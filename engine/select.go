@@ -85,6 +85,8 @@ const (
 	skipCooling
 	skipRateCooling
 	skipInvalid
+	skipProbeInvalid
+	skipProbeError
 	skipCapped
 	skipTooLarge
 	skipOperation
@@ -93,6 +95,7 @@ const (
 func (r skipReason) String() string {
 	return [...]string{"eligible", "circuit breaker open", "cooling down after a failure",
 		"cooling down after a 429", "key refused by the upstream (401/403)",
+		"held out by its last probe: invalid (401/403)", "held out by its last probe: error",
 		"over its rate caps", "request larger than a token cap", "does not serve this operation"}[r]
 }
 
@@ -172,6 +175,12 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 			return skipInvalid, until
 		}
 		return skipCooling, until
+	}
+	switch ks.probe.result.Load() {
+	case probeInvalid:
+		return skipProbeInvalid, ks.probe.next.Load()
+	case probeError:
+		return skipProbeError, ks.probe.next.Load()
 	}
 	if lim := t.limiter(slot); lim != nil {
 		if ok, at := lim.Check(w.now, t.caps, w.tokensFor(t)); !ok {
