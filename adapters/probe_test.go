@@ -86,17 +86,20 @@ func probeAnswer(status int, body string, hdrs ...string) fasthttp.RequestHandle
 	}
 }
 
-// probeCases are the answers every protocol's probes are classified from.
-// The error bodies quote the key, as some upstreams do: the failure must
-// never carry it, nor the upstream's words.
-var probeCases = []struct {
+// probeCase is an upstream's answer and what a probe must make of it.
+type probeCase struct {
 	name   string
 	answer fasthttp.RequestHandler
 	// healthy: no failure; else the class and the wait.
 	healthy bool
 	class   Class
 	wait    time.Duration
-}{
+}
+
+// probeCases are the answers every protocol's probes are classified from.
+// The error bodies quote the key, as some upstreams do: the failure must
+// never carry it, nor the upstream's words.
+var probeCases = []probeCase{
 	{"401 invalid", probeAnswer(401, `{"error":{"message":"bad key `+testKey1+`","type":"authentication_error"},"message":"bad key `+testKey1+`"}`), false, Auth, 0},
 	{"403 invalid", probeAnswer(403, `{"error":{"message":"key `+testKey1+` forbidden","type":"permission_error"}}`), false, Auth, 0},
 	{"429 rate limited", probeAnswer(429, `{"error":{"message":"slow down `+testKey1+`","type":"rate_limit_error"}}`, "Retry-After", "7"), false, RateLimited, 7 * time.Second},
@@ -131,13 +134,7 @@ func checkProbe(t *testing.T, f *Failure, healthy bool, class Class, wait time.D
 func TestProbeModelsPerProtocol(t *testing.T) {
 	for _, pr := range probeProtocols {
 		t.Run(pr.protocol, func(t *testing.T) {
-			cases := append([]struct {
-				name    string
-				answer  fasthttp.RequestHandler
-				healthy bool
-				class   Class
-				wait    time.Duration
-			}{
+			cases := append([]probeCase{
 				{"200 healthy", probeAnswer(200, `{"data":[{"id":"m"}],"models":[]}`), true, 0, 0},
 				{"200 not JSON", probeAnswer(200, `<html>maintenance</html>`), false, Retryable, 0},
 			}, probeCases...)
@@ -177,13 +174,7 @@ func TestProbeModelsGeminiBadKeyIs400(t *testing.T) {
 func TestProbeChatPerProtocol(t *testing.T) {
 	for _, pr := range probeProtocols {
 		t.Run(pr.protocol, func(t *testing.T) {
-			cases := append([]struct {
-				name    string
-				answer  fasthttp.RequestHandler
-				healthy bool
-				class   Class
-				wait    time.Duration
-			}{{"200 healthy", probeAnswer(200, pr.chatAnswer), true, 0, 0}}, probeCases...)
+			cases := append([]probeCase{{"200 healthy", probeAnswer(200, pr.chatAnswer), true, 0, 0}}, probeCases...)
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {
 					u := newProbeFake(t, pr.keyHeader, c.answer)
