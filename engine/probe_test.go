@@ -323,6 +323,9 @@ func TestProbesFollowReloads(t *testing.T) {
 	only := func(name string) string {
 		return "providers:\n" + prProvider(name, []string{strings.ToUpper(name) + "_KEY"}) + "health: {interval: 2ms}\n"
 	}
+	// Engines other tests left open have probers of their own; this test
+	// runs alone (not parallel), so it counts from them.
+	loops, probes := prGoroutines("probeLoop"), prGoroutines("probe")
 	eng, err := New(pxConfig(t, only("p1")), Options{Dial: n.dial})
 	if err != nil {
 		t.Fatal(err)
@@ -341,12 +344,12 @@ func TestProbesFollowReloads(t *testing.T) {
 	if h := p1.modelHits.Load(); h != before {
 		t.Errorf("p1, reloaded away, probed %d more times", h-before)
 	}
-	if loops := prGoroutines("probeLoop"); loops != 1 {
-		t.Errorf("%d probers after 20 reloads, want 1", loops)
+	if n := prGoroutines("probeLoop") - loops; n != 1 {
+		t.Errorf("%d probers after 20 reloads, want 1", n)
 	}
 	eng.Close()
-	if loops, probes := prGoroutines("probeLoop"), prGoroutines("probe"); loops+probes != 0 {
-		t.Errorf("after Close: %d probers and %d probes running", loops, probes)
+	if l, p := prGoroutines("probeLoop")-loops, prGoroutines("probe")-probes; l != 0 || p > 0 {
+		t.Errorf("after Close: %d probers and %d probes still running", l, p)
 	}
 }
 
