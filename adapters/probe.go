@@ -3,6 +3,7 @@ package adapters
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
@@ -22,9 +23,8 @@ import (
 // tokens. It waits at most the provider's timeout and reads at most its
 // max_response_body; a 2xx answer must be JSON, and its body is dropped.
 // A non-2xx answer is classified by the protocol's own rules (Gemini
-// refuses a bad key with a 400, Cohere with a 402 too). red, every key of
-// the config, is kept out of a transport error's message.
-func ProbeModels(p *config.Provider, client *fasthttp.HostClient, key int, red *Redactor) *Failure {
+// refuses a bad key with a 400, Cohere with a 402 too).
+func ProbeModels(p *config.Provider, client *fasthttp.HostClient, key int) *Failure {
 	list, ok := modelLists[p.Protocol]
 	if !ok || client == nil {
 		return &Failure{Class: Unsupported, Msg: "protocol " + p.Protocol + " has no model list to probe"}
@@ -32,8 +32,7 @@ func ProbeModels(p *config.Provider, client *fasthttp.HostClient, key int, red *
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	if f := listModels(p, list.probe, key, client, p.Timeout.D(), resp); f != nil {
-		f.Msg = red.String(f.Msg)
-		return f
+		return probeFailure(f)
 	}
 	if status := resp.StatusCode(); status < 200 || status > 299 {
 		return probeFailure(list.failure(resp))
@@ -71,13 +70,15 @@ func ProbeChat(a Provider, upstream string, key int) (Usage, *Failure) {
 	return r.Usage, nil
 }
 
-// probeFailure is f without the upstream's words: only its class, status
-// and wait are kept, and a transport error's own message (which names no
-// key) when no answer came.
+// probeFailure is f without the upstream's words: its class, status and
+// wait, and what went wrong in the adapter's own words, which come before
+// any colon ("upstream connection failed: " and what the HTTP client said,
+// which may quote a malformed answer; "upstream error: " and the
+// upstream's message).
 func probeFailure(f *Failure) *Failure {
-	out := &Failure{Class: f.Class, Status: f.Status, RetryAfter: f.RetryAfter, Msg: f.Msg}
+	msg, _, _ := strings.Cut(f.Msg, ":")
 	if f.Status != 0 {
-		out.Msg = "the upstream answered " + strconv.Itoa(f.Status)
+		msg = "the upstream answered " + strconv.Itoa(f.Status)
 	}
-	return out
+	return &Failure{Class: f.Class, Status: f.Status, RetryAfter: f.RetryAfter, Msg: msg}
 }

@@ -108,6 +108,11 @@ var probeCases = []probeCase{
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(net.Conn) {})
 	}, false, Retryable, 0},
+	// The HTTP client's error quotes a malformed status line.
+	{"not HTTP", func(ctx *fasthttp.RequestCtx) {
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) { _, _ = c.Write([]byte("HELLO " + testKey1 + "\r\n\r\n")) })
+	}, false, Retryable, 0},
 }
 
 func checkProbe(t *testing.T, f *Failure, healthy bool, class Class, wait time.Duration) {
@@ -142,12 +147,12 @@ func TestProbeModelsPerProtocol(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					u := newProbeFake(t, pr.keyHeader, c.answer)
 					p, client, _ := probeProvider(t, pr.protocol, pr.baseURL, u.upstream)
-					checkProbe(t, ProbeModels(p, client, 0, testRedactor), c.healthy, c.class, c.wait)
+					checkProbe(t, ProbeModels(p, client, 0), c.healthy, c.class, c.wait)
 					u.mu.Lock()
 					defer u.mu.Unlock()
 					// A GET the upstream cut without an answer is sent
 					// again (fasthttp's rule for idempotent requests).
-					if len(u.uris) == 0 || len(u.uris) > 1 && c.name != "connection closed" {
+					if len(u.uris) == 0 || len(u.uris) > 1 && c.name != "connection closed" && c.name != "not HTTP" {
 						t.Fatalf("%d requests, want one", len(u.uris))
 					}
 					for i := range u.uris {
@@ -166,7 +171,7 @@ func TestProbeModelsPerProtocol(t *testing.T) {
 func TestProbeModelsGeminiBadKeyIs400(t *testing.T) {
 	u := newProbeFake(t, "X-Goog-Api-Key", probeAnswer(400, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}`))
 	p, client, _ := probeProvider(t, "gemini", "http://up.test/v1beta", u.upstream)
-	checkProbe(t, ProbeModels(p, client, 0, testRedactor), false, Auth, 0)
+	checkProbe(t, ProbeModels(p, client, 0), false, Auth, 0)
 }
 
 // A chat probe is a 1-token, non-streamed request through the adapter's
@@ -212,7 +217,7 @@ func TestProbeChatMock(t *testing.T) {
 	if _, f := ProbeChat(a, "echo", -1); f != nil {
 		t.Fatalf("mock probe: %v", f)
 	}
-	if f := ProbeModels(cfg.Providers["mock"], nil, -1, nil); f == nil || f.Class != Unsupported {
+	if f := ProbeModels(cfg.Providers["mock"], nil, -1); f == nil || f.Class != Unsupported {
 		t.Errorf("a model-list probe of the mock: %v, want Unsupported", f)
 	}
 }

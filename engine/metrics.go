@@ -80,7 +80,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		v := map[string]int{"closed": 0, "open": 1, "half_open": 2}[t.state.breaker.State(now)]
 		fmt.Fprintf(&b, "gateway_circuit_breaker_state{provider=%q,model=%q} %d\n", t.provider.name, t.model.Name, v)
 	}
-	family("gateway_keys_available", "gauge", "Provider keys neither cooling down nor at a rate cap, per provider and model.")
+	family("gateway_keys_available", "gauge", "Provider keys routing would use now (not cooling down, not held out by a probe, not at a rate cap), per provider and model.")
 	for _, t := range targets {
 		n := 0
 		for _, ks := range t.keys {

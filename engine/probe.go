@@ -147,7 +147,7 @@ func (e *Engine) startDue() int64 {
 		case at <= now:
 			if k.state.busy.CompareAndSwap(false, true) {
 				e.bg.Add(1)
-				go e.probe(s, k)
+				go e.probe(k)
 			}
 		case earliest == 0 || at < earliest:
 			earliest = at
@@ -198,7 +198,7 @@ func (k *probeKey) refusedUntil(now int64) int64 {
 
 // probe makes one probe of k, unless the key's caps are spent: a probe
 // counts against them (1 request, and 1 token for a chat probe).
-func (e *Engine) probe(s *snapshot, k *probeKey) {
+func (e *Engine) probe(k *probeKey) {
 	defer e.bg.Done()
 	defer e.wakeProber()
 	defer k.state.busy.Store(false)
@@ -228,7 +228,7 @@ func (e *Engine) probe(s *snapshot, k *probeKey) {
 			res.Settle(nanotime(), int64(u.Prompt+u.Completion))
 		}
 	} else {
-		f = adapters.ProbeModels(k.p.cfg, k.p.client, k.key, s.red)
+		f = adapters.ProbeModels(k.p.cfg, k.p.client, k.key)
 	}
 	e.probed(k, f, nanotime())
 }
