@@ -124,9 +124,9 @@ func codesOf(s *statusCounts) map[string]int64 {
 // state.
 func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
 	js := keyStateJS{State: "healthy"}
-	if at := ks.probe.at.Load(); at > 0 {
-		probed := time.Unix(0, at).UTC()
-		js.ProbedAt, js.Probe = &probed, probeNames[ks.probe.result.Load()]
+	if r := ks.probe.result.Load(); r != probeNone {
+		probed := time.Unix(0, ks.probe.at.Load()).UTC()
+		js.ProbedAt, js.Probe = &probed, probeNames[r]
 	}
 	until, reason, on := ks.until.Active(now)
 	switch result := ks.probe.result.Load(); {

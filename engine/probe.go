@@ -159,8 +159,8 @@ func (e *Engine) startDue() int64 {
 // due returns when k is due for a probe, 0 when it is not to be probed.
 // It schedules a key seen for the first time one interval on (a restart
 // does not probe every key at once), brings forward one whose interval
-// shrank on reload, and lets go of one whose probes are off, result
-// included, unless a refusal is being rechecked.
+// shrank on reload, and lets go of one whose probes are off (a verdict
+// that held it out included), unless a refusal is being rechecked.
 func (k *probeKey) due(now int64) int64 {
 	st := k.state
 	next := st.next.Load()
@@ -172,7 +172,9 @@ func (k *probeKey) due(now int64) int64 {
 			st.recheck.Store(false)
 		}
 		st.next.CompareAndSwap(next, 0)
-		st.result.Store(probeNone)
+		if r := st.result.Load(); r >= probeInvalid {
+			st.result.CompareAndSwap(r, probeNone)
+		}
 		return 0
 	}
 	if next == 0 || next > now+int64(k.every+k.every/10) {
