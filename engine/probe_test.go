@@ -115,7 +115,9 @@ func TestProbedKeyIsSkippedUntilItWorks(t *testing.T) {
 			p1.status.Store(tt.status)
 			yaml := prYAML(nil, nil, "health: {interval: 20ms}\n")
 			g, _ := obGateway(t, yaml, n)
-			rtEventually(t, "p1's key to be probed", func() bool { return prKey(g, "p1", 0).Get("probe").Str == tt.probe })
+			rtEventually(t, "both keys to be probed", func() bool {
+				return prKey(g, "p1", 0).Get("probe").Str == tt.probe && prKey(g, "p2", 0).Get("probe").Str == "healthy"
+			})
 			k := prKey(g, "p1", 0)
 			if k.Get("state").Str != tt.state || k.Get("index").Int() != 1 || k.Get("probedAt").Str == "" || k.Get("until").Str == "" {
 				t.Errorf("p1 key %s, want state %s with index, probedAt and until", k.Raw, tt.state)
@@ -299,7 +301,10 @@ func TestProbesOff(t *testing.T) {
 	if err := g.eng.Swap(pxConfig(t, prYAML(nil, nil, "health: {interval: 0s}\n"))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond) // a probe of p2 begun before the swap ends
+	// Once the prober has let go of p2's key, with no probe begun before
+	// the swap still running, nothing probes it.
+	k := prProbe(g.eng, "p2", 0)
+	rtEventually(t, "p2's probes to stop", func() bool { return k.state.next.Load() == 0 && !k.state.busy.Load() })
 	before := p2.modelHits.Load()
 	time.Sleep(30 * time.Millisecond) // fifteen of the old intervals
 	if h := p2.modelHits.Load(); h != before || p1.modelHits.Load() != 0 {
@@ -331,13 +336,14 @@ func TestProbesFollowReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	rtEventually(t, "p1's probes", func() bool { return p1.modelHits.Load() >= 2 })
+	old := prProbe(eng, "p1", 0)
 	for range 20 {
 		if err := eng.Swap(pxConfig(t, only("p2"))); err != nil {
 			eng.Close()
 			t.Fatal(err)
 		}
 	}
-	rtEventually(t, "p2's probes", func() bool { return p2.modelHits.Load() >= 2 })
+	rtEventually(t, "p2's probes, and p1's last to end", func() bool { return p2.modelHits.Load() >= 2 && !old.state.busy.Load() })
 	before := p1.modelHits.Load()
 	start := p2.modelHits.Load()
 	rtEventually(t, "more of p2's probes", func() bool { return p2.modelHits.Load() >= start+5 })
