@@ -11,13 +11,26 @@ import (
 	"gateway/config"
 )
 
-// modelLists says where each protocol lists its models and where the ids
-// sit in the answer.
-var modelLists = map[string]struct{ path, ids string }{
-	"openai":    {"/models", "data.#.id"},
-	"anthropic": {"/v1/models?limit=1000", "data.#.id"},
-	"gemini":    {"/models?pageSize=1000", `models.#(supportedGenerationMethods.#(=="generateContent"))#.name`},
-	"cohere":    {"/v1/models?endpoint=chat&page_size=1000", "models.#.name"},
+// modelList says where a protocol lists its models, where the ids sit in
+// the answer, and how its errors are classified.
+type modelList struct {
+	// path lists every model (list_models); probe asks for as few as the
+	// protocol allows, since a probe only wants to know the key works.
+	path, probe, ids string
+	failure          func(*fasthttp.Response) *Failure
+}
+
+// modelLists holds each protocol's model list; mock has none.
+var modelLists = map[string]modelList{
+	"openai": {"/models", "/models", "data.#.id", (*openAI)(nil).failure},
+	"anthropic": {"/v1/models?limit=1000", "/v1/models?limit=1", "data.#.id", func(r *fasthttp.Response) *Failure {
+		return anthropicFailure(r.StatusCode(), &r.Header, r.Body(), time.Now())
+	}},
+	"gemini": {"/models?pageSize=1000", "/models?pageSize=1", `models.#(supportedGenerationMethods.#(=="generateContent"))#.name`,
+		func(r *fasthttp.Response) *Failure {
+			return geminiFailure(r.StatusCode(), r.Body(), r.Header.Peek(fasthttp.HeaderRetryAfter))
+		}},
+	"cohere": {"/v1/models?endpoint=chat&page_size=1000", "/v1/models?page_size=1", "models.#.name", (*cohere)(nil).failure},
 }
 
 // ListModels fetches the ids of the models a provider serves, with its
@@ -31,7 +44,7 @@ func ListModels(p *config.Provider, client *fasthttp.HostClient, timeout time.Du
 	}
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	if f := listModels(p, 0, client, timeout, resp); f != nil {
+	if f := listModels(p, where.path, 0, client, timeout, resp); f != nil {
 		return nil, fmt.Errorf("provider %s: listing models: %w", p.Name, red.failure(f))
 	}
 	if resp.StatusCode() != fasthttp.StatusOK {
@@ -50,9 +63,9 @@ func ListModels(p *config.Provider, client *fasthttp.HostClient, timeout time.Du
 	return ids, nil
 }
 
-// listModels asks the provider's model list with its key at index key
-// (none when it has no keys) into resp.
-func listModels(p *config.Provider, key int, client *fasthttp.HostClient, timeout time.Duration, resp *fasthttp.Response) *Failure {
+// listModels asks the provider's model list at path with its key at index
+// key (none when it has no keys) into resp.
+func listModels(p *config.Provider, path string, key int, client *fasthttp.HostClient, timeout time.Duration, resp *fasthttp.Response) *Failure {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	base := p.BaseURL
@@ -60,7 +73,7 @@ func listModels(p *config.Provider, key int, client *fasthttp.HostClient, timeou
 		// Their paths carry the version themselves.
 		base = strings.TrimSuffix(base, "/v1")
 	}
-	req.SetRequestURI(base + modelLists[p.Protocol].path)
+	req.SetRequestURI(base + path)
 	if key >= 0 && key < len(p.Keys) {
 		SetKey(p.Protocol, &req.Header, p.Keys[key].Reveal())
 	}
@@ -71,38 +84,4 @@ func listModels(p *config.Provider, key int, client *fasthttp.HostClient, timeou
 		return transportFailure(err)
 	}
 	return nil
-}
-
-// KeyCheck is what a check of one provider key found.
-type KeyCheck int
-
-// The outcomes of CheckKey.
-const (
-	// KeyUnknown: the check could not tell (no model list for the
-	// protocol, a connection error, a 5xx, a 429).
-	KeyUnknown KeyCheck = iota
-	// KeyWorks: the upstream accepted the key.
-	KeyWorks
-	// KeyRefused: the upstream answered 401 or 403.
-	KeyRefused
-)
-
-// CheckKey asks whether the upstream accepts the provider's key at index
-// key, with a call that spends no tokens: its model list.
-func CheckKey(p *config.Provider, key int, client *fasthttp.HostClient, timeout time.Duration) KeyCheck {
-	if _, ok := modelLists[p.Protocol]; !ok {
-		return KeyUnknown
-	}
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
-	if listModels(p, key, client, timeout, resp) != nil {
-		return KeyUnknown
-	}
-	switch s := resp.StatusCode(); {
-	case s >= 200 && s <= 299:
-		return KeyWorks
-	case classifyStatus(s) == Auth:
-		return KeyRefused
-	}
-	return KeyUnknown
 }

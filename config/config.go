@@ -42,6 +42,9 @@ type Config struct {
 	// Region names where this gateway runs, reported by /health; empty
 	// is left out.
 	Region string `yaml:"region"`
+	// Health is how often provider keys are probed; a provider may
+	// override it with its own health block.
+	Health Health `yaml:"health"`
 
 	// ClientWriteTimeout is how long one write to a client may make no
 	// progress before the response is given up and its upstream released.
@@ -125,6 +128,7 @@ func (c *Config) defaults() {
 		c.CORS.defaults()
 	}
 	c.State.defaults()
+	c.Health.defaults(Duration(DefaultHealthInterval))
 }
 
 // Auth holds the gateway keys clients present. No keys at all turns
@@ -225,10 +229,17 @@ type Provider struct {
 	Responses string `yaml:"responses"`
 	// ListModels adds the upstream's own model list (fetched at load) to
 	// the models this provider serves, each under its upstream name.
-	ListModels bool                      `yaml:"list_models"`
-	Headers    map[string]string         `yaml:"headers"`
-	Limits     Limits                    `yaml:"limits"`
-	Models     map[string]*ProviderModel `yaml:"models"`
+	ListModels bool `yaml:"list_models"`
+	// Health overrides the top-level health block for this provider's
+	// keys; nil takes it whole.
+	Health *Health `yaml:"health"`
+	// Probe is how a key is probed: "models" (its model list, which
+	// spends no tokens) or "chat" (a 1-token request to ProbeModel).
+	// Empty is models where the protocol lists models, else chat.
+	Probe   string                    `yaml:"probe"`
+	Headers map[string]string         `yaml:"headers"`
+	Limits  Limits                    `yaml:"limits"`
+	Models  map[string]*ProviderModel `yaml:"models"`
 
 	// Name is the provider's key under `providers:`.
 	Name string `yaml:"-"`
@@ -237,6 +248,10 @@ type Provider struct {
 	Protocol string `yaml:"-"`
 	// ModelOrder holds the model names in file order.
 	ModelOrder []string `yaml:"-"`
+	// ProbeModel is the model a chat probe asks, and whose caps (per
+	// key) every probe of a key counts against: the first model that
+	// serves chat, else the first model.
+	ProbeModel *ProviderModel `yaml:"-"`
 }
 
 func (p *Provider) defaults() {
@@ -269,6 +284,39 @@ func (p *Provider) defaults() {
 		p.Protocol = p.Type
 	}
 }
+
+// Health says how often provider keys are probed in the background.
+type Health struct {
+	// Interval is the time between two probes of one key; 0s turns the
+	// probes off. Nil until defaults: the top level's 5m, a provider's
+	// the top level's.
+	Interval *Duration `yaml:"interval"`
+}
+
+// DefaultHealthInterval is how often a key is probed when the file does
+// not say: often enough that a revoked key is found before many requests
+// meet it, rare enough to cost nothing against any provider's caps.
+const DefaultHealthInterval = 5 * time.Minute
+
+func (h *Health) defaults(inherit Duration) {
+	if h.Interval == nil {
+		h.Interval = &inherit
+	}
+}
+
+// Every returns the probe interval, 0 when probes are off.
+func (h Health) Every() time.Duration {
+	if h.Interval == nil {
+		return 0
+	}
+	return h.Interval.D()
+}
+
+// Probe modes a provider's `probe` may name.
+const (
+	ProbeModels = "models"
+	ProbeChat   = "chat"
+)
 
 // DefaultReserveMaxTokens is the completion reserved against token caps
 // when a provider sets no reserve_max_tokens, and for gateway keys.

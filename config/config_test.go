@@ -116,6 +116,7 @@ var goodChecks = map[string]func(t *testing.T, cfg *config.Config){
 	"optional.good.yaml":   checkOptional,
 	"sha256_key.good.yaml": checkSHA256Key,
 	"aliases.good.yaml":    checkAliases,
+	"health.good.yaml":     checkHealth,
 }
 
 func TestGoodConfigs(t *testing.T) {
@@ -187,6 +188,9 @@ func checkDefaults(t *testing.T, cfg *config.Config) {
 		{"CircuitBreaker.Failures", cfg.CircuitBreaker.Failures, 5},
 		{"CircuitBreaker.OpenFor", cfg.CircuitBreaker.OpenFor.D(), 30 * time.Second},
 		{"Sticky.TTL", cfg.Sticky.TTL.D(), 30 * time.Minute},
+		{"Health.Every", cfg.Health.Every(), 5 * time.Minute},
+		{"mock.Health.Every", cfg.Providers["mock"].Health.Every(), 5 * time.Minute},
+		{"mock.Probe", cfg.Providers["mock"].Probe, config.ProbeChat},
 		{"Cache.TTL != nil", cfg.Cache.TTL != nil, true},
 		{"Cache.MaxBytes", cfg.Cache.MaxBytes, config.ByteSize(64 << 20)},
 		{"ProviderOrder", cfg.ProviderOrder, []string{"mock"}},
@@ -215,6 +219,32 @@ func checkDefaults(t *testing.T, cfg *config.Config) {
 	}
 	if !slices.Equal(mock.ModelOrder, []string{"echo"}) {
 		t.Errorf("mock.ModelOrder = %q, want [echo]", mock.ModelOrder)
+	}
+}
+
+// checkHealth: a provider's health block overrides the top level's
+// interval (an empty one inherits it), and the probe defaults by
+// protocol to the model list, whose caps are the first chat model's.
+func checkHealth(t *testing.T, cfg *config.Config) {
+	p := cfg.Providers
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{
+		{"Health.Every", cfg.Health.Every(), 2 * time.Minute},
+		{"groq.Health.Every", p["groq"].Health.Every(), 2 * time.Minute},
+		{"groq.Probe", p["groq"].Probe, config.ProbeModels},
+		{"groq.ProbeModel", p["groq"].ProbeModel.Name, "llama-8b"},
+		{"quiet.Health.Every", p["quiet"].Health.Every(), time.Duration(0)},
+		{"quiet.Probe", p["quiet"].Probe, config.ProbeChat},
+		{"inherit.Health.Every", p["inherit"].Health.Every(), 2 * time.Minute},
+		{"inherit.Probe", p["inherit"].Probe, config.ProbeModels},
+		{"mock.Probe", p["mock"].Probe, config.ProbeChat},
+		{"mock.ProbeModel", p["mock"].ProbeModel.Name, "echo"},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %#v, want %#v", c.what, c.got, c.want)
+		}
 	}
 }
 

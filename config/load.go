@@ -566,12 +566,50 @@ func (p *parser) validateProviders(c *Config) {
 			p.presetModelLimits(pv, pr, m)
 			p.limits(mp+".limits", m.Limits)
 		}
+		if pv.Health == nil {
+			pv.Health = &Health{}
+		}
+		pv.Health.defaults(*c.Health.Interval)
+		p.probe(pv, path)
 		if left {
 			p.dropped[name] = pv
 			delete(c.Providers, name)
 			continue
 		}
 		c.ProviderOrder = append(c.ProviderOrder, name)
+	}
+}
+
+// probe resolves how pv's keys are probed: its probe mode, defaulted by
+// protocol, and the model a chat probe asks.
+func (p *parser) probe(pv *Provider, path string) {
+	for _, mn := range pv.ModelOrder {
+		if m := pv.Models[mn]; m.Serves["chat"] {
+			pv.ProbeModel = m
+			break
+		}
+	}
+	if pv.ProbeModel == nil && len(pv.ModelOrder) > 0 {
+		pv.ProbeModel = pv.Models[pv.ModelOrder[0]]
+	}
+	// Every protocol but the built-in mock lists its models.
+	lists := pv.Protocol != "mock"
+	switch pv.Probe {
+	case "":
+		pv.Probe = ProbeChat
+		if lists {
+			pv.Probe = ProbeModels
+		}
+	case ProbeModels:
+		if !lists {
+			p.errorf(path+".probe", "the mock protocol has no model list to probe; use chat")
+		}
+	case ProbeChat:
+		if pv.ProbeModel != nil && !pv.ProbeModel.Serves["chat"] {
+			p.errorf(path+".probe", "chat needs a model that serves chat; none of this provider's does")
+		}
+	default:
+		p.errorf(path+".probe", "unknown probe %q; one of: models, chat", pv.Probe)
 	}
 }
 

@@ -59,9 +59,11 @@ type Engine struct {
 	anon *anonymous
 	// answers keeps Responses API answers for previous_response_id.
 	answers *responseStore
-	// bg holds the background checks of refused keys; stop ends them.
+	// bg holds the prober and the probes it runs; stop ends them.
 	bg   sync.WaitGroup
 	stop chan struct{}
+	// probeWake has the prober look at its schedule again (probe.go).
+	probeWake chan struct{}
 	// requests counts every API request answered.
 	requests atomic.Int64
 	// recent holds the last requests answered, for /api/requests.
@@ -91,6 +93,7 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		anon:         newAnonymous(),
 		answers:      newResponseStore(),
 		stop:         make(chan struct{}),
+		probeWake:    make(chan struct{}, 1),
 		version:      opt.Version,
 		started:      time.Now(),
 		ups:          upstreams{dial: opt.Dial},
@@ -135,6 +138,8 @@ func New(cfg *config.Config, opt Options) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	e.bg.Add(1)
+	go e.probeLoop()
 	return e, nil
 }
 
@@ -172,12 +177,16 @@ func (e *Engine) Swap(cfg *config.Config) error {
 	e.states.analytics.keep(s.timelines())
 	e.snap.Store(s)
 	e.ups.keep(cfg)
+	e.wakeProber()
 	return nil
 }
 
 // maxPooledBody is the largest body buffer fasthttp may pool: a typical
 // answer is a few KiB, so only rare large ones are allocated afresh.
 const maxPooledBody = 1 << 20
+
+// closeGrace bounds how long Close waits for the probes in flight.
+const closeGrace = 5 * time.Second
 
 // listTimeout bounds one list_models fetch.
 const listTimeout = 10 * time.Second
@@ -224,10 +233,19 @@ func (e *Engine) modelLists(cfg *config.Config, red *adapters.Redactor) map[stri
 	return out
 }
 
-// Close drops idle upstream connections and stops the cache.
+// Close stops the prober, drops idle upstream connections and stops the
+// cache. It waits for the probes in flight at most closeGrace: fasthttp
+// cannot cancel a call, so one stuck on a hung upstream is left to end by
+// its provider's timeout, touching nothing but its key's probe state.
 func (e *Engine) Close() {
 	close(e.stop)
-	e.bg.Wait()
+	done := make(chan struct{})
+	go func() { e.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeGrace):
+		e.log.Warn("a provider key probe is still running at close; it ends by its provider's timeout")
+	}
 	if e.access != nil {
 		e.access.close()
 	}

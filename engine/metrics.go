@@ -127,7 +127,7 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 		v := map[string]int64{"closed": 0, "open": 1, "half_open": 2}[t.state.breaker.State(now)]
 		x.sample("gateway_circuit_breaker_state", v, "provider", t.provider.name, "model", t.model.Name)
 	}
-	x.family("gateway_keys_available", "gauge", "Provider keys neither cooling down nor at a rate cap, per provider and model.")
+	x.family("gateway_keys_available", "gauge", "Provider keys routing would use now (not cooling down, not held out by a probe, not at a rate cap), per provider and model.")
 	for _, t := range targets {
 		var n int64
 		for _, ks := range t.keys {
@@ -136,6 +136,23 @@ func (e *Engine) metrics(ctx *fasthttp.RequestCtx, s *snapshot) {
 			}
 		}
 		x.sample("gateway_keys_available", n, "provider", t.provider.name, "model", t.model.Name)
+	}
+	x.family("gateway_key_probe_state", "gauge", "Last probe of each provider key, by index: 0 none yet, 1 healthy, 2 rate_limited, 3 invalid, 4 error.")
+	for _, k := range s.probes {
+		x.sample("gateway_key_probe_state", int64(k.state.result.Load()), "provider", k.p.name, "key", strconv.Itoa(k.slot+1))
+	}
+	x.family("gateway_probes_total", "counter", "Provider key probes made, by provider and result.")
+	for i := 0; i < len(s.probes); {
+		p := s.probes[i].p
+		var counts [numProbeResults]int64
+		for ; i < len(s.probes) && s.probes[i].p == p; i++ {
+			for r := range counts {
+				counts[r] += s.probes[i].state.counts[r].Load()
+			}
+		}
+		for r := probeHealthy; r < numProbeResults; r++ {
+			x.sample("gateway_probes_total", counts[r], "provider", p.name, "result", probeNames[r])
+		}
 	}
 	x.family("gateway_passthrough_requests_total", "counter", "Passthrough answers by provider and status class.")
 	provs := append([]string(nil), s.cfg.ProviderOrder...)

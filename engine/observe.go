@@ -58,6 +58,10 @@ type keyStateJS struct {
 	Index int        `json:"index"`
 	State string     `json:"state"`
 	Until *time.Time `json:"until,omitempty"`
+	// ProbedAt and Probe are when the key was last probed and what the
+	// probe found, absent until a probe ran.
+	ProbedAt *time.Time `json:"probedAt,omitempty"`
+	Probe    string     `json:"probe,omitempty"`
 }
 
 type providerBody struct {
@@ -121,32 +125,41 @@ func codesOf(t *tally) map[string]int64 {
 	return m
 }
 
-// keyStateOf names the state of one (provider, model, key) of t. A key
-// whose rate caps hold no room for one more request is rate_limited until
-// they do, as much as one cooling down after a 429.
+// keyStateOf names the state of one (provider, model, key) of t, in the
+// order the request path weighs them (walker.inspect): a cooldown, then
+// the last probe's verdict (invalid or error, held out until its next
+// probe), then the caps: a key whose caps hold no room for one more
+// request is rate_limited until they do, as much as one cooling down
+// after a 429. The last probe's result and time come along whatever the
+// state.
 func keyStateOf(t *target, ks *keyState, now int64) keyStateJS {
+	js := keyStateJS{State: "healthy"}
+	if r := ks.probe.result.Load(); r != probeNone {
+		probed := time.Unix(0, ks.probe.at.Load()).UTC()
+		js.ProbedAt, js.Probe = &probed, probeNames[r]
+	}
 	until, reason, on := ks.until.Active(now)
-	if !on {
+	switch result := ks.probe.result.Load(); {
+	case on && reason == coolRate:
+		js.State = "rate_limited"
+	case on && reason == coolAuth:
+		js.State = "invalid"
+	case on:
+		js.State = "cooling_down"
+	case result == probeInvalid || result == probeError:
+		js.State, until = probeNames[result], ks.probe.next.Load()
+	default:
 		if lim := ks.limiter(); lim != nil && !t.caps.none() {
 			if ok, at := lim.Check(now, t.caps, 1); !ok {
-				js := keyStateJS{State: "rate_limited"}
-				if at > now {
-					free := time.Unix(0, at).UTC()
-					js.Until = &free
-				}
-				return js
+				js.State, until = "rate_limited", at
 			}
 		}
-		return keyStateJS{State: "healthy"}
 	}
-	end := time.Unix(0, until).UTC()
-	switch reason {
-	case coolRate:
-		return keyStateJS{State: "rate_limited", Until: &end}
-	case coolAuth:
-		return keyStateJS{State: "invalid", Until: &end}
+	if js.State != "healthy" && until > now {
+		end := time.Unix(0, until).UTC()
+		js.Until = &end
 	}
-	return keyStateJS{State: "cooling_down", Until: &end}
+	return js
 }
 
 // targetsOf lists every target of the snapshot once, in provider order.

@@ -535,13 +535,17 @@ func TestMetricsTellTheTruth(t *testing.T) {
 	for _, r := range responses {
 		ids = append(ids, r.get("X-Request-Id"))
 	}
-	allowed := map[string]bool{"route": true, "code": true, "provider": true, "model": true, "outcome": true, "kind": true, "result": true, "le": true}
+	allowed := map[string]bool{"route": true, "code": true, "provider": true, "model": true, "outcome": true, "kind": true, "result": true, "le": true, "key": true}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				v := lp.GetValue()
 				if !allowed[lp.GetName()] {
 					t.Errorf("%s has label %s=%q", name, lp.GetName(), v)
+				}
+				// A provider key is a label by its index only.
+				if n, err := strconv.Atoi(v); lp.GetName() == "key" && (err != nil || n < 1 || n > 9) {
+					t.Errorf("%s has label key=%q, want a key's index", name, v)
 				}
 				if slices.Contains(ids, v) || strings.HasPrefix(v, "req_") || strings.HasPrefix(v, "team-") ||
 					slices.Contains(append(fakeProviderKeys(), fakeEnv["GW_ML"]), v) {

@@ -36,7 +36,7 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 	c.t.state.use.failed(f.Class)
 	penalize(w.s, c, f, nanotime())
 	if f.Class == adapters.Auth {
-		e.recheck(w.s, c)
+		e.refused(w.s, c)
 	}
 	if x.trace != nil {
 		x.trace.add(c.t, c.slot, "failed", f.Class.String())

@@ -23,20 +23,16 @@ import (
 // another, a provider with two keys whose upstream echoes the key it gets,
 // one whose upstream refuses its key, a group that tries the refused
 // one first, and an upstream that lists a model name made of markup and
-// answers with markup in its error. probes adds a health block (issue 13's probes) to the refused
-// provider.
-func pageConfig(probes bool) string {
-	health := ""
-	if probes {
-		health = ", health: {interval: 1s}"
-	}
+// answers with markup in its error. The refused provider is probed every
+// second.
+func pageConfig() string {
 	return `auth:
   keys:
     - {name: ops, key: "${GW_ML}", admin: true, rpm: 100000}
     - {name: web, key: "${GW_WEB}", rpm: 100000}
 providers:
   good: {type: openai, base_url: http://good.test/v1, keys: ["${P1_KEY}", "${P1_KEY_B}"], stream_usage: false, models: {m: {upstream: up}}}
-  bad: {type: openai, base_url: http://bad.test/v1, keys: ["${P2_KEY}"], models: {m: {upstream: up}}` + health + `}
+  bad: {type: openai, base_url: http://bad.test/v1, keys: ["${P2_KEY}"], models: {m: {upstream: up}}, health: {interval: 1s}}
   hostile: {type: openai, base_url: http://hostile.test/v1, keys: ["${P3_KEY}"], list_models: true, models: {h: {}}}
 models:
   auto: {targets: [bad/m, good/m]}
@@ -50,10 +46,6 @@ const (
 	hostileError    = `<b>bold</b><img src=x onerror="window.pwned=2"><script>window.pwned=3</script>`
 	hostileSelector = `<img src=x onerror=\"window.pwned=1\">`
 )
-
-// pageProbes turns on the probe subtest: issue 13's health probes land
-// in another change, and the lead sets it once they run in this build.
-const pageProbes = false
 
 // chromium finds the browser, or skips: CI's .ci/run installs it.
 func chromium(t *testing.T) string {
@@ -195,8 +187,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		ctx.SetStatusCode(fasthttp.StatusBadRequest)
 		ctx.SetBodyString(`{"error":{"message":` + strconv.Quote(hostileError) + `,"type":"invalid_request_error"}}`)
 	})
-	probes := pageProbes
-	g := newFakeGateway(t, pageConfig(probes), n)
+	g := newFakeGateway(t, pageConfig(), n)
 	base := serveTCP(t, g.eng)
 	// The explain endpoint lands in another change too: the page says
 	// "not available" until it does, and shows the pick once it is there.
@@ -262,9 +253,6 @@ func TestStatusPageInBrowser(t *testing.T) {
 	})
 
 	t.Run("a probe marks the refused key invalid", func(t *testing.T) {
-		if !probes {
-			t.Skip("health probes are not in this build yet: set pageProbes once they are merged")
-		}
 		if err := visible(admin, `[data-key="bad/m#1"][data-state="invalid"]`); err != nil {
 			t.Fatalf("bad/m key #1 never shown invalid: %v", err)
 		}
@@ -297,10 +285,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 			!strings.HasSuffix(got["play-ttft"], "ms") || !strings.HasSuffix(got["play-total"], "ms") {
 			t.Errorf("playground shows %q", got)
 		}
-		// Without probes the refused key is found by this request, which
-		// falls back; with them, it was skipped before.
-		if want := map[bool]string{false: "1", true: "0"}[probes]; got["play-fallbacks"] != want {
-			t.Errorf("playground: x-fallback-attempts %q, want %q", got["play-fallbacks"], want)
+		// The probe found the refused key before this request: it was
+		// skipped, not tried.
+		if got["play-fallbacks"] != "0" {
+			t.Errorf("playground: x-fallback-attempts %q, want 0", got["play-fallbacks"])
 		}
 		if err := visible(admin, `[data-key="bad/m#1"][data-state="invalid"]`); err != nil {
 			t.Errorf("bad/m key #1 not shown invalid after the 401: %v", err)

@@ -85,22 +85,33 @@ const (
 	skipCooling
 	skipRateCooling
 	skipInvalid
+	skipProbeInvalid
+	skipProbeError
 	skipCapped
 	skipTooLarge
 	skipOperation
 )
 
-func (r skipReason) String() string {
-	return [...]string{"eligible", "circuit breaker open", "cooling down after a failure",
-		"cooling down after a 429", "key refused by the upstream (401/403)",
-		"over its rate caps", "request larger than a token cap", "does not serve this operation"}[r]
+// skipNames says each skipReason in words (String, for explain) and as
+// one word (token, for the x-gateway-explain header), side by side so a
+// new reason cannot miss one of them.
+var skipNames = [...]struct{ text, token string }{
+	eligible:         {"eligible", "eligible"},
+	skipBreaker:      {"circuit breaker open", "breaker_open"},
+	skipCooling:      {"cooling down after a failure", "cooling_down"},
+	skipRateCooling:  {"cooling down after a 429", "rate_limited"},
+	skipInvalid:      {"key refused by the upstream (401/403)", "invalid"},
+	skipProbeInvalid: {"held out by its last probe: invalid (401/403)", "probe_invalid"},
+	skipProbeError:   {"held out by its last probe: error", "probe_error"},
+	skipCapped:       {"over its rate caps", "over_caps"},
+	skipTooLarge:     {"request larger than a token cap", "too_large"},
+	skipOperation:    {"does not serve this operation", "unsupported_operation"},
 }
 
+func (r skipReason) String() string { return skipNames[r].text }
+
 // token is the reason as one word, for the x-gateway-explain header.
-func (r skipReason) token() string {
-	return [...]string{"eligible", "breaker_open", "cooling_down", "rate_limited", "invalid",
-		"over_caps", "too_large", "unsupported_operation"}[r]
-}
+func (r skipReason) token() string { return skipNames[r].token }
 
 // candidate is one (target, key) the walk may call.
 type candidate struct {
@@ -181,6 +192,12 @@ func (w *walker) inspect(t *target, slot int) (skipReason, int64) {
 			return skipInvalid, until
 		}
 		return skipCooling, until
+	}
+	switch ks.probe.result.Load() {
+	case probeInvalid:
+		return skipProbeInvalid, ks.probe.next.Load()
+	case probeError:
+		return skipProbeError, ks.probe.next.Load()
 	}
 	// The request path skips the check: Reserve makes the same one and
 	// takes in one step, one round trip on a shared backend.

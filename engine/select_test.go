@@ -26,7 +26,7 @@ func rtChain(strategy string, n, keys int, c caps, weights ...int) *group {
 		tg := &target{provider: &provider{name: pc.Name, cfg: pc}, name: pc.Name + "/m", weight: w, caps: c,
 			reserveOut: 100, reserveMax: config.DefaultReserveMaxTokens, state: &targetState{breaker: memory{}.Breaker("")}}
 		for range max(keys, 1) {
-			ks := &keyState{until: memory{}.Cooldown("")}
+			ks := &keyState{until: memory{}.Cooldown(""), probe: new(probeState)}
 			if !c.none() {
 				lim := memory{}.Limiter("")
 				ks.lim.Store(&lim)

@@ -51,6 +51,8 @@ type snapshot struct {
 	red *adapters.Redactor
 	// cors is the cors: block compiled; nil when there is none.
 	cors *corsPolicy
+	// probes lists every provider key for the prober, in provider order.
+	probes []*probeKey
 }
 
 type provider struct {
@@ -111,8 +113,9 @@ type target struct {
 // across reloads.
 type keyState struct {
 	until Cooldown
-	// rechecking is set while a check of a refused key is scheduled.
-	rechecking atomic.Bool
+	// probe is the state of the provider key's probes, shared by every
+	// model of the provider; set when the keyState is made, never after.
+	probe *probeState
 	// lim counts against the target's caps; nil until a snapshot gives
 	// it some. A build sets it while requests of the snapshot before read
 	// it, hence atomic; once set it stays, so caps that come and go across
@@ -159,6 +162,7 @@ type states struct {
 	gkeys     map[string]*keyStats
 	routes    map[string]*routeState
 	providers map[string]*providerStats
+	probes    map[string]*probeState
 }
 
 // keep collects the state a snapshot under construction uses.
@@ -169,6 +173,7 @@ type keep struct {
 	gkeys     map[string]*keyStats
 	routes    map[string]*routeState
 	providers map[string]*providerStats
+	probes    map[string]*probeState
 }
 
 func reuse[T any](old, kept map[string]*T, name string) *T {
@@ -209,7 +214,24 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 	defer st.mu.Unlock()
 	k := keep{keys: map[string]*keyState{}, targets: map[string]*targetState{},
 		groups: map[string]*groupState{}, gkeys: map[string]*keyStats{},
-		routes: map[string]*routeState{}, providers: map[string]*providerStats{}}
+		routes: map[string]*routeState{}, providers: map[string]*providerStats{}, probes: map[string]*probeState{}}
+	// keyIDs names each provider's keys by a digest of the key, so that
+	// reordering keys in the file keeps each one's state and a rotated key
+	// starts fresh; "#none" stands for a provider without keys.
+	keyIDs := map[string][]string{}
+	for _, name := range cfg.ProviderOrder {
+		ids := []string{"#none"}
+		if keys := cfg.Providers[name].Keys; len(keys) > 0 {
+			ids = ids[:0]
+			for _, key := range keys {
+				sum := sha256.Sum256([]byte(key.Reveal()))
+				ids = append(ids, "#"+hex.EncodeToString(sum[:8]))
+			}
+		}
+		keyIDs[name] = ids
+	}
+	// cools holds, per provider key, its (provider, model, key) states.
+	cools := map[string][]*keyState{}
 	for _, name := range cfg.ProviderOrder {
 		pc := cfg.Providers[name]
 		client := ups.client(pc)
@@ -248,21 +270,15 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		if tg.state.breaker == nil {
 			tg.state.breaker = st.backend.Breaker(via)
 		}
-		names := []string{via + "#none"}
-		if len(t.Provider.Keys) > 0 {
-			names = names[:0]
-			for _, key := range t.Provider.Keys {
-				// Keyed by a digest of the key, so reordering keys in
-				// the file keeps each one's state.
-				sum := sha256.Sum256([]byte(key.Reveal()))
-				names = append(names, via+"#"+hex.EncodeToString(sum[:8]))
-			}
-		}
-		for _, n := range names {
+		for _, id := range keyIDs[t.Provider.Name] {
+			n := via + id
 			ks := reuse(st.keys, k.keys, n)
+			ps := reuse(st.probes, k.probes, t.Provider.Name+id)
 			if ks.until == nil {
 				ks.until = st.backend.Cooldown(n)
+				ks.probe = ps
 			}
+			cools[t.Provider.Name+id] = append(cools[t.Provider.Name+id], ks)
 			if !tg.caps.none() && ks.lim.Load() == nil {
 				lim := st.backend.Limiter(n)
 				ks.lim.Store(&lim)
@@ -338,8 +354,12 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		s.keys[key.Hash] = gk
 		s.byName[key.Name] = gk
 	}
+	for _, name := range cfg.ProviderOrder {
+		s.probes = appendProbes(s.probes, s.providers[name], s.groups, keyIDs[name], k.probes, cools, time.Duration(s.authRecheck))
+	}
 	st.keys, st.targets, st.groups, st.gkeys, st.routes, st.providers = k.keys, k.targets, k.groups, k.gkeys, k.routes, k.providers
 	s.timeOnce(st.analytics)
+	st.probes = k.probes
 
 	listed := append(append([]string(nil), cfg.GroupOrder...), bare...)
 	entry := func(name string) modelEntry {
