@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/engine"
+)
+
+// serve serves h on a loopback port until the test ends.
+func serve(t *testing.T, h fasthttp.RequestHandler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return ln.Addr().String()
+}
+
+// The extra phases' requests, sent to the real engine with the bench's
+// config in front of the fake upstream, pass the sanity checks: the
+// engine accepts them and translates the upstream's answer into each
+// API's shape. The checks refuse the other APIs' answers.
+func TestExtrasThroughEngine(t *testing.T) {
+	up := serve(t, upstreamHandler(3, 0))
+	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:0", up, false, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(cfg, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	addr := serve(t, eng.Handler)
+	gw := &server{name: "gateway", addr: addr, client: newClient(addr, 4)}
+	var extras []extraPhase
+	for _, c := range []*call{responsesCall, messagesCall, chatCall} {
+		extras = append(extras, extraPhase{c.path, gw, c})
+	}
+	if err := sanityExtras(extras); err != nil {
+		t.Fatal(err)
+	}
+
+	answers := map[*call][]byte{}
+	for _, c := range []*call{responsesCall, messagesCall, chatCall} {
+		req, resp := c.request(addr), fasthttp.AcquireResponse()
+		if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		answers[c] = append([]byte(nil), resp.Body()...)
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	for c := range answers {
+		for other, body := range answers {
+			if err := checkAnswer(c, body); (err == nil) != (c == other) {
+				t.Errorf("checking a %s answer as %s: %v", other.path, c.path, err)
+			}
+		}
+	}
+	wrong := strings.Replace(string(answers[messagesCall]), upstreamText, "Hi.", 1)
+	if err := checkAnswer(messagesCall, []byte(wrong)); err == nil || !strings.Contains(err.Error(), "text") {
+		t.Errorf("an answer with another text: %v", err)
+	}
+	if err := checkAnswer(chatCall, []byte("not json")); err == nil {
+		t.Error("an answer that is not JSON passed")
+	}
+
+	// Without the gateway key the sanity check fails, naming the status.
+	noKey := *messagesCall
+	noKey.apiKey, noKey.header = false, nil
+	req := noKey.request(addr)
+	req.Header.Del("Authorization")
+	resp := fasthttp.AcquireResponse()
+	if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 401 {
+		t.Errorf("no key: HTTP %d, %v; want 401", resp.StatusCode(), err)
+	}
+}
+
+func TestReadReply(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{"+PONG\r\n", "PONG", ""},
+		{":42\r\n", "42", ""},
+		{"$5\r\nhello\r\n", "hello", ""},
+		{"$0\r\n\r\n", "", ""},
+		{"-ERR unknown command\r\n", "", "redis: ERR unknown command"},
+		{"$-1\r\n", "", "bad bulk length"},
+		{"$99999999\r\n", "", "bad bulk length"},
+		{"$5\r\nhel", "", "EOF"},
+		{"*1\r\n$1\r\na\r\n", "", "unexpected reply"},
+		{"\r\n", "", "empty reply"},
+	} {
+		got, err := readReply(bufio.NewReader(strings.NewReader(c.in)))
+		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("readReply(%q) = %q, %v; want %q, %q", c.in, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestInfoField(t *testing.T) {
+	info := "# Stats\r\ntotal_connections_received:3\r\ntotal_commands_processed:1234\r\ninstantaneous_ops_per_sec:0\r\n"
+	if n, err := infoField(info, "total_commands_processed"); err != nil || n != 1234 {
+		t.Errorf("got %d, %v", n, err)
+	}
+	if _, err := infoField(info, "total_commands"); err == nil {
+		t.Error("a field's prefix matched")
+	}
+}
+
+// startRedis runs the real redis-server: it answers, counts commands, and
+// stops with the run's children.
+func TestStartRedis(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not on PATH: the Redis phase is skipped in that case too")
+	}
+	t.Cleanup(stopAll)
+	rs, err := startRedis(t.Context(), t.TempDir(), func(err error) { t.Errorf("redis exited: %v", err) })
+	if err != nil || rs == nil {
+		t.Fatalf("startRedis: %v, %v", rs, err)
+	}
+	before, err := rs.commands()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := redisCmd(rs.addr, "SET bench:x 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := rs.commands()
+	if err != nil || after != before+4 { // the three SETs and the first INFO
+		t.Errorf("commands %d then %d (%v), want 4 more", before, after, err)
+	}
+	if _, err := redisCmd(rs.addr, "NOSUCHCOMMAND"); err == nil {
+		t.Error("an unknown command: no error")
+	}
+	persistence, err := redisCmd(rs.addr, "INFO persistence")
+	if aof, err2 := infoField(persistence, "aof_enabled"); err != nil || err2 != nil || aof != 0 {
+		t.Errorf("aof_enabled %d (%v, %v), want 0", aof, err, err2)
+	}
+	rs.proc.stop()
+	if !rs.proc.exited() {
+		t.Error("redis still running after stop")
+	}
+}
+
+// fakeResult is one round of a phase: reqs requests in a second, each
+// taking lat, cpuMs of CPU in all.
+func fakeResult(reqs int, lat time.Duration, cpuMs int64) *result {
+	r := &result{reqs: uint64(reqs), elapsed: time.Second, cpuTicks: cpuMs / 10}
+	for range reqs {
+		r.lat.record(lat)
+	}
+	return r
+}
+
+// The extra phases' table compares each with the floor's and the
+// gateway's chat phases at the same concurrency, and their failures count
+// among the gateway's answers.
+func TestMarkdownExtras(t *testing.T) {
+	o, err := parseFlags([]string{"-concurrency", "1,16", "-rounds", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := newReport(o, "cpu", "kernel", "rev", 100)
+	// Latencies at the low ends of their histogram buckets come back exact.
+	const floor, gateway, api = 131072 * time.Nanosecond, 196608 * time.Nanosecond, 262144 * time.Nanosecond
+	rep.addLoad("floor", 1, fakeResult(1000, floor, 50))
+	rep.addLoad("gateway", 1, fakeResult(900, gateway, 90))
+	rep.addLoad("responses", 1, fakeResult(800, api, 80))
+	redis := fakeResult(600, api, 60)
+	redis.stateTicks, redis.stateCmds, redis.non2xx = 3, 1200, 2
+	rep.addLoad("redis", 1, redis)
+	rep.addLoad("messages", 16, fakeResult(700, api, 70)) // no chat phases at 16
+	md := rep.markdown()
+
+	for _, want := range []string{
+		"| 1 | Responses → chat | 800 | 262.1 | 262.1 | 0 | 0 | 100.0 | 0.0 | 80% | +131.1 | 2.00× | 89% | +65.5 |",
+		"| 1 | chat, state in Redis | 600 | 262.1 | 262.1 | 2 | 0 | 100.0 | 0.0 | 60% | +131.1 | 2.00× | 67% | +65.5 |",
+		"| 16 | Messages → chat | 700 | 262.1 | 262.1 | 0 | 0 | 100.0 | 0.0 | — | — | — | — | — |",
+		"The Redis server itself used 50.0 µs of CPU and 2.0 commands per request at concurrency 1.",
+		"| gateway answers: non-2xx, errors, broken streams | 2 | 0 | **FAIL** |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in\n%s", want, md)
+		}
+	}
+	if i, j := strings.Index(md, "| 1 | Responses"), strings.Index(md, "| 1 | chat, state in Redis"); i < 0 || j < i {
+		t.Error("extra phases out of order")
+	}
+	if strings.Contains(md, "Redis phase not run") {
+		t.Error("a skip note without a skip")
+	}
+
+	rep = newReport(o, "cpu", "kernel", "rev", 100)
+	rep.addLoad("floor", 1, fakeResult(1000, floor, 50))
+	rep.redisSkipped = "no redis-server on PATH"
+	md = rep.markdown()
+	if !strings.Contains(md, "Redis phase not run: no redis-server on PATH.") || strings.Contains(md, "New APIs") {
+		t.Errorf("skipped Redis phase, no extra phase run:\n%s", md)
+	}
+}
