@@ -77,15 +77,15 @@ type options struct {
 	apis, redis   bool
 	extraDuration time.Duration
 	extraConc     []int
-	soak         time.Duration
-	soakEvery    time.Duration
-	soakConc     int
-	soakStreams  int
-	accessLog    bool
-	gwProfile    string
-	gatewayBin   string
-	repo         string
-	out          string
+	soak          time.Duration
+	soakEvery     time.Duration
+	soakConc      int
+	soakStreams   int
+	accessLog     bool
+	gwProfile     string
+	gatewayBin    string
+	repo          string
+	out           string
 }
 
 // streamLen is how long the fake upstream takes to send one stream.
