@@ -126,10 +126,10 @@ const upstreamText = "Hello there, how can I help?"
 // gateway's request ran commands in Redis.
 func sanityExtras(extras []extraPhase) error {
 	for _, x := range extras {
-		var before uint64
+		var before redisCounts
 		if x.srv.state != nil {
 			var err error
-			if before, err = x.srv.state.commands(); err != nil {
+			if before, err = x.srv.state.counts(); err != nil {
 				return fmt.Errorf("asking Redis for its command count: %w", err)
 			}
 		}
@@ -148,11 +148,11 @@ func sanityExtras(extras []extraPhase) error {
 			return fmt.Errorf("first %s request to %s: %w", x.call.path, x.srv.name, err)
 		}
 		if x.srv.state != nil {
-			after, err := x.srv.state.commands()
+			after, err := x.srv.state.counts()
 			if err != nil {
 				return fmt.Errorf("asking Redis for its command count: %w", err)
 			}
-			if after <= before+1 { // +1: the first INFO
+			if after.since(before).commands == 0 {
 				return fmt.Errorf("%s answered without a command to Redis: is its state in memory?\n%s", x.srv.name, x.srv.proc.logTail(10))
 			}
 		}

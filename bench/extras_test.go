@@ -107,13 +107,21 @@ func TestReadReply(t *testing.T) {
 	}
 }
 
-func TestInfoField(t *testing.T) {
-	info := "# Stats\r\ntotal_connections_received:3\r\ntotal_commands_processed:1234\r\ninstantaneous_ops_per_sec:0\r\n"
-	if n, err := infoField(info, "total_commands_processed"); err != nil || n != 1234 {
-		t.Errorf("got %d, %v", n, err)
+func TestParseCommandStats(t *testing.T) {
+	info := "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=95,usec_per_call=9.50,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_get:calls=20,usec=3,usec_per_call=0.15,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=7,usec=59,usec_per_call=8.40,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_config|get:calls=1,usec=11,usec_per_call=11.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_fcall_ro:calls=2,usec=11,usec_per_call=5.50,rejected_calls=0,failed_calls=0\r\n"
+	c, err := parseCommandStats(info)
+	if err != nil || c != (redisCounts{scripts: 12, commands: 33}) {
+		t.Errorf("got %+v, %v; want 12 scripts, 33 commands (INFO left out)", c, err)
 	}
-	if _, err := infoField(info, "total_commands"); err == nil {
-		t.Error("a field's prefix matched")
+	if d := c.since(redisCounts{scripts: 2, commands: 3}); d != (redisCounts{scripts: 10, commands: 30}) {
+		t.Errorf("since: %+v", d)
+	}
+	if _, err := parseCommandStats("cmdstat_get:usec=3\r\n"); err == nil {
+		t.Error("a line without calls: no error")
 	}
 }
 
@@ -128,25 +136,24 @@ func TestStartRedis(t *testing.T) {
 	if err != nil || rs == nil {
 		t.Fatalf("startRedis: %v, %v", rs, err)
 	}
-	before, err := rs.commands()
+	before, err := rs.counts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if _, err := redisCmd(rs.addr, "SET bench:x 1"); err != nil {
-			t.Fatal(err)
+	for _, cmd := range []string{"SET bench:x 1", "SET bench:y 2", `EVAL "return redis.call('GET','bench:x')" 0`} {
+		if _, err := redisCmd(rs.addr, cmd); err != nil {
+			t.Fatalf("%s: %v", cmd, err)
 		}
 	}
-	after, err := rs.commands()
-	if err != nil || after != before+4 { // the three SETs and the first INFO
-		t.Errorf("commands %d then %d (%v), want 4 more", before, after, err)
+	after, err := rs.counts()
+	if d := after.since(before); err != nil || d != (redisCounts{scripts: 1, commands: 4}) {
+		t.Errorf("counts %+v then %+v (%v), want 1 script and 4 commands more (the script's GET included)", before, after, err)
 	}
 	if _, err := redisCmd(rs.addr, "NOSUCHCOMMAND"); err == nil {
 		t.Error("an unknown command: no error")
 	}
-	persistence, err := redisCmd(rs.addr, "INFO persistence")
-	if aof, err2 := infoField(persistence, "aof_enabled"); err != nil || err2 != nil || aof != 0 {
-		t.Errorf("aof_enabled %d (%v, %v), want 0", aof, err, err2)
+	if persistence, err := redisCmd(rs.addr, "INFO persistence"); err != nil || !strings.Contains(persistence, "aof_enabled:0\r\n") {
+		t.Errorf("INFO persistence: %v, want aof_enabled:0 in\n%s", err, persistence)
 	}
 	rs.proc.stop()
 	if !rs.proc.exited() {
@@ -179,7 +186,7 @@ func TestMarkdownExtras(t *testing.T) {
 	rep.addLoad("gateway", 1, fakeResult(900, gateway, 90))
 	rep.addLoad("responses", 1, fakeResult(800, api, 80))
 	redis := fakeResult(600, api, 60)
-	redis.stateTicks, redis.stateCmds, redis.non2xx = 3, 1200, 2
+	redis.stateTicks, redis.stateCounts, redis.non2xx = 3, redisCounts{scripts: 600, commands: 1500}, 2
 	rep.addLoad("redis", 1, redis)
 	rep.addLoad("messages", 16, fakeResult(700, api, 70)) // no chat phases at 16
 	md := rep.markdown()
@@ -188,7 +195,7 @@ func TestMarkdownExtras(t *testing.T) {
 		"| 1 | Responses → chat | 800 | 262.1 | 262.1 | 0 | 0 | 100.0 | 0.0 | 80% | +131.1 | 2.00× | 89% | +65.5 |",
 		"| 1 | chat, state in Redis | 600 | 262.1 | 262.1 | 2 | 0 | 100.0 | 0.0 | 60% | +131.1 | 2.00× | 67% | +65.5 |",
 		"| 16 | Messages → chat | 700 | 262.1 | 262.1 | 0 | 0 | 100.0 | 0.0 | — | — | — | — | — |",
-		"The Redis server itself used 50.0 µs of CPU and 2.0 commands per request at concurrency 1.",
+		"The Redis server itself used 50.0 µs of CPU, 1.0 script calls and 2.5 commands in all per request at concurrency 1 (commands run by scripts included).",
 		"| gateway answers: non-2xx, errors, broken streams | 2 | 0 | **FAIL** |",
 	} {
 		if !strings.Contains(md, want) {

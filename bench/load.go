@@ -201,11 +201,11 @@ type result struct {
 	// the load tool and its servers used during one phase: a measure of
 	// how noisy the machine was.
 	otherCores float64
-	// stateTicks and stateCmds are the Redis server's CPU and the
+	// stateTicks and stateCounts are the Redis server's CPU and the
 	// commands it ran during the phases of a gateway keeping its state
 	// there.
-	stateTicks int64
-	stateCmds  uint64
+	stateTicks  int64
+	stateCounts redisCounts
 }
 
 func (r *result) rps() float64 {
@@ -236,7 +236,8 @@ func (r *result) add(o *result) {
 	r.peakOpen = max(r.peakOpen, o.peakOpen)
 	r.otherCores = max(r.otherCores, o.otherCores)
 	r.stateTicks += o.stateTicks
-	r.stateCmds += o.stateCmds
+	r.stateCounts.scripts += o.stateCounts.scripts
+	r.stateCounts.commands += o.stateCounts.commands
 	if r.firstErr == "" {
 		r.firstErr = o.firstErr
 	}
@@ -253,10 +254,10 @@ func phase(ctx context.Context, s *server, n int, d time.Duration, c *call, stre
 	}
 	before, _ := readStat(s.proc.pid())
 	var stateBefore procStat
-	var cmdsBefore uint64
+	var countsBefore redisCounts
 	if s.state != nil {
 		stateBefore, _ = readStat(s.state.proc.pid())
-		cmdsBefore, _ = s.state.commands()
+		countsBefore, _ = s.state.counts()
 	}
 	noise := startNoise()
 	sampler := startSampler(s.proc.pid(), 100*time.Millisecond)
@@ -285,8 +286,8 @@ func phase(ctx context.Context, s *server, n int, d time.Duration, c *call, stre
 	if s.state != nil {
 		st, _ := readStat(s.state.proc.pid())
 		r.stateTicks = st.CPUTicks - stateBefore.CPUTicks
-		if cmds, err := s.state.commands(); err == nil && cmds > cmdsBefore {
-			r.stateCmds = cmds - cmdsBefore - 1 // the first INFO is counted by the second
+		if counts, err := s.state.counts(); err == nil {
+			r.stateCounts = counts.since(countsBefore)
 		}
 	}
 	for _, w := range workers {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,23 +62,56 @@ func startRedis(ctx context.Context, dir string, onExit func(error)) (*redisServ
 	}
 }
 
-// commands is how many commands the server has run since it started.
-func (r *redisServer) commands() (uint64, error) {
-	info, err := redisCmd(r.addr, "INFO stats")
-	if err != nil {
-		return 0, err
-	}
-	return infoField(info, "total_commands_processed")
+// redisCounts are the commands a Redis has run, INFO left out.
+type redisCounts struct {
+	// scripts counts the script calls (EVAL, EVALSHA, FCALL and their
+	// read-only forms): a gateway makes one per decision.
+	scripts uint64
+	// commands counts every command, those that scripts ran included.
+	commands uint64
 }
 
-// infoField reads one integer field of an INFO reply ("name:value" lines).
-func infoField(info, name string) (uint64, error) {
+var scriptCommands = []string{"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"}
+
+// counts asks the server for its command counts.
+func (r *redisServer) counts() (redisCounts, error) {
+	info, err := redisCmd(r.addr, "INFO commandstats")
+	if err != nil {
+		return redisCounts{}, err
+	}
+	return parseCommandStats(info)
+}
+
+// parseCommandStats sums the calls of an INFO commandstats reply, whose
+// lines read cmdstat_NAME:calls=N,usec=...
+func parseCommandStats(info string) (redisCounts, error) {
+	var c redisCounts
 	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(line, name+":"); ok {
-			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, stats, _ := strings.Cut(rest, ":")
+		calls, _, _ := strings.Cut(strings.TrimPrefix(stats, "calls="), ",")
+		n, err := strconv.ParseUint(calls, 10, 64)
+		if err != nil || !strings.HasPrefix(stats, "calls=") {
+			return redisCounts{}, fmt.Errorf("unexpected commandstats line %q", strings.TrimSpace(line))
+		}
+		switch {
+		case name == "info":
+		case slices.Contains(scriptCommands, name):
+			c.scripts += n
+			c.commands += n
+		default:
+			c.commands += n
 		}
 	}
-	return 0, fmt.Errorf("no %s in the INFO reply", name)
+	return c, nil
+}
+
+// since is c less an earlier count.
+func (c redisCounts) since(before redisCounts) redisCounts {
+	return redisCounts{scripts: c.scripts - before.scripts, commands: c.commands - before.commands}
 }
 
 // redisCmd sends one inline command (words without quotes or newlines)

@@ -385,12 +385,13 @@ func (r *report) extrasTable(b *strings.Builder) {
 	var redis []string
 	for _, c := range r.o.concurrency {
 		if x := r.loads[loadKey{"redis", c}]; x != nil && x.reqs > 0 {
-			redis = append(redis, fmt.Sprintf("%.1f µs of CPU and %.1f commands per request at concurrency %d",
-				us(ticksToDuration(x.stateTicks, r.hz)/time.Duration(x.reqs)), float64(x.stateCmds)/float64(x.reqs), c))
+			n := float64(x.reqs)
+			redis = append(redis, fmt.Sprintf("%.1f µs of CPU, %.1f script calls and %.1f commands in all per request at concurrency %d",
+				us(ticksToDuration(x.stateTicks, r.hz)/time.Duration(x.reqs)), float64(x.stateCounts.scripts)/n, float64(x.stateCounts.commands)/n, c))
 		}
 	}
 	if len(redis) > 0 {
-		fmt.Fprintf(b, "The Redis server itself used %s.\n\n", strings.Join(redis, "; "))
+		fmt.Fprintf(b, "The Redis server itself used %s (commands run by scripts included).\n\n", strings.Join(redis, "; "))
 	}
 	if r.redisSkipped != "" {
 		fmt.Fprintf(b, "Redis phase not run: %s.\n\n", r.redisSkipped)
