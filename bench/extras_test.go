@@ -217,3 +217,54 @@ func TestMarkdownExtras(t *testing.T) {
 		t.Errorf("skipped Redis phase, no extra phase run:\n%s", md)
 	}
 }
+
+// The Redis phase's gateway, the real engine on the bench's config with a
+// real redis-server, answers chat and makes a script call in Redis per
+// request at least: the phase measures the shared backend, not memory.
+func TestRedisGatewayThroughEngine(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not on PATH: the Redis phase is skipped in that case too")
+	}
+	t.Cleanup(stopAll)
+	dir := t.TempDir()
+	rs, err := startRedis(t.Context(), dir, func(err error) { t.Errorf("redis exited: %v", err) })
+	if err != nil || rs == nil {
+		t.Fatalf("startRedis: %v, %v", rs, err)
+	}
+	up := serve(t, upstreamHandler(3, 0))
+	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:0", up, false, "redis://"+rs.addr+"/0"))
+	if err != nil && strings.Contains(err.Error(), `"state"`) {
+		t.Skipf("this tree's config has no state block yet, as the bench reports then: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(cfg, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	addr := serve(t, eng.Handler)
+	gw := &server{name: "gateway-redis", addr: addr, client: newClient(addr, 4), state: rs,
+		proc: &child{name: "engine", logPath: dir + "/none.log"}}
+	if err := sanityExtras([]extraPhase{{"redis", gw, chatCall}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := rs.counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for range n {
+		req, resp := chatCall.request(addr), fasthttp.AcquireResponse()
+		if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("HTTP %d, %v", resp.StatusCode(), err)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	after, err := rs.counts()
+	if d := after.since(before); err != nil || d.scripts < n {
+		t.Errorf("%d requests made %d script calls (%v), want one each at least", n, d.scripts, err)
+	}
+}
