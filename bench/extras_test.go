@@ -26,22 +26,59 @@ func serve(t *testing.T, h fasthttp.RequestHandler) string {
 	return ln.Addr().String()
 }
 
-// The extra phases' requests, sent to the real engine with the bench's
-// config in front of the fake upstream, pass the sanity checks: the
-// engine accepts them and translates the upstream's answer into each
-// API's shape. The checks refuse the other APIs' answers.
-func TestExtrasThroughEngine(t *testing.T) {
+// serveEngine serves the real engine on the bench's config, with
+// redisURL, in front of the fake upstream; it returns the config's error
+// when it does not load.
+func serveEngine(t *testing.T, redisURL string) (string, error) {
+	t.Helper()
 	up := serve(t, upstreamHandler(3, 0))
-	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:0", up, false, ""))
+	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:0", up, false, redisURL))
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	eng, err := engine.New(cfg, engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(eng.Close)
-	addr := serve(t, eng.Handler)
+	return serve(t, eng.Handler), nil
+}
+
+// post sends c to s once and returns the status and body.
+func post(t *testing.T, s *server, c *call) (int, []byte) {
+	t.Helper()
+	req, resp := c.request(s.addr), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	if err := s.client.DoTimeout(req, resp, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode(), append([]byte(nil), resp.Body()...)
+}
+
+// startTestRedis starts a redis-server as the bench does, or skips.
+func startTestRedis(t *testing.T) *redisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server is not on PATH: the Redis phase is skipped in that case too")
+	}
+	t.Cleanup(stopAll)
+	rs, err := startRedis(t.Context(), t.TempDir(), func(err error) { t.Errorf("redis exited: %v", err) })
+	if err != nil || rs == nil {
+		t.Fatalf("startRedis: %v, %v", rs, err)
+	}
+	return rs
+}
+
+// The extra phases' requests, sent to the real engine with the bench's
+// config in front of the fake upstream, pass the sanity checks: the
+// engine accepts them and translates the upstream's answer into each
+// API's shape. The checks refuse the other APIs' answers.
+func TestExtrasThroughEngine(t *testing.T) {
+	addr, err := serveEngine(t, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	gw := &server{name: "gateway", addr: addr, client: newClient(addr, 4)}
 	var extras []extraPhase
 	for _, c := range []*call{responsesCall, messagesCall, chatCall} {
@@ -53,13 +90,7 @@ func TestExtrasThroughEngine(t *testing.T) {
 
 	answers := map[*call][]byte{}
 	for _, c := range []*call{responsesCall, messagesCall, chatCall} {
-		req, resp := c.request(addr), fasthttp.AcquireResponse()
-		if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		answers[c] = append([]byte(nil), resp.Body()...)
-		fasthttp.ReleaseRequest(req)
-		fasthttp.ReleaseResponse(resp)
+		_, answers[c] = post(t, gw, c)
 	}
 	for c := range answers {
 		for other, body := range answers {
@@ -76,14 +107,12 @@ func TestExtrasThroughEngine(t *testing.T) {
 		t.Error("an answer that is not JSON passed")
 	}
 
-	// Without the gateway key the sanity check fails, naming the status.
-	noKey := *messagesCall
-	noKey.apiKey, noKey.header = false, nil
-	req := noKey.request(addr)
-	req.Header.Del("Authorization")
-	resp := fasthttp.AcquireResponse()
-	if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 401 {
-		t.Errorf("no key: HTTP %d, %v; want 401", resp.StatusCode(), err)
+	// An answer other than 200 fails the sanity check, naming the status.
+	gw.proc = &child{name: "engine", logPath: t.TempDir() + "/none.log"}
+	unknown := *messagesCall
+	unknown.body = []byte(`{"model":"nope","max_tokens":8,"messages":[{"role":"user","content":"Hi."}]}`)
+	if err := sanityExtras([]extraPhase{{"messages", gw, &unknown}}); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("an unknown model: %v, want HTTP 404", err)
 	}
 }
 
@@ -128,14 +157,7 @@ func TestParseCommandStats(t *testing.T) {
 // startRedis runs the real redis-server: it answers, counts commands, and
 // stops with the run's children.
 func TestStartRedis(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not on PATH: the Redis phase is skipped in that case too")
-	}
-	t.Cleanup(stopAll)
-	rs, err := startRedis(t.Context(), t.TempDir(), func(err error) { t.Errorf("redis exited: %v", err) })
-	if err != nil || rs == nil {
-		t.Fatalf("startRedis: %v, %v", rs, err)
-	}
+	rs := startTestRedis(t)
 	before, err := rs.counts()
 	if err != nil {
 		t.Fatal(err)
@@ -222,31 +244,16 @@ func TestMarkdownExtras(t *testing.T) {
 // real redis-server, answers chat and makes a script call in Redis per
 // request at least: the phase measures the shared backend, not memory.
 func TestRedisGatewayThroughEngine(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not on PATH: the Redis phase is skipped in that case too")
-	}
-	t.Cleanup(stopAll)
-	dir := t.TempDir()
-	rs, err := startRedis(t.Context(), dir, func(err error) { t.Errorf("redis exited: %v", err) })
-	if err != nil || rs == nil {
-		t.Fatalf("startRedis: %v, %v", rs, err)
-	}
-	up := serve(t, upstreamHandler(3, 0))
-	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:0", up, false, "redis://"+rs.addr+"/0"))
+	rs := startTestRedis(t)
+	addr, err := serveEngine(t, "redis://"+rs.addr+"/0")
 	if err != nil && strings.Contains(err.Error(), `"state"`) {
 		t.Skipf("this tree's config has no state block yet, as the bench reports then: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.New(cfg, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	addr := serve(t, eng.Handler)
 	gw := &server{name: "gateway-redis", addr: addr, client: newClient(addr, 4), state: rs,
-		proc: &child{name: "engine", logPath: dir + "/none.log"}}
+		proc: &child{name: "engine", logPath: t.TempDir() + "/none.log"}}
 	if err := sanityExtras([]extraPhase{{"redis", gw, chatCall}}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,12 +263,9 @@ func TestRedisGatewayThroughEngine(t *testing.T) {
 	}
 	const n = 20
 	for range n {
-		req, resp := chatCall.request(addr), fasthttp.AcquireResponse()
-		if err := gw.client.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
-			t.Fatalf("HTTP %d, %v", resp.StatusCode(), err)
+		if code, body := post(t, gw, chatCall); code != 200 {
+			t.Fatalf("HTTP %d: %s", code, body)
 		}
-		fasthttp.ReleaseRequest(req)
-		fasthttp.ReleaseResponse(resp)
 	}
 	after, err := rs.counts()
 	if d := after.since(before); err != nil || d.scripts < n {
