@@ -143,12 +143,12 @@ func parseFlags(args []string) (*options, error) {
 }
 
 // counts parses a comma-separated list of positive numbers.
-func counts(flag, list string) ([]int, error) {
+func counts(name, list string) ([]int, error) {
 	var ns []int
 	for f := range strings.SplitSeq(list, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("%s: %q is not a positive number", flag, f)
+			return nil, fmt.Errorf("%s: %q is not a positive number", name, f)
 		}
 		ns = append(ns, n)
 	}
