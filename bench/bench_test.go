@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,9 +171,7 @@ func TestUpstreamHandler(t *testing.T) {
 
 // The generated gateway.yaml must load as the gateway would load it.
 func TestGatewayConfig(t *testing.T) {
-	env := map[string]string{"BENCH_GW_KEY": gatewayKey, "BENCH_UPSTREAM_KEY": upstreamKey}
-	cfg, err := config.Parse([]byte(gatewayConfig("127.0.0.1:1", "127.0.0.1:2", true)), config.Options{
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+	cfg, err := parseBenchConfig(gatewayConfig("127.0.0.1:1", "127.0.0.1:2", true, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,4 +179,38 @@ func TestGatewayConfig(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:1" || p == nil || p.BaseURL != "http://127.0.0.1:2/v1" || *p.StreamUsage || len(cfg.Routes) != 1 || len(cfg.Auth.Keys) != 1 {
 		t.Errorf("unexpected config: listen %q, provider %+v, %d routes, %d keys", cfg.Listen, p, len(cfg.Routes), len(cfg.Auth.Keys))
 	}
+	if l := p.Models["m"].Limits; l != (config.Limits{}) {
+		t.Errorf("the memory gateway's model has limits %+v, want none", l)
+	}
+}
+
+// The Redis gateway's config is the same plus a state block and a model
+// cap. A config package without `state:` may refuse that block, and only
+// that block: everything else must load.
+func TestGatewayConfigRedis(t *testing.T) {
+	text := gatewayConfig("127.0.0.1:1", "127.0.0.1:2", false, "redis://127.0.0.1:3/0")
+	first, rest, _ := strings.Cut(text, "\n")
+	second, rest, _ := strings.Cut(rest, "\n")
+	if first != "log: {access: false}" || second != `state: {backend: redis, redis: {url: "redis://127.0.0.1:3/0", prefix: "bench:", on_error: closed}}` {
+		t.Fatalf("first lines %q, %q", first, second)
+	}
+	if _, err := parseBenchConfig(text); err != nil && !strings.Contains(err.Error(), `"state"`) {
+		t.Errorf("the Redis config fails for another reason than its state block: %v", err)
+	}
+	cfg, err := parseBenchConfig(first + "\n" + rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rpm := cfg.Providers["up"].Models["m"].Limits.RPM; rpm != 1e9 {
+		t.Errorf("model rpm %d, want 1e9", rpm)
+	}
+	if *cfg.Log.Access {
+		t.Error("access log on, want off")
+	}
+}
+
+func parseBenchConfig(text string) (*config.Config, error) {
+	env := map[string]string{"BENCH_GW_KEY": gatewayKey, "BENCH_UPSTREAM_KEY": upstreamKey}
+	return config.Parse([]byte(text), config.Options{
+		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
 }

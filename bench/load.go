@@ -17,6 +17,9 @@ type server struct {
 	addr   string // 127.0.0.1:port
 	proc   *child
 	client *fasthttp.HostClient
+	// state is the Redis a gateway keeps its state in, whose CPU and
+	// commands its phases count too; nil for the others.
+	state *redisServer
 }
 
 func newClient(addr string, conns int) *fasthttp.HostClient {
@@ -49,19 +52,38 @@ func (w *worker) fail(err error) {
 	time.Sleep(time.Millisecond)
 }
 
-func newChatRequest(addr string, body []byte) *fasthttp.Request {
+// call is one kind of request a phase sends: a path, a JSON body, and the
+// headers its API wants besides the gateway key.
+type call struct {
+	path string
+	body []byte
+	// apiKey sends the gateway key in x-api-key, as Anthropic's SDKs do,
+	// instead of Authorization: Bearer.
+	apiKey bool
+	header [][2]string
+}
+
+// request builds one POST of c to addr; the caller releases it.
+func (c *call) request(addr string) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
-	req.SetRequestURI("http://" + addr + "/v1/chat/completions")
+	req.SetRequestURI("http://" + addr + c.path)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
-	req.Header.Set("Authorization", "Bearer "+gatewayKey)
-	req.SetBody(body)
+	if c.apiKey {
+		req.Header.Set("X-Api-Key", gatewayKey)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+gatewayKey)
+	}
+	for _, h := range c.header {
+		req.Header.Set(h[0], h[1])
+	}
+	req.SetBody(c.body)
 	return req
 }
 
 // unary sends non-stream requests back to back until stop is set.
-func (w *worker) unary(hc *fasthttp.HostClient, addr string, body []byte, stop *atomic.Bool) {
-	req := newChatRequest(addr, body)
+func (w *worker) unary(hc *fasthttp.HostClient, addr string, c *call, stop *atomic.Bool) {
+	req := c.request(addr)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -89,11 +111,11 @@ var doneFrame = []byte("data: [DONE]\n\n")
 // first body byte and the whole stream, starting after a pause. The first stream of each worker
 // dials its connection while every other worker does too; its time to
 // first byte is left out when skipFirst is set.
-func (w *worker) streaming(hc *fasthttp.HostClient, addr string, body []byte, stop *atomic.Bool, open *gauge, skipFirst bool, after time.Duration) {
+func (w *worker) streaming(hc *fasthttp.HostClient, addr string, c *call, stop *atomic.Bool, open *gauge, skipFirst bool, after time.Duration) {
 	// Workers start spread over one stream's length, so streams open at a
 	// steady rate instead of all at once every stream length.
 	time.Sleep(after)
-	req := newChatRequest(addr, body)
+	req := c.request(addr)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -179,6 +201,11 @@ type result struct {
 	// the load tool and its servers used during one phase: a measure of
 	// how noisy the machine was.
 	otherCores float64
+	// stateTicks and stateCounts are the Redis server's CPU and the
+	// commands it ran during the phases of a gateway keeping its state
+	// there.
+	stateTicks  int64
+	stateCounts redisCounts
 }
 
 func (r *result) rps() float64 {
@@ -208,6 +235,9 @@ func (r *result) add(o *result) {
 	r.rssMax = max(r.rssMax, o.rssMax)
 	r.peakOpen = max(r.peakOpen, o.peakOpen)
 	r.otherCores = max(r.otherCores, o.otherCores)
+	r.stateTicks += o.stateTicks
+	r.stateCounts.scripts += o.stateCounts.scripts
+	r.stateCounts.commands += o.stateCounts.commands
 	if r.firstErr == "" {
 		r.firstErr = o.firstErr
 	}
@@ -215,7 +245,7 @@ func (r *result) add(o *result) {
 
 // phase runs n workers against s for d and measures s's process meanwhile.
 // Stream workers start spread evenly over spread.
-func phase(ctx context.Context, s *server, n int, d time.Duration, body []byte, stream bool, spread time.Duration) *result {
+func phase(ctx context.Context, s *server, n int, d time.Duration, c *call, stream bool, spread time.Duration) *result {
 	var stop atomic.Bool
 	var open gauge
 	workers := make([]*worker, n)
@@ -223,6 +253,12 @@ func phase(ctx context.Context, s *server, n int, d time.Duration, body []byte, 
 		workers[i] = new(worker)
 	}
 	before, _ := readStat(s.proc.pid())
+	var stateBefore procStat
+	var countsBefore redisCounts
+	if s.state != nil {
+		stateBefore, _ = readStat(s.state.proc.pid())
+		countsBefore, _ = s.state.counts()
+	}
 	noise := startNoise()
 	sampler := startSampler(s.proc.pid(), 100*time.Millisecond)
 	var wg sync.WaitGroup
@@ -230,9 +266,9 @@ func phase(ctx context.Context, s *server, n int, d time.Duration, body []byte, 
 	for i, w := range workers {
 		wg.Go(func() {
 			if stream {
-				w.streaming(s.client, s.addr, body, &stop, &open, true, spread*time.Duration(i)/time.Duration(n))
+				w.streaming(s.client, s.addr, c, &stop, &open, true, spread*time.Duration(i)/time.Duration(n))
 			} else {
-				w.unary(s.client, s.addr, body, &stop)
+				w.unary(s.client, s.addr, c, &stop)
 			}
 		})
 	}
@@ -247,6 +283,13 @@ func phase(ctx context.Context, s *server, n int, d time.Duration, body []byte, 
 	r.cpuTicks = after.CPUTicks - before.CPUTicks
 	r.otherCores = noise.cores(r.elapsed)
 	r.rssMax = sampler.stop()
+	if s.state != nil {
+		st, _ := readStat(s.state.proc.pid())
+		r.stateTicks = st.CPUTicks - stateBefore.CPUTicks
+		if counts, err := s.state.counts(); err == nil {
+			r.stateCounts = counts.since(countsBefore)
+		}
+	}
 	for _, w := range workers {
 		r.reqs += w.reqs.Load()
 		r.non2xx += w.non2xx.Load()
@@ -331,7 +374,7 @@ type soakSample struct {
 
 // soak drives the gateway with conc non-stream workers and streams
 // streaming ones for d, sampling its RSS every `every`.
-func soak(ctx context.Context, s *server, conc, streams int, d, every, spread time.Duration, body, streamBody []byte, progress func(soakSample)) ([]soakSample, float64) {
+func soak(ctx context.Context, s *server, conc, streams int, d, every, spread time.Duration, unary, stream *call, progress func(soakSample)) ([]soakSample, float64) {
 	var stop atomic.Bool
 	var open gauge
 	var wg sync.WaitGroup
@@ -340,10 +383,10 @@ func soak(ctx context.Context, s *server, conc, streams int, d, every, spread ti
 		w := new(worker)
 		workers[i] = w
 		if i < conc {
-			wg.Go(func() { w.unary(s.client, s.addr, body, &stop) })
+			wg.Go(func() { w.unary(s.client, s.addr, unary, &stop) })
 		} else {
 			wg.Go(func() {
-				w.streaming(s.client, s.addr, streamBody, &stop, &open, false, spread*time.Duration(i-conc)/time.Duration(streams))
+				w.streaming(s.client, s.addr, stream, &stop, &open, false, spread*time.Duration(i-conc)/time.Duration(streams))
 			})
 		}
 	}

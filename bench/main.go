@@ -4,10 +4,12 @@
 // drives each at fixed concurrencies for a fixed time, alternating them
 // round by round, and prints a Markdown table of throughput, latency, CPU
 // per request and memory, with the gateway/floor ratios and a verdict on
-// each performance target. A streaming phase holds many streams open; a
+// each performance target. A streaming phase holds many streams open;
+// extra phases measure the Responses and Messages APIs and, when
+// redis-server is on PATH, a second gateway keeping its state in Redis; a
 // soak mode watches the gateway's memory over minutes.
 //
-//	go run ./bench                     # the default run, about 2.5 minutes
+//	go run ./bench                     # the default run, about 3 minutes
 //	go run ./bench -duration 2s -rounds 1
 //	go run ./bench -soak 10m           # also soak the gateway for 10 minutes
 //
@@ -69,15 +71,21 @@ type options struct {
 	chunks       int
 	chunkDelay   time.Duration
 	load, stream bool
-	soak         time.Duration
-	soakEvery    time.Duration
-	soakConc     int
-	soakStreams  int
-	accessLog    bool
-	gwProfile    string
-	gatewayBin   string
-	repo         string
-	out          string
+	// apis and redis turn on the extra phases, which run for
+	// extraDuration at the concurrencies of extraConc that are also in
+	// concurrency.
+	apis, redis   bool
+	extraDuration time.Duration
+	extraConc     []int
+	soak          time.Duration
+	soakEvery     time.Duration
+	soakConc      int
+	soakStreams   int
+	accessLog     bool
+	gwProfile     string
+	gatewayBin    string
+	repo          string
+	out           string
 }
 
 // streamLen is how long the fake upstream takes to send one stream.
@@ -95,6 +103,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.chunkDelay, "chunk-delay", 50*time.Millisecond, "pause between two upstream chunks")
 	fs.BoolVar(&o.load, "load", true, "run the fixed-concurrency phases")
 	fs.BoolVar(&o.stream, "stream", true, "run the streaming phase")
+	fs.BoolVar(&o.apis, "apis", true, "with -load: also run Responses and Anthropic Messages requests through the gateway, translated onto chat")
+	fs.BoolVar(&o.redis, "redis", true, "with -load: also run chat through a second gateway keeping its state in a local Redis, when redis-server is on PATH")
+	fs.DurationVar(&o.extraDuration, "extra-duration", 2*time.Second, "length of each -apis and -redis phase")
+	extraConc := fs.String("extra-concurrency", "1,16", "the concurrencies, among -concurrency, of the -apis and -redis phases")
 	fs.DurationVar(&o.soak, "soak", 0, "then soak the gateway this long (e.g. 10m), sampling its RSS")
 	fs.DurationVar(&o.soakEvery, "soak-every", 10*time.Second, "RSS sampling interval of the soak")
 	fs.IntVar(&o.soakConc, "soak-concurrency", 16, "non-stream clients during the soak")
@@ -110,16 +122,16 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	for f := range strings.SplitSeq(*conc, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-concurrency: %q is not a positive number", f)
-		}
-		o.concurrency = append(o.concurrency, n)
+	var err error
+	if o.concurrency, err = counts("-concurrency", *conc); err != nil {
+		return nil, err
+	}
+	if o.extraConc, err = counts("-extra-concurrency", *extraConc); err != nil {
+		return nil, err
 	}
 	switch {
-	case o.duration <= 0:
-		return nil, errors.New("-duration must be positive")
+	case o.duration <= 0 || o.extraDuration <= 0:
+		return nil, errors.New("-duration and -extra-duration must be positive")
 	case o.rounds < 1:
 		return nil, errors.New("-rounds must be at least 1")
 	case o.streams < 1 || o.chunks < 1:
@@ -128,6 +140,19 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-soak-every must be positive")
 	}
 	return o, nil
+}
+
+// counts parses a comma-separated list of positive numbers.
+func counts(name, list string) ([]int, error) {
+	var ns []int
+	for f := range strings.SplitSeq(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", name, f)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
 }
 
 func run(args []string) (code int) {
@@ -259,11 +284,7 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 	if err != nil {
 		return nil, err
 	}
-	cfgPath := filepath.Join(tmp, "gateway.yaml")
-	if err := os.WriteFile(cfgPath, []byte(gatewayConfig(gwAddr, upAddr, o.accessLog)), 0o600); err != nil {
-		return nil, err
-	}
-	gargs := []string{"-config", cfgPath}
+	var gargs []string
 	if o.gwProfile != "" {
 		abs, err := filepath.Abs(o.gwProfile)
 		if err != nil {
@@ -272,16 +293,12 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 		gargs = append(gargs, "-cpuprofile", abs)
 		logf("the gateway writes its CPU profile to %s when it stops", abs)
 	}
-	gcmd := exec.Command(bin, gargs...)
-	gcmd.Env = append(os.Environ(), "BENCH_GW_KEY="+gatewayKey, "BENCH_UPSTREAM_KEY="+upstreamKey)
-	// stdout is the access log: produced, as in production, but not kept.
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer devnull.Close()
-	gcmd.Stdout = devnull
-	gw, err := start("gateway", gcmd, filepath.Join(tmp, "gateway.log"), nil, onExit)
+	gw, err := startGateway("gateway", bin, tmp, gatewayConfig(gwAddr, upAddr, o.accessLog, ""), gargs, devnull, onExit)
 	if err != nil {
 		return nil, err
 	}
@@ -320,11 +337,23 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 	if err := sanity(servers, rep); err != nil {
 		return nil, err
 	}
+	extras, err := startExtras(ctx, o, bin, tmp, upAddr, devnull, onExit, conns, rep)
+	defer func() {
+		for _, x := range extras {
+			x.srv.client.CloseIdleConnections()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
 
 	if o.load {
 		if o.warmup > 0 {
 			for _, s := range servers {
-				phase(ctx, s, 16, o.warmup, []byte(chatBody), false, 0)
+				phase(ctx, s, 16, o.warmup, chatCall, false, 0)
+			}
+			for _, x := range extras {
+				phase(ctx, x.srv, 16, o.warmup, x.call, false, 0)
 			}
 		}
 		for round := 1; round <= o.rounds && ctx.Err() == nil; round++ {
@@ -333,12 +362,24 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 					if ctx.Err() != nil {
 						break
 					}
-					r := phase(ctx, s, c, o.duration, []byte(chatBody), false, 0)
-					logf("round %d/%d  c=%-3d %-8s %8.0f rps  p50 %7.1f µs  p99 %7.1f µs  cpu %5.1f µs/req  non-2xx %d  errors %d  %s",
+					r := phase(ctx, s, c, o.duration, chatCall, false, 0)
+					logf("round %d/%d  c=%-3d %-9s %8.0f rps  p50 %7.1f µs  p99 %7.1f µs  cpu %5.1f µs/req  non-2xx %d  errors %d  %s",
 						round, o.rounds, c, s.name, r.rps(), us(r.lat.quantile(.5)), us(r.lat.quantile(.99)),
 						us(r.cpuPerReq(rep.hz)), r.non2xx, r.errs, fds())
-					rep.load(s.name, c).add(r)
-					rep.perRound[loadKey{s.name, c}] = append(rep.perRound[loadKey{s.name, c}], r)
+					rep.addLoad(s.name, c, r)
+				}
+				if !slices.Contains(o.extraConc, c) {
+					continue
+				}
+				for _, x := range extras {
+					if ctx.Err() != nil {
+						break
+					}
+					r := phase(ctx, x.srv, c, o.extraDuration, x.call, false, 0)
+					logf("round %d/%d  c=%-3d %-9s %8.0f rps  p50 %7.1f µs  p99 %7.1f µs  cpu %5.1f µs/req  non-2xx %d  errors %d  (%s)",
+						round, o.rounds, c, x.name, r.rps(), us(r.lat.quantile(.5)), us(r.lat.quantile(.99)),
+						us(r.cpuPerReq(rep.hz)), r.non2xx, r.errs, extraLabel[x.name])
+					rep.addLoad(x.name, c, r)
 				}
 			}
 		}
@@ -353,7 +394,7 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 				if ctx.Err() != nil {
 					break
 				}
-				r := phase(ctx, s, o.streams, d, []byte(streamBody), true, o.streamLen())
+				r := phase(ctx, s, o.streams, d, streamCall, true, o.streamLen())
 				logf("round %d/%d  %d streams via %-8s ttfb p50 %8.1f µs  p99 %8.1f µs  peak open %d  cpu %.0f µs/stream (%.2f cores)  rss %.1f MB  non-2xx %d  errors %d  %s",
 					round, o.rounds, o.streams, s.name, us(r.lat.quantile(.5)), us(r.lat.quantile(.99)), r.peakOpen,
 					us(r.cpuPerReq(rep.hz)), ticksToDuration(r.cpuTicks, rep.hz).Seconds()/r.elapsed.Seconds(), mb(r.rssMax), r.non2xx, r.errs, fds())
@@ -372,47 +413,11 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 
 	if o.soak > 0 && ctx.Err() == nil {
 		logf("soak: %s against the gateway, %d clients + %d streams, RSS every %s", o.soak, o.soakConc, o.soakStreams, o.soakEvery)
-		rep.soak, rep.soakNoise = soak(ctx, servers[2], o.soakConc, o.soakStreams, o.soak, o.soakEvery, o.streamLen(), []byte(chatBody), []byte(streamBody), func(s soakSample) {
+		rep.soak, rep.soakNoise = soak(ctx, servers[2], o.soakConc, o.soakStreams, o.soak, o.soakEvery, o.streamLen(), chatCall, streamCall, func(s soakSample) {
 			logf("soak %8s  rss %6.1f MB  %8.0f rps  open streams %d  non-2xx %d  errors %d", s.at, mb(s.rss), s.rps, s.open, s.non2xx, s.errs)
 		})
 	}
 	return rep, nil
-}
-
-// gatewayConfig is the gateway.yaml of the run: one openai provider on the
-// fake upstream, a model group, auth on with one key whose rpm never binds,
-// and a route rule the non-stream request matches. stream_usage is off so
-// the gateway sends the upstream the client's bytes, as the floor does.
-// The access log is left at its default (on) unless accessLog is false.
-func gatewayConfig(listen, upstream string, accessLog bool) string {
-	extra := ""
-	if !accessLog {
-		extra = "log: {access: false}\n"
-	}
-	return extra + `listen: "` + listen + `"
-auth:
-  keys:
-    - name: bench
-      key: ${BENCH_GW_KEY}
-      rpm: 1000000000
-      metadata: {team: ml}
-providers:
-  up:
-    type: openai
-    base_url: http://` + upstream + `/v1
-    keys: ["${BENCH_UPSTREAM_KEY}"]
-    timeout: 60s
-    stream_usage: false
-    models:
-      m: {upstream: upstream-model}
-models:
-  auto:
-    targets: [up/m]
-routes:
-  - name: tools
-    match: 'key.metadata.team == "ml" && tools'
-    model: auto
-`
 }
 
 // sanity sends one request and one stream through each server and checks
@@ -421,8 +426,8 @@ func sanity(servers []*server, rep *report) error {
 	bodies := map[string][2][]byte{}
 	for _, s := range servers {
 		var got [2][]byte
-		for i, body := range []string{chatBody, streamBody} {
-			req := newChatRequest(s.addr, []byte(body))
+		for i, c := range []*call{chatCall, streamCall} {
+			req := c.request(s.addr)
 			resp := fasthttp.AcquireResponse()
 			err := s.client.DoTimeout(req, resp, 10*time.Second)
 			fasthttp.ReleaseRequest(req)

@@ -21,6 +21,9 @@ const (
 
 var serverOrder = []string{"upstream", "floor", "gateway"}
 
+// phaseOrder orders the report's errors: servers, then extra phases.
+var phaseOrder = append(slices.Clone(serverOrder), extraOrder...)
+
 var serverLabel = map[string]string{"upstream": "upstream (direct)", "floor": "floor proxy", "gateway": "gateway"}
 
 type loadKey struct {
@@ -44,7 +47,9 @@ type report struct {
 	streams   map[string]*result
 	soak      []soakSample
 	soakNoise float64
-	notes     []string
+	// redisSkipped says why the Redis phase did not run, if it did not.
+	redisSkipped string
+	notes        []string
 }
 
 func newReport(o *options, cpu, kernel, rev string, hz int64) *report {
@@ -58,6 +63,13 @@ func (r *report) load(server string, conc int) *result {
 		r.loads[k] = &result{}
 	}
 	return r.loads[k]
+}
+
+// addLoad counts one round's phase of a server or an extra phase.
+func (r *report) addLoad(name string, conc int, x *result) {
+	r.load(name, conc).add(x)
+	k := loadKey{name, conc}
+	r.perRound[k] = append(r.perRound[k], x)
 }
 
 func (r *report) streamRes(server string) *result {
@@ -117,6 +129,7 @@ func (r *report) markdown() string {
 				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), cpuRange, ratio(float64(g.rssMax), float64(f.rssMax)))
 		}
 		b.WriteString("\n")
+		r.extrasTable(&b)
 
 		if g, f := r.loads[loadKey{"gateway", 16}], r.loads[loadKey{"floor", 16}]; g != nil && f != nil {
 			q := ratio(g.rps(), f.rps())
@@ -183,7 +196,7 @@ func (r *report) markdown() string {
 
 	var bad uint64
 	for k, x := range r.loads {
-		if k.server == "gateway" {
+		if k.server == "gateway" || slices.Contains(extraOrder, k.server) {
 			bad += x.non2xx + x.errs + x.badEnd
 		}
 	}
@@ -327,7 +340,7 @@ func sortedKeys(m map[loadKey]*result) []loadKey {
 		if a.conc != b.conc {
 			return a.conc - b.conc
 		}
-		return slices.Index(serverOrder, a.server) - slices.Index(serverOrder, b.server)
+		return slices.Index(phaseOrder, a.server) - slices.Index(phaseOrder, b.server)
 	})
 	return ks
 }
@@ -336,6 +349,72 @@ func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 300 {
 		s = s[:300] + "…"
+	}
+	return s
+}
+
+// extrasTable writes the extra phases' table, if any ran, and why the
+// Redis phase did not, if it did not. They have no targets yet: numbers
+// and ratios only.
+func (r *report) extrasTable(b *strings.Builder) {
+	var rows []loadKey
+	for _, c := range r.o.concurrency {
+		for _, n := range extraOrder {
+			if r.loads[loadKey{n, c}] != nil {
+				rows = append(rows, loadKey{n, c})
+			}
+		}
+	}
+	if len(rows) > 0 {
+		fmt.Fprintf(b, "New APIs and shared state, no targets yet: %s per phase, in the same rounds as the chat phases above. "+
+			"The floor cannot translate, so each phase is compared with the floor's **chat** phase at the same concurrency, "+
+			"and with the gateway's chat phase. The APIs run on a second gateway with the first one's config (it keeps "+
+			"Responses answers for `previous_response_id`, as by default); the Redis phase sends chat to a third one with "+
+			"`state: {backend: redis}` on a local redis-server and an rpm cap on the provider model that never binds, "+
+			"which the first gateway does not have, so every request also reserves in Redis.\n\n", r.o.extraDuration)
+		b.WriteString("| conc | phase | RPS | p50 µs | p99 µs | non-2xx | errors | CPU µs/req | RSS MB | RPS / floor chat | added p50 over floor chat µs | CPU / floor chat | RPS / gateway chat | added p50 over gateway chat µs |\n")
+		b.WriteString("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, k := range rows {
+			x := r.loads[k]
+			fmt.Fprintf(b, "| %d | %s | %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f | %s | %s |\n", k.conc, extraLabel[k.server], x.rps(),
+				us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax),
+				r.against(k, "floor", true), r.against(k, "gateway", false))
+		}
+		b.WriteString("\n")
+	}
+	var redis []string
+	for _, c := range r.o.concurrency {
+		if x := r.loads[loadKey{"redis", c}]; x != nil && x.reqs > 0 {
+			n := float64(x.reqs)
+			redis = append(redis, fmt.Sprintf("%.1f µs of CPU, %.1f script calls and %.1f commands in all per request at concurrency %d",
+				us(ticksToDuration(x.stateTicks, r.hz)/time.Duration(x.reqs)), float64(x.stateCounts.scripts)/n, float64(x.stateCounts.commands)/n, c))
+		}
+	}
+	if len(redis) > 0 {
+		fmt.Fprintf(b, "The Redis server itself used %s (commands run by scripts included).\n\n", strings.Join(redis, "; "))
+	}
+	if r.redisSkipped != "" {
+		fmt.Fprintf(b, "Redis phase not run: %s.\n\n", r.redisSkipped)
+	}
+}
+
+// against formats the extra phase k's ratios to server's chat phase at
+// the same concurrency: RPS share and added p50, and with cpu the CPU
+// multiple; dashes when that phase was not measured.
+func (r *report) against(k loadKey, server string, cpu bool) string {
+	x, y := r.loads[k], r.loads[loadKey{server, k.conc}]
+	if y == nil {
+		if cpu {
+			return "— | — | —"
+		}
+		return "— | —"
+	}
+	xs, ys := r.perRound[k], r.perRound[loadKey{server, k.conc}]
+	s := fmt.Sprintf("%.0f%%%s | %+.1f", 100*ratio(x.rps(), y.rps()),
+		spread(xs, ys, func(x, y *result) float64 { return 100 * ratio(x.rps(), y.rps()) }, "%.0f–%.0f%%"),
+		us(x.lat.quantile(.5)-y.lat.quantile(.5)))
+	if cpu {
+		s += fmt.Sprintf(" | %.2f×", ratio(float64(x.cpuPerReq(r.hz)), float64(y.cpuPerReq(r.hz))))
 	}
 	return s
 }
