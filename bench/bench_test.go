@@ -214,3 +214,38 @@ func parseBenchConfig(text string) (*config.Config, error) {
 	return config.Parse([]byte(text), config.Options{
 		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
 }
+
+// The verdicts judge the median of each round's gateway/floor pair against
+// issue 15's limits: one bad round out of three does not fail a target,
+// two do.
+func TestVerdictsUseMedianOfRounds(t *testing.T) {
+	o, err := parseFlags([]string{"-concurrency", "16", "-rounds", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := newReport(o, "cpu", "kernel", "rev", 100)
+	for _, gw := range []int{900, 500, 880} { // 90%, 50%, 88% of the floor
+		rep.addLoad("floor", 16, fakeResult(1000, time.Millisecond, 100))
+		rep.addLoad("gateway", 16, fakeResult(gw, time.Millisecond, 120))
+	}
+	md := rep.markdown()
+	for _, want := range []string{
+		"| throughput at concurrency 16, gateway / floor (median of rounds) | 88% | ≥ 85% | PASS |",
+		"| throughput at concurrency 64, gateway / floor (median of rounds) | not measured (add 64 to -concurrency) | ≥ 85% | — |",
+		"| CPU per request at concurrency 16, gateway / floor (median of rounds) |",
+		"| added p50 latency over the floor at concurrency 1 (median of rounds) | not measured (add 1 to -concurrency) | ≤ 30 µs | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in\n%s", want, md)
+		}
+	}
+
+	rep = newReport(o, "cpu", "kernel", "rev", 100)
+	for _, gw := range []int{900, 500, 600} {
+		rep.addLoad("floor", 16, fakeResult(1000, time.Millisecond, 100))
+		rep.addLoad("gateway", 16, fakeResult(gw, time.Millisecond, 120))
+	}
+	if md := rep.markdown(); !strings.Contains(md, "| throughput at concurrency 16, gateway / floor (median of rounds) | 60% | ≥ 85% | **FAIL** |") {
+		t.Errorf("two bad rounds of three pass:\n%s", md)
+	}
+}
