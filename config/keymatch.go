@@ -35,6 +35,9 @@ type KeyMatch struct {
 	// decides, and Match is the answer.
 	Program *vm.Program
 	Match   bool
+	// Direct, when set, answers as Program does, without a VM: what is
+	// left only compares request fields with literals (see direct).
+	Direct func(*RequestEnv) bool
 }
 
 // resolveMatches fills every key's Matches and NoKeyMatches, within the
@@ -128,7 +131,7 @@ func foldKey(tree *exprparser.Tree, cfg *conf.Config, env KeyEnv, generic *vm.Pr
 	if err != nil {
 		return KeyMatch{Program: generic}
 	}
-	return KeyMatch{Program: prog}
+	return KeyMatch{Program: prog, Direct: direct(tree.Node)}
 }
 
 // matchConfig is the configuration expr.Compile makes of matchOptions.

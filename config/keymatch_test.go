@@ -86,6 +86,16 @@ var keyMatchExprs = []string{
 	`int(key.metadata.n) > 2 ? tools : stream`,
 	`!(tools && int(key.metadata.n) > 2)`,
 	`!(tools || int(key.metadata.n) > 2)`,
+	`100 < tokens && key.name != "a"`,
+	`tokens >= 11 or messages <= 1`,
+	`tokens == 11 || messages != 2 && not stream`,
+	`11 > tokens || 2 == messages`,
+	`model != "gpt-4" and path == "/v1/chat/completions" and method == "POST"`,
+	`"responses" == operation || key.metadata.team == "ml" && headers["x-team"] != "ml"`,
+	`headers["x-n"] == "5" || !stream`,
+	`tokens == 11.0 || messages > 1.5`,
+	`tokens > 10.5 && key.name == "a"`,
+	`headers?.["x-n"] == "1"`,
 }
 
 // keyMatchKeys are gateway keys with odd metadata; the first is no key.
@@ -149,7 +159,7 @@ func matches(t *testing.T, prog *vm.Program, env *RequestEnv) bool {
 // pointer environment), the generic program with the key in the request,
 // and the one resolved for the key. The answers must be the same.
 func TestKeyMatchesAsGeneric(t *testing.T) {
-	decided, runs, matched := 0, 0, 0
+	decided, direct, runs, matched := 0, 0, 0, 0
 	requests := keyMatchRequests()
 	for _, src := range keyMatchExprs {
 		before, err := expr.Compile(src, expr.Env(&RequestEnv{}), expr.AsBool())
@@ -165,6 +175,9 @@ func TestKeyMatchesAsGeneric(t *testing.T) {
 			m := ms[ki]
 			if m.Program == nil {
 				decided++
+			}
+			if m.Direct != nil {
+				direct++
 			}
 			for ri, req := range requests {
 				runs++
@@ -183,11 +196,14 @@ func TestKeyMatchesAsGeneric(t *testing.T) {
 				if got != want {
 					t.Errorf("%s, key %d %+v, request %d: resolved says %v, before %v", src, ki, key, ri, got, want)
 				}
+				if m.Direct != nil && m.Direct(&req) != want {
+					t.Errorf("%s, key %d %+v, request %d: direct says %v, before %v", src, ki, key, ri, !want, want)
+				}
 			}
 		}
 	}
-	t.Logf("%d expressions, %d keys, %d requests: %d runs agree, %d of them a match; %d (expression, key) pairs decided at load",
-		len(keyMatchExprs), len(keyMatchKeys), len(requests), runs, matched, decided)
+	t.Logf("%d expressions, %d keys, %d requests: %d runs agree, %d of them a match; of the (expression, key) pairs %d decided at load, %d read directly",
+		len(keyMatchExprs), len(keyMatchKeys), len(requests), runs, matched, decided, direct)
 }
 
 // TestKeyMatchFolds pins what resolving buys: the key alone decides, or

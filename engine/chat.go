@@ -210,21 +210,23 @@ func (s *snapshot) matchesFor(key *gatewayKey) []config.KeyMatch {
 }
 
 // match returns the first route whose expression is true for env: decided
-// at load when the key alone decides, else run; a route past the end of
-// ms runs its generic program.
+// at load when the key alone decides, else read directly or run; a route
+// past the end of ms runs its generic program.
 func (s *snapshot) match(env *config.RequestEnv, ms []config.KeyMatch) *route {
 	var v *vm.VM
 	var found *route
 	for i, r := range s.routes {
 		prog := r.cfg.Program
 		if i < len(ms) {
-			if prog = ms[i].Program; prog == nil {
-				if ms[i].Match {
+			m := &ms[i]
+			if m.Direct != nil || m.Program == nil {
+				if m.Program == nil && m.Match || m.Direct != nil && m.Direct(env) {
 					found = r
 					break
 				}
 				continue
 			}
+			prog = m.Program
 		}
 		if v == nil {
 			v = vmPool.Get().(*vm.VM)
