@@ -357,3 +357,23 @@ func TestKeyMatchBounds(t *testing.T) {
 		t.Errorf("resolved %d routes for %d keys, want 2", len(keys[0].Matches), len(keys))
 	}
 }
+
+// BenchmarkResolveMatches is the load-time cost of the worst case: every
+// key its own program, up to maxKeyPrograms.
+func BenchmarkResolveMatches(b *testing.B) {
+	prog, _, err := compileMatch(`key.name == "k7" && tools || stream`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var keys []*Key
+	for i := range maxKeyPrograms - 1 {
+		keys = append(keys, &Key{Name: fmt.Sprint("k", i)})
+	}
+	c := &Config{Auth: Auth{Keys: keys}, Routes: []*Route{{Match: `key.name == "k7" && tools || stream`, Program: prog}}}
+	for b.Loop() {
+		c.resolveMatches()
+	}
+	if len(keys[0].Matches) != 1 {
+		b.Fatal("not resolved")
+	}
+}
