@@ -62,7 +62,7 @@ type Config struct {
 	// Warnings are things worth logging that did not stop the load.
 	Warnings []string `yaml:"-"`
 	// NoKeyMatches is Key.Matches for a request without a gateway key.
-	NoKeyMatches []KeyMatch `yaml:"-"`
+	NoKeyMatches []KeyMatch `yaml:"-" json:"-"`
 
 	// resolved is what the key references came to, for the Reloader.
 	resolved resolved
@@ -184,7 +184,7 @@ type Key struct {
 	Allowed map[string]bool `yaml:"-"`
 	// Matches holds Routes[i]'s match expression resolved for this key at
 	// Matches[i]; a route past its end runs its Program (see keymatch.go).
-	Matches []KeyMatch `yaml:"-"`
+	Matches []KeyMatch `yaml:"-" json:"-"`
 }
 
 func (k *Key) defaults() {
