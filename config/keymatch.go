@@ -177,6 +177,9 @@ func (k keyConstant) Visit(n *ast.Node) {
 // keyProjection returns what of a key the expression root reads, as a
 // string equal for two keys exactly when the expression cannot tell them
 // apart; nil when `key` may not be the request's key (a let, or $env).
+// It walks as keyConstant does (ast.Walk): a `key` it does not see (in a
+// node the optimizer keeps outside the walk) is not made a constant
+// either, and reads the request's key.
 func keyProjection(root ast.Node) func(KeyEnv) string {
 	var r keyReads
 	ast.Walk(&root, &r)

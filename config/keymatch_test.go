@@ -96,6 +96,8 @@ var keyMatchExprs = []string{
 	`tokens == 11.0 || messages > 1.5`,
 	`tokens > 10.5 && key.name == "a"`,
 	`headers?.["x-n"] == "1"`,
+	`"mla" in map(filter(split(headers["x-teams"], ","), # != ""), # + key.name)`,
+	`"mla" in map(filter(split(headers["x-teams"], ","), # != key.metadata.team), # + key.name) || key.name == "b"`,
 }
 
 // keyMatchKeys are gateway keys with odd metadata; the first is no key.
@@ -204,6 +206,36 @@ func TestKeyMatchesAsGeneric(t *testing.T) {
 	}
 	t.Logf("%d expressions, %d keys, %d requests: %d runs agree, %d of them a match; of the (expression, key) pairs %d decided at load, %d read directly",
 		len(keyMatchExprs), len(keyMatchKeys), len(requests), runs, matched, decided, direct)
+}
+
+// FuzzKeyMatch is TestKeyMatchesAsGeneric for any expression that
+// compiles: resolving must never panic nor change an answer.
+func FuzzKeyMatch(f *testing.F) {
+	for _, src := range keyMatchExprs {
+		f.Add(src)
+	}
+	requests := keyMatchRequests()
+	f.Fuzz(func(t *testing.T, src string) {
+		prog, _, err := compileMatch(src)
+		if err != nil {
+			return
+		}
+		ms, _ := resolveRoute(&Route{Match: src, Program: prog}, keyMatchKeys, maxKeyPrograms)
+		for ki, key := range keyMatchKeys {
+			for ri := 0; ri < len(requests); ri += 7 {
+				req := requests[ri]
+				req.Key = key
+				want := matches(t, prog, &req)
+				got := ms[ki].Match
+				if ms[ki].Program != nil {
+					got = matches(t, ms[ki].Program, &req)
+				}
+				if ms[ki].Direct != nil && ms[ki].Direct(&req) != want || got != want {
+					t.Fatalf("%s, key %d, request %d: resolved %v (direct: %v), generic %v", src, ki, ri, got, ms[ki].Direct != nil, want)
+				}
+			}
+		}
+	})
 }
 
 // TestKeyMatchFolds pins what resolving buys: the key alone decides, or
