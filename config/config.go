@@ -61,6 +61,8 @@ type Config struct {
 	LoadedAt time.Time `yaml:"-"`
 	// Warnings are things worth logging that did not stop the load.
 	Warnings []string `yaml:"-"`
+	// NoKeyMatches is Key.Matches for a request without a gateway key.
+	NoKeyMatches []KeyMatch `yaml:"-" json:"-"`
 
 	// resolved is what the key references came to, for the Reloader.
 	resolved resolved
@@ -180,6 +182,9 @@ type Key struct {
 	Hash [32]byte `yaml:"-"`
 	// Allowed is Models as a set; nil means every model.
 	Allowed map[string]bool `yaml:"-"`
+	// Matches holds Routes[i]'s match expression resolved for this key at
+	// Matches[i]; a route past its end runs its Program (see keymatch.go).
+	Matches []KeyMatch `yaml:"-" json:"-"`
 }
 
 func (k *Key) defaults() {

@@ -47,11 +47,7 @@ func (u EnvUses) Or(o EnvUses) EnvUses {
 // compileMatch type-checks src against RequestEnv and requires a bool.
 func compileMatch(src string) (*vm.Program, EnvUses, error) {
 	var uses EnvUses
-	prog, err := expr.Compile(src,
-		expr.Env(&RequestEnv{}),
-		expr.AsBool(),
-		expr.Patch(usesVisitor{&uses}),
-	)
+	prog, err := expr.Compile(src, matchOptions(&uses)...)
 	if err != nil {
 		// expr's own text spans lines with a caret drawing; one line with
 		// the column reads better in a list of config errors.
@@ -65,6 +61,16 @@ func compileMatch(src string) (*vm.Program, EnvUses, error) {
 		return nil, uses, fmt.Errorf("invalid match expression: %w", err)
 	}
 	return prog, uses, nil
+}
+
+// matchOptions are the options a match expression compiles with, the
+// same for the generic program and the ones resolved per key. The
+// environment is a struct value, not a pointer, though the engine runs
+// them on a *RequestEnv: with a pointer expr reads each field by name
+// (runtime.Fetch, a sync.Map lookup) where with a struct it compiles the
+// field's index (OpLoadField).
+func matchOptions(uses *EnvUses) []expr.Option {
+	return []expr.Option{expr.Env(RequestEnv{}), expr.AsBool(), expr.Patch(usesVisitor{uses})}
 }
 
 // usesVisitor notes the identifiers an expression reads.

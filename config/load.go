@@ -149,6 +149,7 @@ func (p *parser) parse(data []byte) (*Config, error) {
 	if len(p.errs) > 0 {
 		return nil, p.sorted()
 	}
+	cfg.resolveMatches()
 	return cfg, nil
 }
 

@@ -123,3 +123,37 @@ func BenchmarkChatSharedState(b *testing.B) {
 		benchChat(b, redisStateYAML(testRedis(b), uniquePrefix("bench"), "local")+capped, body, false)
 	})
 }
+
+// BenchmarkRoute is route matching alone for BenchmarkChat's request: the
+// rule `key.metadata.team == "ml" && tools`, for a key of team ml (the rule
+// hinges on tools) and for one of team ops (the key alone says no).
+func BenchmarkRoute(b *testing.B) {
+	cfgYAML := strings.Replace(benchConfig, "metadata: {team: ml}}", "metadata: {team: ml}}\n    - {name: ops, key: \"${OPS}\", metadata: {team: ops}}", 1)
+	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "key-" + k, true }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := New(cfg, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(eng.Close)
+	s := eng.snap.Load()
+	var ctx fasthttp.RequestCtx
+	ctx.Request.SetRequestURI("/v1/chat/completions")
+	ctx.Request.Header.SetMethod("POST")
+	for _, name := range []string{"bench", "ops"} {
+		b.Run(name, func(b *testing.B) {
+			key := s.byName[name]
+			x := &exchange{op: opChat}
+			x.req.model, x.req.tools, x.req.messages = "auto", true, 2
+			want := name == "bench"
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, r := s.route(&ctx, key, x); (r != nil) != want {
+					b.Fatalf("route %v, want a match: %v", r, want)
+				}
+			}
+		})
+	}
+}

@@ -186,32 +186,62 @@ func (s *snapshot) route(ctx *fasthttp.RequestCtx, key *gatewayKey, x *exchange)
 			env.Metadata, _ = x.req.metadata.Value().(map[string]any)
 		}
 	}
-	return s.pick(env)
+	return s.pick(env, s.matchesFor(key))
 }
 
-// pick applies the routes to a filled environment: the server and
-// explain both decide here. It returns the rule that matched, nil for none.
-func (s *snapshot) pick(env *config.RequestEnv) (*group, *route) {
+// pick applies the routes to a filled environment, as resolved for the
+// calling key by matchesFor: the server and explain both decide here. It
+// returns the rule that matched, nil for none.
+func (s *snapshot) pick(env *config.RequestEnv, ms []config.KeyMatch) (*group, *route) {
 	if len(s.routes) > 0 {
-		if r := s.match(env); r != nil {
+		if r := s.match(env, ms); r != nil {
 			return r.group, r
 		}
 	}
 	return s.groups[env.Model], nil
 }
 
-// match returns the first route whose expression is true for env.
-func (s *snapshot) match(env *config.RequestEnv) *route {
-	v := vmPool.Get().(*vm.VM)
-	defer vmPool.Put(v)
-	for _, r := range s.routes {
+// matchesFor returns the routes resolved for key, nil for none.
+func (s *snapshot) matchesFor(key *gatewayKey) []config.KeyMatch {
+	if key == nil {
+		return s.cfg.NoKeyMatches
+	}
+	return key.cfg.Matches
+}
+
+// match returns the first route whose expression is true for env: decided
+// at load when the key alone decides, else read directly or run; a route
+// past the end of ms runs its generic program.
+func (s *snapshot) match(env *config.RequestEnv, ms []config.KeyMatch) *route {
+	var v *vm.VM
+	var found *route
+	for i, r := range s.routes {
+		prog := r.cfg.Program
+		if i < len(ms) {
+			m := &ms[i]
+			if m.Direct != nil || m.Program == nil {
+				if m.Program == nil && m.Match || m.Direct != nil && m.Direct(env) {
+					found = r
+					break
+				}
+				continue
+			}
+			prog = m.Program
+		}
+		if v == nil {
+			v = vmPool.Get().(*vm.VM)
+		}
 		// An expression that fails at run time (a missing map key
 		// compared, say) is no match, as in CoreDNS.
-		if out, err := v.Run(r.cfg.Program, env); err == nil && out == true {
-			return r
+		if out, err := v.Run(prog, env); err == nil && out == true {
+			found = r
+			break
 		}
 	}
-	return nil
+	if v != nil {
+		vmPool.Put(v)
+	}
+	return found
 }
 
 // session identifies the conversation for sticky routing: by X-Session-Id

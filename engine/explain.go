@@ -111,9 +111,10 @@ func (s *snapshot) decide(req ExplainRequest, now time.Time) (*Explanation, erro
 	for k, v := range req.Headers {
 		env.Headers[strings.ToLower(k)] = v
 	}
+	var key *gatewayKey
 	switch {
 	case req.Key != "":
-		key := s.byName[req.Key]
+		key = s.byName[req.Key]
 		if key == nil {
 			return nil, fmt.Errorf("no gateway key named %q", req.Key)
 		}
@@ -134,7 +135,7 @@ func (s *snapshot) decide(req ExplainRequest, now time.Time) (*Explanation, erro
 		p("key: auth is off")
 	}
 	p("request: %s, model %q, ~%d prompt tokens, %d messages, stream %v, tools %v", op.name, req.Model, req.Tokens, env.Messages, req.Stream, req.Tools)
-	g, r := s.pick(env)
+	g, r := s.pick(env, s.matchesFor(key))
 	switch {
 	case g == nil:
 		p("route: none matched and no model is named %q: 404 model_not_found", req.Model)

@@ -124,7 +124,7 @@ func (e *Engine) countTokens(ctx *fasthttp.RequestCtx, s *snapshot) {
 // the gateway's estimate answers.
 func (s *snapshot) anthropicCount(body []byte) []byte {
 	model := gjson.GetBytes(body, "model")
-	g, _ := s.pick(&config.RequestEnv{Model: model.Str, Operation: opMessages.name, Path: "/v1/messages/count_tokens", Method: "POST"})
+	g, _ := s.pick(&config.RequestEnv{Model: model.Str, Operation: opMessages.name, Path: "/v1/messages/count_tokens", Method: "POST"}, s.matchesFor(nil))
 	if g == nil {
 		return nil
 	}
