@@ -234,7 +234,7 @@ elseif op == 'merge' then
 end
 if op ~= 'used' then
   for i = 1, 4 do
-    if dirty[i] then
+    if dirty[i] or moved[i] then
       write[#write + 1] = SUM[i]
       write[#write + 1] = sum[i]
     end
