@@ -300,3 +300,118 @@ func testLimiterTimeNeverGoesBack(t *testing.T, newLim func() Limiter) {
 		})
 	}
 }
+
+// TestLimiterIdleWindows: a window that slept, for part of its period or
+// longer than all of it, counts only what is left in it when it wakes:
+// no stale sum blocks it, and nothing that still counts is forgotten.
+func TestLimiterIdleWindows(t *testing.T) { forEachLimiter(t, testLimiterIdleWindows) }
+
+func testLimiterIdleWindows(t *testing.T, newLim func() Limiter) {
+	sec, minute, day := int64(time.Second), int64(time.Minute), int64(24*time.Hour)
+	reserve := func(t *testing.T, l Limiter, at int64, c caps, tokens int64, want bool) int64 {
+		t.Helper()
+		_, ok, retry := l.Reserve(at, c, tokens)
+		if ok != want {
+			t.Fatalf("reserve at %v: ok=%v, want %v", time.Duration(at-t0), ok, want)
+		}
+		return retry
+	}
+	t.Run("minute, asleep for part of it", func(t *testing.T) {
+		l, c := newLim(), caps{rpm: 3}
+		for _, at := range []int64{0, 10, 20} {
+			reserve(t, l, t0+at*sec, c, 0, true)
+		}
+		// At 75s the requests of 0s and 10s have left, the one of 20s
+		// counts until 81s.
+		reserve(t, l, t0+75*sec, c, 0, true)
+		reserve(t, l, t0+75*sec, c, 0, true)
+		if retry := reserve(t, l, t0+75*sec, c, 0, false); retry != t0+81*sec {
+			t.Fatalf("retry at %v, want 81s", time.Duration(retry-t0))
+		}
+		if req, _ := l.Used(t0 + 75*sec); req != 3 {
+			t.Fatalf("%d requests counted at 75s, want 3", req)
+		}
+	})
+	t.Run("minute, asleep for longer than it", func(t *testing.T) {
+		l, c := newLim(), caps{rpm: 3, tpm: 1000}
+		for _, at := range []int64{0, 1, 2} {
+			reserve(t, l, t0+at*sec, c, 300, true)
+		}
+		// Read only, the counts are already gone a minute and 3s on.
+		if req, tokens := l.Used(t0 + 63*sec); req != 0 || tokens != 0 {
+			t.Fatalf("at 63s: %d requests, %d tokens counted, want none", req, tokens)
+		}
+		now := t0 + 10*minute
+		if req, tokens := l.Used(now); req != 0 || tokens != 0 {
+			t.Fatalf("after 10m asleep: %d requests, %d tokens counted, want none", req, tokens)
+		}
+		for range 3 {
+			reserve(t, l, now, c, 300, true)
+		}
+		if retry := reserve(t, l, now+sec, c, 0, false); retry != now+61*sec {
+			t.Fatalf("retry at %v, want 61s after waking", time.Duration(retry-now))
+		}
+		if req, tokens := l.Used(now + sec); req != 3 || tokens != 900 {
+			t.Fatalf("after waking: %d requests, %d tokens, want 3 and 900", req, tokens)
+		}
+		// Asleep again, longer than a day: the same.
+		now += day + 7*sec
+		reserve(t, l, now, c, 1000, true)
+		if _, tokens := l.Used(now); tokens != 1000 {
+			t.Fatalf("after a day asleep: %d tokens, want 1000", tokens)
+		}
+	})
+	t.Run("day, asleep for longer than it", func(t *testing.T) {
+		l, c := newLim(), caps{rpd: 2}
+		reserve(t, l, t0, c, 0, true)
+		reserve(t, l, t0+int64(time.Hour), c, 0, true)
+		reserve(t, l, t0+2*int64(time.Hour), c, 0, false)
+		now := t0 + 3*day
+		reserve(t, l, now, c, 0, true)
+		reserve(t, l, now, c, 0, true)
+		// Refused until the first of the two leaves: its 24-minute bucket
+		// counts whole.
+		if retry := reserve(t, l, now+minute, c, 0, false); retry != now+day+int64(24*time.Minute) {
+			t.Fatalf("retry at %v, want 24h24m after waking", time.Duration(retry-now))
+		}
+	})
+	t.Run("a refund settled after its bucket left, with nothing in between", func(t *testing.T) {
+		l, c := newLim(), caps{tpm: 1000}
+		r, _, _ := l.Reserve(t0, c, 800)
+		// The settling call is the first to see the reservation's bucket
+		// gone: no credit, and the count does not go below zero.
+		r.Settle(t0+2*minute, 100)
+		if _, tokens := l.Used(t0 + 2*minute); tokens != 0 {
+			t.Fatalf("%d tokens counted, want 0", tokens)
+		}
+		reserve(t, l, t0+2*minute, c, 1000, true)
+		reserve(t, l, t0+2*minute, c, 1, false)
+	})
+}
+
+// TestLimiterCancelOfTheOldestRequest: when the oldest counted request is
+// taken back, the next one to leave the minute is the one after it, and
+// the X-RateLimit reset says so.
+func TestLimiterCancelOfTheOldestRequest(t *testing.T) {
+	forEachLimiter(t, testLimiterCancelOfTheOldestRequest)
+}
+
+func testLimiterCancelOfTheOldestRequest(t *testing.T, newLim func() Limiter) {
+	sec := int64(time.Second)
+	l, c := newLim(), caps{rpm: 2}
+	first, _, _ := l.Reserve(t0, c, 0)
+	l.Reserve(t0+10*sec, c, 0)
+	first.Cancel()
+	if ok, _ := l.Check(t0+20*sec, c, 0); !ok {
+		t.Fatal("one request of two counted, yet refused")
+	}
+	if rem, reset := l.Requests(t0+20*sec, 2); rem != 1 || reset != t0+71*sec {
+		t.Fatalf("remaining %d, reset at %v; want 1 and 71s", rem, time.Duration(reset-t0))
+	}
+	// Both the second and a new one count; the third is refused until
+	// the second leaves.
+	l.Reserve(t0+30*sec, c, 0)
+	if _, ok, at := l.Reserve(t0+40*sec, c, 0); ok || at != t0+71*sec {
+		t.Fatalf("ok %v, retry at %v; want refused until 71s", ok, time.Duration(at-t0))
+	}
+}

@@ -272,9 +272,11 @@ func (b *redisBackend) apply(msg string) {
 	}
 }
 
-// Limiter implements Backend.
+// Limiter implements Backend. The hashes are named win:, not the lim:
+// of the first layout (a whole-hash read per call), so that during a
+// rolling upgrade a replica of either version never reads the other's.
 func (b *redisBackend) Limiter(name string) Limiter {
-	return register(b, b.limiters, name, &redisLimiter{b: b, key: b.prefix + "lim:" + name, local: newLimiter()})
+	return register(b, b.limiters, name, &redisLimiter{b: b, key: b.prefix + "win:" + name, local: newLimiter()})
 }
 
 // Cooldown implements Backend.

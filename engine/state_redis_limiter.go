@@ -27,9 +27,11 @@ const (
 	opSettle  = "settle"
 	opCancel  = "cancel"
 	opUsed    = "used"
+	opMerge   = "merge"
 )
 
-// run makes one decision in Redis and remembers the minute's requests.
+// run makes one decision in Redis and remembers the minute's requests
+// when the reply says them (a call that read the minute window).
 func (l *redisLimiter) run(op string, now int64, c caps, n, at int64) ([]int64, bool) {
 	if !l.b.up.Load() {
 		return nil, false
@@ -40,8 +42,10 @@ func (l *redisLimiter) run(op string, now int64, c caps, n, at int64) ([]int64, 
 	if err != nil || len(v) != 6 {
 		return nil, false
 	}
-	l.requests.Store(v[3])
-	l.exit.Store(v[5])
+	if v[3] >= 0 {
+		l.requests.Store(v[3])
+		l.exit.Store(v[5])
+	}
 	return v, true
 }
 
@@ -125,7 +129,7 @@ func (l *redisLimiter) Used(now int64) (requests, tokens int64) {
 }
 
 // merge folds the replica's own counts into Redis, added or kept at the
-// larger (mergeScript).
+// larger (limiterScript's merge).
 func (l *redisLimiter) merge(ctx context.Context, now int64, add bool) error {
 	mode := "max"
 	if add {
@@ -133,7 +137,7 @@ func (l *redisLimiter) merge(ctx context.Context, now int64, add bool) error {
 	}
 	l.local.mu.Lock()
 	latest := l.local.latest
-	args := []any{mode, 0, 0}
+	args := []any{opMerge, 0, 0, mode}
 	for _, w := range [...]struct {
 		name string
 		win  *window
@@ -146,9 +150,9 @@ func (l *redisLimiter) merge(ctx context.Context, now int64, add bool) error {
 		}
 	}
 	l.local.mu.Unlock()
-	if len(args) == 3 {
+	if len(args) == 4 {
 		return nil
 	}
 	args[1], args[2] = splitTime(latest)
-	return mergeScript.Run(ctx, l.b.rdb, []string{l.key}, args...).Err()
+	return limiterScript.Run(ctx, l.b.rdb, []string{l.key}, args...).Err()
 }
