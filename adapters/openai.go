@@ -128,27 +128,18 @@ func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) e
 	}
 	defer fasthttp.ReleaseResponse(resp)
 	body := resp.Body()
-	if CheckJSON(body) != nil {
+	found, usage, hasUsage, err := answerOf(body, list)
+	if err != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
-	// One pass over the top-level keys finds the list and the usage.
-	// gjson.GetBytes would copy what it finds; a string view of the body
-	// costs nothing, and only numbers are kept.
-	found := false
-	gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body))).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case list:
-			found = v.IsArray()
-		case "usage":
-			r.Usage = usageOf(v)
-		}
-		return true
-	})
 	if !found {
 		// Valid JSON, but no answer: an error object with a 200, or
 		// something else entirely. Another candidate may answer.
 		r.Usage = Usage{}
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without " + list}
+	}
+	if hasUsage {
+		r.Usage = usage
 	}
 	r.Body = append(r.Body[:0], body...)
 	return nil
@@ -168,6 +159,22 @@ func (o *openAI) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fastht
 	}
 	r.Exhausted = exhaustedFor(&resp.Header)
 	return resp, nil
+}
+
+// answerOf reads an upstream's answer in the pass that bounds it: whether
+// its last top-level list (as a client's decoder keeps the last of a
+// repeated field) is an array, and its last usage, if any. Only numbers
+// are kept of the body.
+func answerOf(body []byte, list string) (found bool, u Usage, hasUsage bool, err error) {
+	err = CheckJSONMembers(body, func(k string, start, end int) {
+		switch k {
+		case list:
+			found = body[start] == '['
+		case "usage":
+			u, hasUsage = usageOf(gjson.Parse(unsafe.String(&body[start], end-start))), true
+		}
+	})
+	return found, u, hasUsage, err
 }
 
 // usageOf reads an OpenAI usage object.

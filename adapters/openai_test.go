@@ -512,3 +512,21 @@ func TestNewRejectsUnknownType(t *testing.T) {
 		t.Fatal("New accepted an unknown type")
 	}
 }
+
+// benchAnswer is an OpenAI chat completion as the API sends it today,
+// usage details included.
+var benchAnswer = []byte(`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,` +
+	`"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris. ` +
+	`It has been the country's political and cultural centre for centuries.","refusal":null,"annotations":[]},"logprobs":null,` +
+	`"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":` +
+	`{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,` +
+	`"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}`)
+
+func BenchmarkAnswerOf(b *testing.B) {
+	b.SetBytes(int64(len(benchAnswer)))
+	for b.Loop() {
+		if found, u, _, err := answerOf(benchAnswer, "choices"); !found || err != nil || u.Prompt != 1117 {
+			b.Fatal("misread")
+		}
+	}
+}
