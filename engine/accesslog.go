@@ -82,10 +82,10 @@ func (a *accessWriter) loop() {
 	}
 }
 
-// write encodes and buffers one line.
-func (a *accessWriter) write(l *accessLine) {
+// write encodes and buffers one line, for a request answered at.
+func (a *accessWriter) write(l *accessLine, at time.Time) {
 	var scratch [512]byte
-	line := appendAccess(scratch[:0], l, time.Now())
+	line := appendAccess(scratch[:0], l, at)
 	a.mu.Lock()
 	a.buf = append(a.buf, line...)
 	full := len(a.buf) >= accessBuffer

@@ -111,7 +111,7 @@ func (l *lockedBuffer) Len() int {
 func TestAccessWriterFlushesOnTickAndClose(t *testing.T) {
 	var out lockedBuffer
 	a := newAccessWriter(&out)
-	a.write(&accessLine{id: "1"})
+	a.write(&accessLine{id: "1"}, time.Now())
 	deadline := time.Now().Add(5 * time.Second)
 	for out.Len() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -119,7 +119,7 @@ func TestAccessWriterFlushesOnTickAndClose(t *testing.T) {
 	if out.Len() == 0 {
 		t.Fatal("the ticker never flushed")
 	}
-	a.write(&accessLine{id: "2"})
+	a.write(&accessLine{id: "2"}, time.Now())
 	a.close()
 	if n := bytes.Count(out.b.Bytes(), []byte("\n")); n != 2 {
 		t.Errorf("%d lines after close, want 2", n)
