@@ -182,11 +182,24 @@ func usageOf(u gjson.Result) Usage { return tokensOf(u, "prompt_tokens", "comple
 
 // tokensOf reads a usage object whose counts are named prompt and
 // completion.
+// The first of a repeated count is taken, as gjson's Get finds it; one
+// walk over the object finds both, stopping once it has them.
 func tokensOf(u gjson.Result, prompt, completion string) Usage {
 	if !u.IsObject() {
 		return Usage{}
 	}
-	return Usage{Prompt: int(u.Get(prompt).Int()), Completion: int(u.Get(completion).Int()), Known: true}
+	var p, c gjson.Result
+	var haveP, haveC bool
+	u.ForEach(func(k, v gjson.Result) bool {
+		switch {
+		case k.Str == prompt && !haveP:
+			p, haveP = v, true
+		case k.Str == completion && !haveC:
+			c, haveC = v, true
+		}
+		return !haveP || !haveC
+	})
+	return Usage{Prompt: int(p.Int()), Completion: int(c.Int()), Known: true}
 }
 
 // Handshake states of doWithin.

@@ -513,6 +513,28 @@ func TestNewRejectsUnknownType(t *testing.T) {
 	}
 }
 
+// FuzzTokensOf holds tokensOf's single walk to what gjson's Get reads of
+// the same usage object: the first of each count, escaped keys included.
+func FuzzTokensOf(f *testing.F) {
+	for _, s := range []string{`{"prompt_tokens":9,"completion_tokens":7}`, `{"completion_tokens":"7","prompt_tokens":1e3,"prompt_tokens":2}`,
+		`{"pr\u006fmpt_tokens":true,"x":{"prompt_tokens":5}}`, `[1]`, `{}`, `{"prompt_tokens":-1.5,"completion_tokens":null}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckJSON([]byte(s)) != nil {
+			return
+		}
+		u := gjson.Parse(s)
+		want := Usage{}
+		if u.IsObject() {
+			want = Usage{Prompt: int(u.Get("prompt_tokens").Int()), Completion: int(u.Get("completion_tokens").Int()), Known: true}
+		}
+		if got := usageOf(u); got != want {
+			t.Fatalf("%s: got %+v, Get reads %+v", s, got, want)
+		}
+	})
+}
+
 // benchAnswer is an OpenAI chat completion as the API sends it today,
 // usage details included.
 var benchAnswer = []byte(`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,` +
