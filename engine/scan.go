@@ -124,7 +124,7 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	switch {
 	case err != nil:
 		return jsonError(err)
-	case body[skipSpace(body)] != '{':
+	case !gjson.Parse(bytesString(body)).IsObject():
 		return badRequest("", "invalid_json", "request body must be a JSON object")
 	case bad != nil:
 		return bad
@@ -136,16 +136,6 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 		return badRequest("messages", "invalid_value", "messages must hold at least one message")
 	}
 	return nil
-}
-
-// skipSpace returns the index of the first byte of b that is not JSON
-// whitespace.
-func skipSpace(b []byte) int {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
-		i++
-	}
-	return i
 }
 
 // field reads the top-level field key, whose value v starts at offset
