@@ -1,8 +1,12 @@
 package adapters
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
 )
 
 // MaxJSONDepth bounds how deeply any JSON the gateway reads may nest,
@@ -25,14 +29,28 @@ var (
 // at most MaxJSONDepth deep. It never recurses and allocates nothing, so
 // a nesting bomb costs one pass over its bytes: it must run before
 // anything recursive reads untrusted JSON.
-func CheckJSON(b []byte) error {
+func CheckJSON(b []byte) error { return CheckJSONMembers(b, nil) }
+
+// CheckJSONMembers is CheckJSON that also hands visit, when b is an
+// object, each of its members in order as it passes them: the key
+// unescaped, as gjson reads it, and where the raw value starts and ends
+// in b. Its caller learns the top-level fields in the same pass that
+// bounds the body, instead of a second one after it. A body that turns
+// out invalid after some members were visited still fails: the caller
+// must judge what it saw only once the error is nil.
+func CheckJSONMembers(b []byte, visit func(key string, start, end int)) error {
 	// open records, per depth, whether the container there is an object.
 	var open [MaxJSONDepth]bool
 	depth := 0
+	// The top-level member being read: its key, raw, and value's start.
+	keyStart, keyEnd, valStart := 0, 0, 0
 	i := skipSpace(b, 0)
 value:
 	if i >= len(b) {
 		return ErrJSONSyntax
+	}
+	if depth == 1 {
+		valStart = i
 	}
 	switch c := b[i]; c {
 	case '{', '[':
@@ -68,6 +86,9 @@ value:
 		return ErrJSONSyntax
 	}
 after:
+	if depth == 1 && visit != nil && open[0] {
+		visit(memberKey(b[keyStart:keyEnd]), valStart, i)
+	}
 	i = skipSpace(b, i)
 	if depth == 0 {
 		if i != len(b) {
@@ -95,8 +116,14 @@ key:
 	if i >= len(b) || b[i] != '"' {
 		return ErrJSONSyntax
 	}
+	if depth == 1 {
+		keyStart = i
+	}
 	if i = skipString(b, i); i < 0 {
 		return ErrJSONSyntax
+	}
+	if depth == 1 {
+		keyEnd = i
 	}
 	i = skipSpace(b, i)
 	if i >= len(b) || b[i] != ':' {
@@ -104,6 +131,16 @@ key:
 	}
 	i = skipSpace(b, i+1)
 	goto value
+}
+
+// memberKey is a valid JSON string (quotes included) as a Go string: a
+// view of its bytes, or decoded (allocated) when it holds an escape.
+func memberKey(raw []byte) string {
+	s := unsafe.String(unsafe.SliceData(raw), len(raw))
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return s[1 : len(s)-1]
+	}
+	return gjson.Parse(s).Str
 }
 
 func skipSpace(b []byte, i int) int {

@@ -75,6 +75,55 @@ func FuzzCheckJSON(f *testing.F) {
 	})
 }
 
+// FuzzCheckJSONMembers holds the members CheckJSONMembers visits to
+// gjson's iteration of the same object: the same keys, unescaped alike,
+// the same raw values in the same order, and parsed from the raw value
+// alone, the same value gjson's iteration gives.
+func FuzzCheckJSONMembers(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}],"c":{"d":{}},"e":"x"}`, `{"\u0075sage":{"x":1},"a\"b":2}`,
+		` { "a" : 1 , "a" : [ ] } `, `{}`, `[{"a":1}]`, `"x"`, `{"a":1,`, `{"k\ud83d\ude00":"\ud800"}`, "{\"\xff\":1}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		type member struct {
+			key, raw string
+			val      gjson.Result
+		}
+		var got []member
+		err := CheckJSONMembers(b, func(k string, start, end int) {
+			got = append(got, member{key: k, raw: string(b[start:end]), val: gjson.Parse(string(b[start:end]))})
+		})
+		if (err == nil) != (CheckJSON(b) == nil) {
+			t.Fatalf("CheckJSONMembers and CheckJSON disagree on %q", b)
+		}
+		if err != nil {
+			return
+		}
+		root := gjson.ParseBytes(b)
+		if !root.IsObject() {
+			if len(got) > 0 {
+				t.Fatalf("%q is no object, yet members were visited", b)
+			}
+			return
+		}
+		var want []member
+		root.ForEach(func(k, v gjson.Result) bool {
+			want = append(want, member{key: k.Str, raw: v.Raw, val: v})
+			return true
+		})
+		if len(got) != len(want) {
+			t.Fatalf("%q: visited %d members, gjson iterates %d", b, len(got), len(want))
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.key != w.key || g.raw != w.raw || g.val.Type != w.val.Type || g.val.Str != w.val.Str ||
+				g.val.Num != w.val.Num && !(g.val.Num != g.val.Num && w.val.Num != w.val.Num) || g.val.Raw != w.val.Raw {
+				t.Fatalf("%q member %d: got %+v, gjson %+v", b, i, g, w)
+			}
+		}
+	})
+}
+
 // depthOf is the bracket depth of b ignoring strings, good enough to
 // tell deep inputs from shallow ones.
 func depthOf(b []byte) int {

@@ -128,27 +128,18 @@ func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) e
 	}
 	defer fasthttp.ReleaseResponse(resp)
 	body := resp.Body()
-	if CheckJSON(body) != nil {
+	found, usage, hasUsage, err := answerOf(body, list)
+	if err != nil {
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream sent a body that is not JSON"}
 	}
-	// One pass over the top-level keys finds the list and the usage.
-	// gjson.GetBytes would copy what it finds; a string view of the body
-	// costs nothing, and only numbers are kept.
-	found := false
-	gjson.Parse(unsafe.String(unsafe.SliceData(body), len(body))).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case list:
-			found = v.IsArray()
-		case "usage":
-			r.Usage = usageOf(v)
-		}
-		return true
-	})
 	if !found {
 		// Valid JSON, but no answer: an error object with a 200, or
 		// something else entirely. Another candidate may answer.
 		r.Usage = Usage{}
 		return &Failure{Class: Retryable, Status: resp.StatusCode(), Msg: "upstream answered 200 without " + list}
+	}
+	if hasUsage {
+		r.Usage = usage
 	}
 	r.Body = append(r.Body[:0], body...)
 	return nil
@@ -170,16 +161,45 @@ func (o *openAI) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fastht
 	return resp, nil
 }
 
+// answerOf reads an upstream's answer in the pass that bounds it: whether
+// its last top-level list (as a client's decoder keeps the last of a
+// repeated field) is an array, and its last usage, if any. Only numbers
+// are kept of the body.
+func answerOf(body []byte, list string) (found bool, u Usage, hasUsage bool, err error) {
+	err = CheckJSONMembers(body, func(k string, start, end int) {
+		switch k {
+		case list:
+			found = body[start] == '['
+		case "usage":
+			u, hasUsage = usageOf(gjson.Parse(unsafe.String(&body[start], end-start))), true
+		}
+	})
+	return found, u, hasUsage, err
+}
+
 // usageOf reads an OpenAI usage object.
 func usageOf(u gjson.Result) Usage { return tokensOf(u, "prompt_tokens", "completion_tokens") }
 
 // tokensOf reads a usage object whose counts are named prompt and
 // completion.
+// The first of a repeated count is taken, as gjson's Get finds it; one
+// walk over the object finds both, stopping once it has them.
 func tokensOf(u gjson.Result, prompt, completion string) Usage {
 	if !u.IsObject() {
 		return Usage{}
 	}
-	return Usage{Prompt: int(u.Get(prompt).Int()), Completion: int(u.Get(completion).Int()), Known: true}
+	var p, c gjson.Result
+	var haveP, haveC bool
+	u.ForEach(func(k, v gjson.Result) bool {
+		switch {
+		case k.Str == prompt && !haveP:
+			p, haveP = v, true
+		case k.Str == completion && !haveC:
+			c, haveC = v, true
+		}
+		return !haveP || !haveC
+	})
+	return Usage{Prompt: int(p.Int()), Completion: int(c.Int()), Known: true}
 }
 
 // Handshake states of doWithin.

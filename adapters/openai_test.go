@@ -512,3 +512,43 @@ func TestNewRejectsUnknownType(t *testing.T) {
 		t.Fatal("New accepted an unknown type")
 	}
 }
+
+// FuzzTokensOf holds tokensOf's single walk to what gjson's Get reads of
+// the same usage object: the first of each count, escaped keys included.
+func FuzzTokensOf(f *testing.F) {
+	for _, s := range []string{`{"prompt_tokens":9,"completion_tokens":7}`, `{"completion_tokens":"7","prompt_tokens":1e3,"prompt_tokens":2}`,
+		`{"pr\u006fmpt_tokens":true,"x":{"prompt_tokens":5}}`, `[1]`, `{}`, `{"prompt_tokens":-1.5,"completion_tokens":null}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckJSON([]byte(s)) != nil {
+			return
+		}
+		u := gjson.Parse(s)
+		want := Usage{}
+		if u.IsObject() {
+			want = Usage{Prompt: int(u.Get("prompt_tokens").Int()), Completion: int(u.Get("completion_tokens").Int()), Known: true}
+		}
+		if got := usageOf(u); got != want {
+			t.Fatalf("%s: got %+v, Get reads %+v", s, got, want)
+		}
+	})
+}
+
+// benchAnswer is an OpenAI chat completion as the API sends it today,
+// usage details included.
+var benchAnswer = []byte(`{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,` +
+	`"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris. ` +
+	`It has been the country's political and cultural centre for centuries.","refusal":null,"annotations":[]},"logprobs":null,` +
+	`"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":` +
+	`{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,` +
+	`"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}`)
+
+func BenchmarkAnswerOf(b *testing.B) {
+	b.SetBytes(int64(len(benchAnswer)))
+	for b.Loop() {
+		if found, u, _, err := answerOf(benchAnswer, "choices"); !found || err != nil || u.Prompt != 1117 {
+			b.Fatal("misread")
+		}
+	}
+}

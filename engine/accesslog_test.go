@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +43,54 @@ func TestAccessLineIsOneJSONObject(t *testing.T) {
 	}
 }
 
+// TestAppendTimeIsRFC3339Nano: the hand-written timestamp is byte for byte
+// what time.RFC3339Nano gives, whatever the fraction, zone or year.
+func TestAppendTimeIsRFC3339Nano(t *testing.T) {
+	east := time.FixedZone("east", 5*3600+1800)
+	times := []time.Time{time.Now(), time.Unix(0, 0), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 2, 28, 23, 59, 59, 100, east), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), {}}
+	for ns := 1; ns < 1e9; ns *= 10 {
+		times = append(times, time.Unix(1_800_000_000, int64(ns)), time.Unix(1_800_000_000, int64(ns)*7-1))
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)))
+	}
+	for _, tm := range times {
+		if got, want := appendTime(nil, tm), tm.UTC().AppendFormat(nil, time.RFC3339Nano); !bytes.Equal(got, want) {
+			t.Fatalf("%v: got %s, want %s", tm, got, want)
+		}
+	}
+}
+
+// TestAppendMillisIsAppendFloat: latencies read as the float formatting
+// wrote them.
+func TestAppendMillisIsAppendFloat(t *testing.T) {
+	ds := []time.Duration{0, time.Microsecond, 999 * time.Microsecond, time.Millisecond, 1500 * time.Microsecond,
+		-time.Millisecond, time.Duration(1e15-1) * time.Microsecond, time.Duration(1e15) * time.Microsecond, 1<<63 - 1}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		ds = append(ds, time.Duration(r.Int64N(int64(time.Hour))), time.Duration(r.Int64())>>r.IntN(63))
+	}
+	for _, d := range ds {
+		want := strconv.AppendFloat(nil, float64(d.Microseconds())/1000, 'f', -1, 64)
+		if got := appendMillis(nil, d); !bytes.Equal(got, want) {
+			t.Fatalf("%d: got %s, want %s", d, got, want)
+		}
+	}
+}
+
+func BenchmarkAppendAccess(b *testing.B) {
+	l := &accessLine{id: "req_0123456789ab0000000000000001", method: "POST", path: "/v1/chat/completions", model: "auto",
+		key: "bench", route: "tools", via: "up/m", status: 200, latency: 1500 * time.Microsecond, ttfb: 700 * time.Microsecond}
+	var buf [512]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		appendAccess(buf[:0], l, time.Now())
+	}
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -61,7 +111,7 @@ func (l *lockedBuffer) Len() int {
 func TestAccessWriterFlushesOnTickAndClose(t *testing.T) {
 	var out lockedBuffer
 	a := newAccessWriter(&out)
-	a.write(&accessLine{id: "1"})
+	a.write(&accessLine{id: "1"}, time.Now())
 	deadline := time.Now().Add(5 * time.Second)
 	for out.Len() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -69,7 +119,7 @@ func TestAccessWriterFlushesOnTickAndClose(t *testing.T) {
 	if out.Len() == 0 {
 		t.Fatal("the ticker never flushed")
 	}
-	a.write(&accessLine{id: "2"})
+	a.write(&accessLine{id: "2"}, time.Now())
 	a.close()
 	if n := bytes.Count(out.b.Bytes(), []byte("\n")); n != 2 {
 		t.Errorf("%d lines after close, want 2", n)

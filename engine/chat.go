@@ -38,8 +38,11 @@ type exchange struct {
 	route     *routeState
 	routeName string
 	winner    candidate
-	ttfb      time.Duration
-	relay     *relay
+	// start is when the request came and ttfb when its answer did, after
+	// it: the request's clock readings, taken once each.
+	start time.Time
+	ttfb  time.Duration
+	relay *relay
 	// trace, nil unless the client asked for x-gateway-explain, records
 	// the walk for it.
 	trace *routeTrace
@@ -66,10 +69,10 @@ var hdrSessionID = []byte("X-Session-Id")
 // route, then the runner. Every operation takes this path.
 func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation, body []byte, in *ingress) {
 	x := exchangePool.Get().(*exchange)
-	start := time.Now()
+	x.start = time.Now()
 	defer func() {
-		e.finish(ctx, s, key, x, start)
-		x.route, x.routeName, x.winner, x.ttfb, x.relay, x.trace = nil, "", candidate{}, 0, nil, nil
+		e.finish(ctx, s, key, x)
+		x.route, x.routeName, x.winner, x.start, x.ttfb, x.relay, x.trace = nil, "", candidate{}, time.Time{}, 0, nil, nil
 		// Body keeps its capacity, unless a large answer grew it; the usage
 		// must not reach the next request's access log line when it fails
 		// before any reply.
@@ -98,7 +101,8 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		err.write(ctx)
 		return
 	}
-	now := nanotime()
+	// The key's limits count the request at its arrival.
+	now := clockAt(x.start)
 	// Tokens the key is charged up front: the prompt and what the request
 	// allows itself, the completion bounded as reservation says; settled
 	// against the real usage after, in the bucket they went into.
@@ -161,7 +165,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 		w.trace = x.trace
 	}
 	res := settlement{key: key, keyRes: keyRes, route: x.route.series.Load(), all: e.states.analytics.all}
-	e.run(ctx, s, g, x, w, res, session, start)
+	e.run(ctx, s, g, x, w, res, session)
 }
 
 // route picks the group: the first matching rule, else the requested
@@ -278,12 +282,13 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 // finish counts the answer for the gateway, its route and key, and
 // remembers it for /api/requests and writes its access log line, or hands
 // both to the stream relay to do when it ends.
-func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, x *exchange, start time.Time) {
+func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, x *exchange) {
 	if x.trace != nil {
 		x.trace.header(ctx, x)
 	}
 	status := ctx.Response.StatusCode()
-	lat := time.Since(start)
+	lat := time.Since(x.start)
+	at := x.start.Add(lat)
 	e.requests.Add(1)
 	fellBack := x.winner.t != nil && len(x.fails) > 0
 	if x.route != nil {
@@ -309,8 +314,8 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	}
 	logged := e.access != nil && s.access
 	if x.relay != nil {
-		x.relay.entry.fill(&l, start.Add(lat))
-		x.relay.recent, x.relay.start = &e.recent, start
+		x.relay.entry.fill(&l, at)
+		x.relay.recent, x.relay.start = &e.recent, x.start
 		if logged {
 			line := l
 			line.detach()
@@ -318,9 +323,9 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		}
 		return
 	}
-	e.recent.record(&l, start.Add(lat))
+	e.recent.record(&l, at)
 	if logged {
-		e.access.write(&l)
+		e.access.write(&l, at)
 	}
 }
 
@@ -332,7 +337,8 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 		h.SetCanonical(hdrFallbacks, strconv.AppendInt(x.num[:0], int64(fallbacks), 10))
 	}
 	if x.reply.Stream == nil {
-		res.settle(x.reply.Usage)
+		// Settled when the answer came.
+		res.settle(x.reply.Usage, clockAt(x.start)+int64(x.ttfb))
 		ctx.SetContentTypeBytes(strJSON)
 		ctx.SetBody(x.reply.Body)
 		return
@@ -481,11 +487,11 @@ func (r *relay) Close() error {
 		r.ended = true
 		r.stream.Close()
 		u := r.stream.Usage()
-		r.res.settle(u)
+		lat := time.Since(r.start)
+		r.res.settle(u, clockAt(r.start)+int64(lat))
 		if r.onEnd != nil {
 			r.onEnd(r.stream)
 		}
-		lat := time.Since(r.start)
 		if r.recent != nil {
 			r.entry.at, r.entry.latency = r.start.Add(lat).UnixNano(), lat
 			if u.Known {
@@ -495,7 +501,7 @@ func (r *relay) Close() error {
 		}
 		if r.access != nil {
 			r.access.latency, r.access.usage = lat, u
-			r.accessLog.write(r.access)
+			r.accessLog.write(r.access, r.start.Add(lat))
 		}
 	}
 	return nil

@@ -11,3 +11,7 @@ var clockBase = time.Now()
 // the wall clock (NTP, a VM resumed) neither stretches nor cuts them, and
 // a value still reads as a date for /api/stats and explain.
 func nanotime() int64 { return clockBase.UnixNano() + int64(time.Since(clockBase)) }
+
+// clockAt is the engine's time at t, a reading of time.Now, without
+// reading the clock again.
+func clockAt(t time.Time) int64 { return clockBase.UnixNano() + int64(t.Sub(clockBase)) }

@@ -14,13 +14,13 @@ import (
 // failure's cooldown and breaker count, the settlement of reserved
 // tokens, and the answer when no candidate succeeded.
 
-// won records a success: the breaker closes, latency is measured, the
-// session sticks, and an upstream that said the key is spent cools it.
-func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int) {
+// won records a success, answered at now: the breaker closes, latency is
+// measured, the session sticks, and an upstream that said the key is
+// spent cools it.
+func (e *Engine) won(s *snapshot, c candidate, ttfb time.Duration, exhausted time.Duration, session uint64, fallbacks int, now int64) {
 	c.t.state.breaker.Success()
 	c.t.observe(ttfb)
 	c.t.state.use.won(ttfb, fallbacks > 0)
-	now := nanotime()
 	if exhausted > 0 {
 		c.ks.until.Start(now, exhausted, coolRate)
 	}
@@ -100,12 +100,12 @@ type settlement struct {
 	route, all *series
 }
 
-func (r *settlement) settle(u adapters.Usage) {
+// settle corrects what r reserved to the usage u, known at now.
+func (r *settlement) settle(u adapters.Usage, now int64) {
 	if !u.Known {
 		return
 	}
 	u = u.Bounded()
-	now := nanotime()
 	used := int64(u.Prompt + u.Completion)
 	if r.c.t != nil {
 		r.c.t.state.use.tokens(u)

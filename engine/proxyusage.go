@@ -267,5 +267,5 @@ func (u *passUsage) done() {
 	u.settled = true
 	// An answer that reports no usage is charged none: the token
 	// reserved up front is given back.
-	u.res.settle(adapters.Usage{Prompt: int(u.prompt), Completion: int(u.completion()), Known: true})
+	u.res.settle(adapters.Usage{Prompt: int(u.prompt), Completion: int(u.completion()), Known: true}, nanotime())
 }

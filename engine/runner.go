@@ -44,7 +44,7 @@ func try(op *operation, c candidate, call *adapters.Call, r *adapters.Reply) ([]
 // breaker probes are the walker's; cooldowns and outcomes are recorded
 // here. How attempts are scheduled is the group's: one at a time, inline
 // (no goroutine, nothing allocated), or hedged (race below).
-func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchange, w *walker, res settlement, session uint64, start time.Time) {
+func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchange, w *walker, res settlement, session uint64) {
 	var h race
 	hedged := g.hedge > 0 && len(g.targets) > 1
 	if hedged {
@@ -62,9 +62,7 @@ func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchang
 				break
 			}
 			*a = attempt{c: c}
-			t0 := time.Now()
 			a.first, a.err = try(x.op, c, &x.call, &x.reply)
-			a.took = time.Since(t0)
 		} else if a = h.next(w); a == nil {
 			break
 		} else if a.err == nil {
@@ -72,8 +70,15 @@ func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchang
 			x.reply.Stream, x.reply.Usage, x.reply.Exhausted = a.reply.Stream, a.reply.Usage, a.reply.Exhausted
 		}
 		if a.err == nil {
-			x.ttfb = time.Since(start)
-			e.won(s, a.c, a.took, x.reply.Exhausted, session, len(x.fails))
+			// One clock reading ends the attempt and the wait for the
+			// answer; an inline attempt started at the walker's reading
+			// for its candidate.
+			now := nanotime()
+			if !hedged {
+				a.took = time.Duration(now - w.now)
+			}
+			x.ttfb = time.Duration(now - clockAt(x.start))
+			e.won(s, a.c, a.took, x.reply.Exhausted, session, len(x.fails), now)
 			x.winner = a.c
 			res.c = a.c
 			x.op.answer(e, ctx, s, a.c.t, x, len(x.fails), a.first, res)
@@ -128,9 +133,9 @@ func (h *race) launch(w *walker) bool {
 	op, results := h.x.op, h.results
 	go func() {
 		a := &attempt{c: c}
-		t0 := time.Now()
+		t0 := nanotime()
 		a.first, a.err = try(op, c, &call, &a.reply)
-		a.took = time.Since(t0)
+		a.took = time.Duration(nanotime() - t0)
 		results <- a
 	}()
 	h.timer.Reset(h.g.hedge)
@@ -183,7 +188,7 @@ func (e *Engine) discard(s *snapshot, results <-chan *attempt, n int) {
 		if r.reply.Stream != nil {
 			r.reply.Stream.Close()
 		} else {
-			(&settlement{c: r.c}).settle(r.reply.Usage)
+			(&settlement{c: r.c}).settle(r.reply.Usage, nanotime())
 		}
 	}
 }

@@ -43,15 +43,12 @@ func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), le
 // of token counts stays exact.
 const maxTokensBound = 10_000_000
 
-// checkBody bounds a client's JSON before anything recursive reads it.
-func checkBody(body []byte) *apiError {
-	if err := adapters.CheckJSON(body); err != nil {
-		if errors.Is(err, adapters.ErrJSONDepth) {
-			return badRequest("", "invalid_json", "request body nests deeper than "+strconv.Itoa(adapters.MaxJSONDepth)+" levels")
-		}
-		return badRequest("", "invalid_json", "request body is not valid JSON")
+// jsonError answers a client's body that CheckJSON refused with err.
+func jsonError(err error) *apiError {
+	if errors.Is(err, adapters.ErrJSONDepth) {
+		return badRequest("", "invalid_json", "request body nests deeper than "+strconv.Itoa(adapters.MaxJSONDepth)+" levels")
 	}
-	return nil
+	return badRequest("", "invalid_json", "request body is not valid JSON")
 }
 
 // chatFields are the top-level fields the gateway decides on in a chat
@@ -97,140 +94,38 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 }
 
 // scan validates a request body for op and fills r with what routing
-// needs, in one pass that does not decode the content. A failure names
-// the field.
+// needs, in one pass that does not decode the content: the walk that
+// bounds the body hands over each top-level field as it passes it. A
+// failure names the field.
 func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	*r = chatRequest{modelStart: -1}
-	if err := checkBody(body); err != nil {
-		return err
-	}
-	root := gjson.Parse(bytesString(body))
-	if !root.IsObject() {
-		return badRequest("", "invalid_json", "request body must be a JSON object")
-	}
 	var bad *apiError
 	var seen fieldSet
 	haveBody := false
-	root.ForEach(func(k, v gjson.Result) bool {
-		if bad = seen.see(k.Str, op.decided); bad != nil {
-			return false
+	err := adapters.CheckJSONMembers(body, func(key string, start, end int) {
+		if bad != nil {
+			return
 		}
-		if k.Str != op.body && (k.Str == "messages" || k.Str == "input" || k.Str == "prompt") {
+		if bad = seen.see(key, op.decided); bad != nil {
+			return
+		}
+		if key != op.body && (key == "messages" || key == "input" || key == "prompt") {
 			// Another operation's content: the upstream reads it.
-			return true
+			return
 		}
-		switch k.Str {
-		case "model":
-			if v.Type != gjson.String || v.Str == "" {
-				bad = badRequest("model", "invalid_type", "model must be a non-empty string")
-				return false
-			}
-			r.model, r.modelStart, r.modelEnd = v.Str, v.Index, v.Index+len(v.Raw)
-		case "stream":
-			switch v.Type {
-			case gjson.True:
-				r.stream = true
-			case gjson.False, gjson.Null:
-			default:
-				bad = badRequest("stream", "invalid_type", "stream must be true or false")
-				return false
-			}
-		case "messages":
-			if !v.IsArray() {
-				bad = badRequest("messages", "invalid_type", "messages must be an array of message objects")
-				return false
-			}
+		switch key {
+		case "messages", "input", "prompt":
 			haveBody = true
-			r.tokens += (len(v.Raw) + 3) / 4
-			images := strings.Contains(v.Raw, `"image_url"`)
-			v.ForEach(func(_, m gjson.Result) bool {
-				if !m.IsObject() {
-					bad = badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
-					return false
-				}
-				role := m.Get("role")
-				if role.Type != gjson.String {
-					bad = badRequest(messageParam(r.messages)+".role", "invalid_type", "each message needs a string role")
-					return false
-				}
-				switch role.Str {
-				case "system", "developer":
-					if r.system == "" {
-						r.system = m.Get("content").Raw
-					}
-				case "user":
-					if r.firstUser == "" {
-						r.firstUser = m.Get("content").Raw
-					}
-				case "assistant":
-					r.assistant = true
-				}
-				if images {
-					r.tokens += imageAdjustment(m.Get("content"))
-				}
-				r.messages++
-				return true
-			})
-		case "input", "prompt":
-			// Embedding inputs and completion prompts: a string, a list of
-			// them, or token ids; only their size matters here.
-			if v.Type != gjson.String && !v.IsArray() {
-				bad = badRequest(k.Str, "invalid_type", k.Str+" must be a string or an array")
-				return false
-			}
-			haveBody = true
-			r.tokens += (len(v.Raw) + 3) / 4
-			r.messages = 1
-		case "tools":
-			// Tool definitions are part of the prompt.
-			r.tokens += (len(v.Raw) + 3) / 4
-			switch {
-			case v.IsArray():
-				r.tools = len(v.Raw) > 2 && v.Get("#").Int() > 0
-			case v.Type != gjson.Null:
-				bad = badRequest("tools", "invalid_type", "tools must be an array")
-				return false
-			}
-		case "max_tokens", "max_completion_tokens":
-			switch v.Type {
-			case gjson.Number:
-				if v.Num < 1 || v.Num > maxTokensBound || v.Num != float64(int64(v.Num)) {
-					bad = badRequest(k.Str, "invalid_value", k.Str+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
-					return false
-				}
-				r.maxTokens = max(r.maxTokens, int(v.Num))
-			case gjson.Null:
-			default:
-				bad = badRequest(k.Str, "invalid_type", k.Str+" must be a number")
-				return false
-			}
-		case "stream_options":
-			// Present even as null: the adapter must not add a second one.
-			r.streamOptions = true
-			var inner fieldSet
-			v.ForEach(func(k, o gjson.Result) bool {
-				if bad = inner.see(k.Str, streamOptionFields[:]); bad != nil {
-					bad.param = "stream_options." + bad.param
-					return false
-				}
-				if k.Str == "include_usage" {
-					r.clientUsage = o.Type == gjson.True
-				}
-				return true
-			})
-			if bad != nil {
-				return false
-			}
-		case "metadata":
-			if !v.IsObject() && v.Type != gjson.Null {
-				bad = badRequest("metadata", "invalid_type", "metadata must be an object")
-				return false
-			}
-			r.metadata = v
 		}
-		return bad == nil
+		bad = r.field(key, gjson.Parse(bytesString(body[start:end])), start)
 	})
+	// A body found invalid fails as such, whatever its fields showed
+	// before the walk got there.
 	switch {
+	case err != nil:
+		return jsonError(err)
+	case !gjson.Parse(bytesString(body)).IsObject():
+		return badRequest("", "invalid_json", "request body must be a JSON object")
 	case bad != nil:
 		return bad
 	case r.modelStart < 0:
@@ -241,6 +136,121 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 		return badRequest("messages", "invalid_value", "messages must hold at least one message")
 	}
 	return nil
+}
+
+// field reads the top-level field key, whose value v starts at offset
+// start of the body, into r.
+func (r *chatRequest) field(key string, v gjson.Result, start int) (bad *apiError) {
+	switch key {
+	case "model":
+		if v.Type != gjson.String || v.Str == "" {
+			return badRequest("model", "invalid_type", "model must be a non-empty string")
+		}
+		r.model, r.modelStart, r.modelEnd = v.Str, start, start+len(v.Raw)
+	case "stream":
+		switch v.Type {
+		case gjson.True:
+			r.stream = true
+		case gjson.False, gjson.Null:
+		default:
+			return badRequest("stream", "invalid_type", "stream must be true or false")
+		}
+	case "messages":
+		if !v.IsArray() {
+			return badRequest("messages", "invalid_type", "messages must be an array of message objects")
+		}
+		r.tokens += (len(v.Raw) + 3) / 4
+		images := strings.Contains(v.Raw, `"image_url"`)
+		v.ForEach(func(_, m gjson.Result) bool {
+			if !m.IsObject() {
+				bad = badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
+				return false
+			}
+			// One pass over the message finds its role and content, the
+			// first of each as gjson's Get would.
+			var role, content gjson.Result
+			var haveRole, haveContent bool
+			m.ForEach(func(k, f gjson.Result) bool {
+				switch {
+				case k.Str == "role" && !haveRole:
+					role, haveRole = f, true
+				case k.Str == "content" && !haveContent:
+					content, haveContent = f, true
+				}
+				return !haveRole || !haveContent
+			})
+			if role.Type != gjson.String {
+				bad = badRequest(messageParam(r.messages)+".role", "invalid_type", "each message needs a string role")
+				return false
+			}
+			switch role.Str {
+			case "system", "developer":
+				if r.system == "" {
+					r.system = content.Raw
+				}
+			case "user":
+				if r.firstUser == "" {
+					r.firstUser = content.Raw
+				}
+			case "assistant":
+				r.assistant = true
+			}
+			if images {
+				r.tokens += imageAdjustment(content)
+			}
+			r.messages++
+			return true
+		})
+	case "input", "prompt":
+		// Embedding inputs and completion prompts: a string, a list of
+		// them, or token ids; only their size matters here.
+		if v.Type != gjson.String && !v.IsArray() {
+			return badRequest(key, "invalid_type", key+" must be a string or an array")
+		}
+		r.tokens += (len(v.Raw) + 3) / 4
+		r.messages = 1
+	case "tools":
+		// Tool definitions are part of the prompt.
+		r.tokens += (len(v.Raw) + 3) / 4
+		switch {
+		case v.IsArray():
+			// Not empty: something other than whitespace before "]".
+			r.tools = strings.TrimLeft(v.Raw[1:], " \t\r\n")[0] != ']'
+		case v.Type != gjson.Null:
+			return badRequest("tools", "invalid_type", "tools must be an array")
+		}
+	case "max_tokens", "max_completion_tokens":
+		switch v.Type {
+		case gjson.Number:
+			if v.Num < 1 || v.Num > maxTokensBound || v.Num != float64(int64(v.Num)) {
+				return badRequest(key, "invalid_value", key+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
+			}
+			r.maxTokens = max(r.maxTokens, int(v.Num))
+		case gjson.Null:
+		default:
+			return badRequest(key, "invalid_type", key+" must be a number")
+		}
+	case "stream_options":
+		// Present even as null: the adapter must not add a second one.
+		r.streamOptions = true
+		var inner fieldSet
+		v.ForEach(func(k, o gjson.Result) bool {
+			if bad = inner.see(k.Str, streamOptionFields[:]); bad != nil {
+				bad.param = "stream_options." + bad.param
+				return false
+			}
+			if k.Str == "include_usage" {
+				r.clientUsage = o.Type == gjson.True
+			}
+			return true
+		})
+	case "metadata":
+		if !v.IsObject() && v.Type != gjson.Null {
+			return badRequest("metadata", "invalid_type", "metadata must be an object")
+		}
+		r.metadata = v
+	}
+	return bad
 }
 
 // imageTokens is what one image counts for in the prompt estimate:
