@@ -188,19 +188,8 @@ func TestUpstreamHeaderBlockBound(t *testing.T) {
 			t.Fatalf("call: %v", err)
 		}
 		defer r.Stream.Close()
-		var got []string
-		for {
-			f, err := r.Stream.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("stream: %v", err)
-			}
-			got = append(got, string(f))
-		}
-		if len(got) != 2 || got[1] != "data: [DONE]\n\n" {
-			t.Errorf("frames = %q, want a chunk and [DONE]", got)
+		if got, err := drain(t, r.Stream); err != io.EOF || len(got) != 2 || got[1] != "[DONE]" {
+			t.Errorf("frames = %q, %v; want a chunk and [DONE]", got, err)
 		}
 	})
 	t.Run("over the buffer", func(t *testing.T) {
