@@ -439,17 +439,7 @@ func endBody(resp *fasthttp.Response, sse *sseReader, done bool) {
 func drained(bs fasthttp.ReadCloserWithError, sse *sseReader) bool {
 	guard := time.AfterFunc(drainWait, func() { _ = bs.CloseWithError(ErrStreamCut) })
 	defer guard.Stop()
-	var buf [256]byte
-	for range 8 {
-		_, err := sse.br.Read(buf[:])
-		if err == io.EOF {
-			return true
-		}
-		if err != nil {
-			return false
-		}
-	}
-	return false
+	return sse.drain()
 }
 
 func (s *openAIStream) Close() {

@@ -1,10 +1,10 @@
 package adapters
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -19,67 +19,170 @@ var ErrStreamCut = errors.New("upstream stream ended before it was complete")
 // errFrameTooLarge is returned for an SSE frame over the reader's bound.
 var errFrameTooLarge = errors.New("upstream sent an SSE frame over max_response_body")
 
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 8<<10) }}
+// sseBufSize is a stream's first read buffer: a few events' worth. It
+// grows, up to the frame bound, only for a frame that does not fit.
+const sseBufSize = 1 << 10
+
+// maxPooledSSEBuf bounds the buffers kept for the next stream, so one
+// stream's large frame does not stay in memory for good.
+const maxPooledSSEBuf = 16 << 10
+
+var sseBufPool = sync.Pool{New: func() any { b := make([]byte, 0, sseBufSize); return &b }}
 
 // sseReader splits an event stream into frames: the lines of one event
-// and the blank line that ends it, byte for byte as they came.
+// and the blank line that ends it, byte for byte as they came. It reads
+// the body into a buffer of its own and hands frames out of it, so an open
+// stream holds about one event's bytes and each frame is copied once, from
+// the body into that buffer.
 type sseReader struct {
-	br    *bufio.Reader
-	frame []byte
+	body io.Reader
+	// buf[start:] is read but not handed out yet: the frame being cut,
+	// whose current line begins at line; bytes before seen hold no LF
+	// after line.
+	buf               []byte
+	start, line, seen int
+	pooled            *[]byte
+	// err is the body's error, io.EOF at its end, kept for when the
+	// buffered frames run out.
+	err error
 	// max bounds one frame.
 	max int
 	watchdog
 }
 
 func newSSEReader(r io.Reader) *sseReader {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return &sseReader{br: br, max: maxFrame}
+	p := sseBufPool.Get().(*[]byte)
+	return &sseReader{body: r, buf: (*p)[:0], pooled: p, max: maxFrame}
 }
 
-// next returns the next frame. At the end of input a trailing frame
-// without its blank line is still returned; after that, io.EOF.
+// next returns the next frame, valid until the next call. At the end of
+// input a trailing frame without its blank line is still returned; after
+// that, io.EOF.
 func (s *sseReader) next() ([]byte, error) {
-	s.frame = s.frame[:0]
 	for {
-		line, err := s.br.ReadSlice('\n')
-		if len(s.frame)+len(line) > s.max {
+		frame, err := s.cut()
+		if frame != nil || err != nil {
+			return frame, err
+		}
+		if s.err != nil {
+			return s.tail()
+		}
+		s.fill()
+	}
+}
+
+// cut returns the next complete frame in the buffer, or nil when it needs
+// more input.
+func (s *sseReader) cut() ([]byte, error) {
+	for {
+		i := bytes.IndexByte(s.buf[s.seen:], '\n')
+		if i < 0 {
+			s.seen = len(s.buf)
+			if len(s.buf)-s.start > s.max {
+				return nil, errFrameTooLarge
+			}
+			return nil, nil
+		}
+		end := s.seen + i + 1
+		blank := isBlank(s.buf[s.line:end])
+		first := s.line == s.start
+		s.line, s.seen = end, end
+		switch {
+		case !blank:
+			continue
+		case first:
+			// Stray blank lines between events.
+			s.start = end
+			continue
+		}
+		frame := s.buf[s.start:end]
+		s.start = end
+		if len(frame) > s.max {
 			return nil, errFrameTooLarge
 		}
-		s.frame = append(s.frame, line...)
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue
-		case err == io.EOF:
-			if len(bytes.TrimSpace(s.frame)) > 0 {
-				// A last event without its blank line.
-				s.frame = append(s.frame, '\n')
-				if !bytes.HasSuffix(s.frame, []byte("\n\n")) {
-					s.frame = append(s.frame, '\n')
-				}
-				return s.frame, nil
-			}
-			return nil, io.EOF
-		case err != nil:
-			return nil, err
+		return frame, nil
+	}
+}
+
+// tail ends the input: what is left of a last event without its blank
+// line, completed with one, then the body's error.
+func (s *sseReader) tail() ([]byte, error) {
+	rest := s.buf[s.start:]
+	s.start, s.line, s.seen = len(s.buf), len(s.buf), len(s.buf)
+	if s.err != io.EOF {
+		return nil, s.err
+	}
+	if len(bytes.TrimSpace(rest)) == 0 {
+		return nil, io.EOF
+	}
+	rest = append(rest, '\n')
+	if !bytes.HasSuffix(rest, []byte("\n\n")) {
+		rest = append(rest, '\n')
+	}
+	return rest, nil
+}
+
+// maxEmptyReads is how many reads in a row may return nothing before the
+// body counts as broken, as bufio counts them.
+const maxEmptyReads = 100
+
+// fill reads more of the body: it moves the bytes not handed out to the
+// front and doubles the buffer, up to the frame bound, when one frame
+// fills it.
+func (s *sseReader) fill() {
+	if s.start > 0 {
+		n := copy(s.buf, s.buf[s.start:])
+		s.buf = s.buf[:n]
+		s.line -= s.start
+		s.seen -= s.start
+		s.start = 0
+	}
+	if len(s.buf) == cap(s.buf) {
+		s.buf = slices.Grow(s.buf, min(max(cap(s.buf), sseBufSize), s.max+1-len(s.buf)))
+	}
+	for range maxEmptyReads {
+		n, err := s.body.Read(s.buf[len(s.buf):cap(s.buf)])
+		s.buf = s.buf[:len(s.buf)+n]
+		if err != nil {
+			s.err = err
+			return
 		}
-		if isBlank(line) {
-			if len(s.frame) == len(line) {
-				// Stray blank lines between events.
-				s.frame = s.frame[:0]
-				continue
-			}
-			return s.frame, nil
+		if n > 0 {
+			return
 		}
 	}
+	s.err = io.ErrNoProgress
+}
+
+// drain reads the body to its end after the stream's last event, in at
+// most a few reads, and reports whether the end came: only then can the
+// connection serve another request.
+func (s *sseReader) drain() bool {
+	if s.err != nil {
+		return s.err == io.EOF
+	}
+	buf := s.buf[:cap(s.buf)]
+	for range 8 {
+		_, err := s.body.Read(buf)
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 func (s *sseReader) release() {
-	if s.br != nil {
-		s.br.Reset(nil)
-		readerPool.Put(s.br)
-		s.br = nil
+	if s.pooled == nil {
+		return
 	}
+	if cap(s.buf) <= maxPooledSSEBuf {
+		*s.pooled = s.buf[:0]
+		sseBufPool.Put(s.pooled)
+	}
+	s.pooled, s.buf, s.body = nil, nil, nil
 }
 
 func isBlank(line []byte) bool {

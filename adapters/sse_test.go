@@ -29,7 +29,7 @@ func readFrames(t testing.TB, r io.Reader) ([]string, error) {
 }
 
 func TestSSEReaderSplitsFrames(t *testing.T) {
-	long := "data: " + strings.Repeat("x", 20000) + "\n\n" // longer than the 8 KiB read buffer
+	long := "data: " + strings.Repeat("x", 20000) + "\n\n" // longer than the first read buffer: it grows
 	tests := []struct {
 		name string
 		in   string

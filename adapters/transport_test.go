@@ -163,3 +163,39 @@ func TestStaleConnectionRetriedOnce(t *testing.T) {
 		}
 	})
 }
+
+// streamingWithHeader answers one request with a two-frame SSE stream
+// whose header block carries a pad header of n bytes.
+func streamingWithHeader(n int) connScript {
+	return func(c net.Conn, br *bufio.Reader) {
+		if !readRequest(br) {
+			return
+		}
+		frames := "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Pad: "+strings.Repeat("p", n)+
+			"\r\nTransfer-Encoding: chunked\r\n\r\n"+strconv.FormatInt(int64(len(frames)), 16)+"\r\n"+frames+"\r\n0\r\n\r\n")
+	}
+}
+
+// TestUpstreamHeaderBlockBound: the upstream read buffer takes a header
+// block well over fasthttp's 4 KiB default; one over the buffer is a
+// retryable failure, not a hang.
+func TestUpstreamHeaderBlockBound(t *testing.T) {
+	t.Run("6 KiB of headers", func(t *testing.T) {
+		p := tcpOpenAI(t, newScriptedServer(t, streamingWithHeader(6<<10)).addr)
+		var r Reply
+		if err := p.Chat(testCall(`{"model":"m","stream":true}`, true, -1), &r); err != nil {
+			t.Fatalf("call: %v", err)
+		}
+		defer r.Stream.Close()
+		if got, err := drain(t, r.Stream); err != io.EOF || len(got) != 2 || got[1] != "[DONE]" {
+			t.Errorf("frames = %q, %v; want a chunk and [DONE]", got, err)
+		}
+	})
+	t.Run("over the buffer", func(t *testing.T) {
+		p := tcpOpenAI(t, newScriptedServer(t, streamingWithHeader(upstreamReadBuffer)).addr)
+		if f := asTestFailure(t, p.Chat(testCall(`{"model":"m","stream":true}`, true, -1), &Reply{})); f.Class != Retryable {
+			t.Errorf("failure = %+v, want retryable", f)
+		}
+	})
+}
