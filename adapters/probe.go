@@ -34,7 +34,13 @@ func ProbeModels(p *config.Provider, client *fasthttp.HostClient, key int) *Fail
 	if f := listModels(p, list.probe, key, client, p.Timeout.D(), resp); f != nil {
 		return probeFailure(f)
 	}
-	if status := resp.StatusCode(); status < 200 || status > 299 {
+	switch status := resp.StatusCode(); {
+	case status == fasthttp.StatusNotFound || status == fasthttp.StatusMethodNotAllowed || status == fasthttp.StatusNotImplemented:
+		// The server lists no models there (a self-hosted server, a
+		// proxy): the answer says nothing of the key, and holding the
+		// key out for it would take a working provider out of service.
+		return &Failure{Class: Unsupported, Status: status, Msg: "no model list is served there, so it cannot check the key (probe: chat can)"}
+	case status < 200 || status > 299:
 		return probeFailure(list.failure(resp))
 	}
 	if CheckJSON(resp.Body()) != nil {

@@ -134,14 +134,18 @@ func checkProbe(t *testing.T, f *Failure, healthy bool, class Class, wait time.D
 
 // A model-list probe goes where each protocol lists its models, with the
 // key where the protocol reads it, and is classified: 2xx JSON healthy,
-// 429 rate limited with its wait, 401/403 invalid, anything else (5xx, a
-// cut connection, a 200 that is not JSON) an error.
+// 429 rate limited with its wait, 401/403 invalid, 404/405 (no list
+// served there) unchecked, anything else (5xx, a cut connection, a 200
+// that is not JSON) an error.
 func TestProbeModelsPerProtocol(t *testing.T) {
 	for _, pr := range probeProtocols {
 		t.Run(pr.protocol, func(t *testing.T) {
 			cases := append([]probeCase{
 				{"200 healthy", probeAnswer(200, `{"data":[{"id":"m"}],"models":[]}`), true, 0, 0},
 				{"200 not JSON", probeAnswer(200, `<html>maintenance</html>`), false, Retryable, 0},
+				// No model list there: the probe cannot check the key.
+				{"404 no list", probeAnswer(404, `404 page not found`), false, Unsupported, 0},
+				{"405 no list", probeAnswer(405, `method not allowed`), false, Unsupported, 0},
 			}, probeCases...)
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) {

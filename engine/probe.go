@@ -241,6 +241,10 @@ func (e *Engine) probed(k *probeKey, f *adapters.Failure, now int64) {
 	result := probeHealthy
 	switch {
 	case f == nil:
+	case f.Class == adapters.Unsupported:
+		// The probe could not check the key (no model list there): it
+		// is neither held out nor called healthy.
+		result = probeNone
 	case f.Class == adapters.RateLimited:
 		result = probeRateLimited
 	case f.Class == adapters.Auth:
@@ -282,13 +286,19 @@ func (e *Engine) probed(k *probeKey, f *adapters.Failure, now int64) {
 	st.next.Store(next)
 	log := e.log.Debug
 	switch {
+	case result == probeNone && st.counts[probeNone].Load() == 1:
+		log = e.log.Warn // once: the operator may want probe: chat
 	case result == prev:
 	case result >= probeInvalid:
 		log = e.log.Warn
 	case prev >= probeInvalid || result == probeRateLimited:
 		log = e.log.Info
 	}
-	args := []any{"provider", k.p.name, "key", k.slot + 1, "probe", probeNames[result]}
+	name := probeNames[result]
+	if result == probeNone {
+		name = "unchecked"
+	}
+	args := []any{"provider", k.p.name, "key", k.slot + 1, "probe", name}
 	if f != nil {
 		args = append(args, "status", f.Status, "err", f.Msg)
 	}

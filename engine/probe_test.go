@@ -157,6 +157,37 @@ func TestProbedKeyIsSkippedUntilItWorks(t *testing.T) {
 	}
 }
 
+// An upstream that serves no model list (a 404 to GET /models, as many
+// self-hosted servers answer) leaves its key in service: the probe could
+// not check it, which says nothing against it. Before, the key was held
+// out as "error" and the whole provider with it.
+func TestProbeWithoutModelListKeepsKey(t *testing.T) {
+	n := newFakeNet(t)
+	p1, _ := prStart(n, "p1"), prStart(n, "p2")
+	p1.status.Store(404)
+	g, _ := obGateway(t, prYAML(nil, nil, "health: {interval: 20ms}\n"), n)
+	rtEventually(t, "p1's key to be probed twice", func() bool { return p1.modelHits.Load() >= 2 })
+	k := prKey(g, "p1", 0)
+	if k.Get("state").Str != "healthy" || k.Get("probe").Exists() {
+		t.Errorf("p1 key %s, want healthy with no probe verdict", k.Raw)
+	}
+	if r := g.chat(fakeAsk); r.status != 200 || r.get("X-Routed-Via") != "p1/m" {
+		t.Errorf("status %d via %q, want p1, whose key the probe could not check", r.status, r.get("X-Routed-Via"))
+	}
+	if m := g.get("/metrics").body; !bytes.Contains(m, []byte(`gateway_key_probe_state{provider="p1",key="1"} 0`+"\n")) {
+		t.Errorf("p1's probe state in /metrics, want 0 (none):\n%s", m)
+	}
+	warned := 0
+	for line := range strings.Lines(g.log.String()) {
+		if strings.Contains(line, "level=WARN") && strings.Contains(line, "probe=unchecked") && strings.Contains(line, "probe: chat can") {
+			warned++
+		}
+	}
+	if log := g.log.String(); warned != 1 {
+		t.Errorf("want one warning suggesting probe: chat, got:\n%s", log)
+	}
+}
+
 // A key refused with a 401 by a request is probed again after
 // auth_recheck, without spending tokens, probes on or off, and returns as
 // soon as the upstream accepts it: not after the whole hour. With
