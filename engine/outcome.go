@@ -217,6 +217,9 @@ func (w *walker) verdict(model string, now int64) *apiError {
 	default:
 		err.code = "all_candidates_cooling_down"
 		err.msg = "every candidate for model " + name + " is cooling down after recent failures"
+		if w.probeSkip {
+			err.msg = "every candidate for model " + name + " is cooling down after recent failures or held out by its last health probe"
+		}
 	}
 	err.retryAfter = max(1, int((w.earliest-now+int64(time.Second)-1)/int64(time.Second)))
 	err.msg += "; retry in " + strconv.Itoa(err.retryAfter) + "s"

@@ -125,6 +125,13 @@ func TestProbedKeyIsSkippedUntilItWorks(t *testing.T) {
 			if r := g.chat(fakeAsk); r.status != 200 || r.get("X-Routed-Via") != "p2/m" || p1.chatHits.Load() != 0 {
 				t.Fatalf("status %d via %q, %d chat calls to p1: want p2 and none", r.status, r.get("X-Routed-Via"), p1.chatHits.Load())
 			}
+			// Alone, the held-out key's provider answers why.
+			if tt.status != 429 {
+				r := g.do("POST", "/v1/chat/completions", `{"model":"p1/m","messages":[{"role":"user","content":"hi"}]}`)
+				if r.status != 503 || !strings.Contains(string(r.body), "held out by its last health probe") {
+					t.Errorf("p1/m alone: %d %s, want 503 naming the probe", r.status, r.body)
+				}
+			}
 			ex, err := g.eng.Explain(ExplainRequest{Model: "auto"})
 			if err != nil || !strings.Contains(ex.Text, "p1/m") ||
 				tt.status != 429 && !strings.Contains(ex.Text, "held out by its last probe: "+tt.probe) {

@@ -146,6 +146,7 @@ type walker struct {
 	earliest                     int64
 	rateSkip, capSkip, otherSkip bool
 	tooLarge, allBreaker         bool
+	probeSkip                    bool
 	skipped                      int
 	// opSkips counts the targets skipped for not serving the operation.
 	opSkips int
@@ -238,6 +239,8 @@ func (w *walker) note(r skipReason, until int64) {
 	case skipOperation:
 		w.opSkips++
 	case skipBreaker:
+	case skipProbeInvalid, skipProbeError:
+		w.probeSkip, w.otherSkip = true, true
 	default:
 		w.otherSkip = true
 	}
