@@ -38,13 +38,8 @@ func (h *histogram) snapshot() (counts [len(latencyBounds) + 1]int64, total int6
 	return counts, total, time.Duration(h.sum.Load())
 }
 
-// quantile estimates a quantile as the upper bound of its bucket.
-func (h *histogram) quantile(q float64) time.Duration {
-	counts, total, _ := h.snapshot()
-	return quantileOf(&counts, total, q)
-}
-
-// quantileOf estimates a quantile of histogram counts summing to total.
+// quantileOf estimates a quantile of histogram counts summing to total,
+// as the upper bound of its bucket.
 func quantileOf(counts *[len(latencyBounds) + 1]int64, total int64, q float64) time.Duration {
 	if total == 0 {
 		return 0
@@ -65,14 +60,6 @@ func quantileOf(counts *[len(latencyBounds) + 1]int64, total int64, q float64) t
 
 // numClasses is the number of adapters.Class values.
 const numClasses = int(adapters.Unsupported) + 1
-
-// classNames names the adapters.Class values, by index.
-var classNames = func() (n [numClasses]string) {
-	for i := range n {
-		n[i] = adapters.Class(i).String()
-	}
-	return n
-}()
 
 // usage is what a target, a gateway key or a bucket of a series counts.
 // Every field is an atomic, so recording costs no lock.
