@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // gatewayConfig is the gateway.yaml of the run: one openai provider on the
@@ -99,4 +100,23 @@ func startRedisGateway(ctx context.Context, bin, dir, addr, upAddr string, acces
 	}
 	gw, err := startGateway("gateway-redis", bin, dir, cfg, nil, devnull, onExit)
 	return gw, rs, "", err
+}
+
+// startSoakGateway stops the gateway the phases ran on and starts a fresh
+// one with the same config on a new port, for the soak.
+func startSoakGateway(ctx context.Context, old *server, bin, dir, upAddr string, accessLog bool, devnull *os.File, onExit func(error), conns int) (*server, error) {
+	old.client.CloseIdleConnections()
+	old.proc.stop()
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	gw, err := startGateway("gateway-soak", bin, dir, gatewayConfig(addr, upAddr, accessLog, ""), nil, devnull, onExit)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, gw, addr, 20*time.Second); err != nil {
+		return nil, err
+	}
+	return &server{name: "gateway", addr: addr, proc: gw, client: newClient(addr, conns)}, nil
 }

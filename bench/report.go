@@ -289,7 +289,7 @@ func (r *report) markdown() string {
 // of the last three samples against the first three after a warm-up of a
 // fifth of the soak (at most a minute).
 func (r *report) soakVerdict(b *strings.Builder) verdict {
-	fmt.Fprintf(b, "Soak: %s against the gateway, %d clients + %d open streams, RSS every %s.\n\n", r.o.soak, r.o.soakConc, r.o.soakStreams, r.o.soakEvery)
+	fmt.Fprintf(b, "Soak: %s against a fresh gateway (same config, started after the phases above, so it carries nothing they left), %d clients + %d open streams, RSS every %s.\n\n", r.o.soak, r.o.soakConc, r.o.soakStreams, r.o.soakEvery)
 	b.WriteString("| t | RSS MB | RPS | open streams | non-2xx | errors |\n|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.soak {
 		fmt.Fprintf(b, "| %s | %.1f | %.0f | %d | %d | %d |\n", s.at, mb(s.rss), s.rps, s.open, s.non2xx, s.errs)
