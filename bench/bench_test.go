@@ -107,13 +107,16 @@ func TestParseStat(t *testing.T) {
 }
 
 func TestParseRSS(t *testing.T) {
-	status := "Name:\tgateway\nState:\tS (sleeping)\nVmPeak:\t 1300000 kB\nVmRSS:\t   13184 kB\nRssAnon:\t    6000 kB\nThreads:\t9\n"
-	rss, err := parseRSS(status)
+	status := "Name:\tgateway\nState:\tS (sleeping)\nVmPeak:\t 1300000 kB\nVmRSS:\t   13184 kB\nRssAnon:\t    6000 kB\nRssFile:\t    7184 kB\nRssShmem:\t       0 kB\nThreads:\t9\n"
+	got, err := parseRSS(status)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rss != 13184<<10 {
-		t.Errorf("rss = %d, want %d", rss, 13184<<10)
+	if want := (rss{total: 13184 << 10, anon: 6000 << 10, file: 7184 << 10}); got != want {
+		t.Errorf("rss = %+v, want %+v", got, want)
+	}
+	if _, err := parseRSS("VmRSS:\t13184 kB\nRssAnon:\tmany kB\n"); err == nil {
+		t.Error("RssAnon not a number: no error")
 	}
 	if _, err := parseRSS("Name:\tzombie\nState:\tZ (zombie)\n"); err == nil {
 		t.Error("no VmRSS line: no error")

@@ -194,9 +194,11 @@ type result struct {
 	elapsed                    time.Duration
 	lat, total                 hist
 	cpuTicks                   int64
-	rssMax                     int64
-	peakOpen                   int64
-	firstErr                   string
+	// rssMax is the largest RSS sampled, with its anonymous and
+	// file-backed parts in that sample.
+	rssMax   rss
+	peakOpen int64
+	firstErr string
 	// otherCores is the most CPU, in cores, that processes other than
 	// the load tool and its servers used during one phase: a measure of
 	// how noisy the machine was.
@@ -232,7 +234,9 @@ func (r *result) add(o *result) {
 	r.lat.merge(&o.lat)
 	r.total.merge(&o.total)
 	r.cpuTicks += o.cpuTicks
-	r.rssMax = max(r.rssMax, o.rssMax)
+	if o.rssMax.total > r.rssMax.total {
+		r.rssMax = o.rssMax
+	}
 	r.peakOpen = max(r.peakOpen, o.peakOpen)
 	r.otherCores = max(r.otherCores, o.otherCores)
 	r.stateTicks += o.stateTicks
@@ -328,27 +332,28 @@ func (n noise) cores(elapsed time.Duration) float64 {
 	return max(0, ticksToDuration(other, hz).Seconds()/elapsed.Seconds())
 }
 
-// sampler polls a process's RSS and keeps the largest value seen.
+// sampler polls a process's RSS and keeps the largest sample.
 type sampler struct {
 	done chan struct{}
-	max  chan int64
+	max  chan rss
 }
 
 func startSampler(pid int, every time.Duration) *sampler {
-	s := &sampler{done: make(chan struct{}), max: make(chan int64, 1)}
+	s := &sampler{done: make(chan struct{}), max: make(chan rss, 1)}
 	go func() {
-		var peak int64
+		var peak rss
+		keep := func() {
+			if v, err := readRSS(pid); err == nil && v.total > peak.total {
+				peak = v
+			}
+		}
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if v, err := readRSS(pid); err == nil {
-				peak = max(peak, v)
-			}
+			keep()
 			select {
 			case <-s.done:
-				if v, err := readRSS(pid); err == nil {
-					peak = max(peak, v)
-				}
+				keep()
 				s.max <- peak
 				return
 			case <-t.C:
@@ -358,7 +363,7 @@ func startSampler(pid int, every time.Duration) *sampler {
 	return s
 }
 
-func (s *sampler) stop() int64 {
+func (s *sampler) stop() rss {
 	close(s.done)
 	return <-s.max
 }
@@ -414,7 +419,7 @@ loop:
 		case now := <-tick.C:
 			rss, _ := readRSS(s.proc.pid())
 			reqs, non2xx, errs := sum()
-			sm := soakSample{at: now.Sub(t0).Round(time.Second), rss: rss,
+			sm := soakSample{at: now.Sub(t0).Round(time.Second), rss: rss.total,
 				rps: float64(reqs-lastReqs) / now.Sub(last).Seconds(), non2xx: non2xx, errs: errs, open: open.cur.Load()}
 			last, lastReqs = now, reqs
 			samples = append(samples, sm)

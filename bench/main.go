@@ -397,7 +397,7 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 				r := phase(ctx, s, o.streams, d, streamCall, true, o.streamLen())
 				logf("round %d/%d  %d streams via %-8s ttfb p50 %8.1f µs  p99 %8.1f µs  peak open %d  cpu %.0f µs/stream (%.2f cores)  rss %.1f MB  non-2xx %d  errors %d  %s",
 					round, o.rounds, o.streams, s.name, us(r.lat.quantile(.5)), us(r.lat.quantile(.99)), r.peakOpen,
-					us(r.cpuPerReq(rep.hz)), ticksToDuration(r.cpuTicks, rep.hz).Seconds()/r.elapsed.Seconds(), mb(r.rssMax), r.non2xx, r.errs, fds())
+					us(r.cpuPerReq(rep.hz)), ticksToDuration(r.cpuTicks, rep.hz).Seconds()/r.elapsed.Seconds(), mb(r.rssMax.total), r.non2xx, r.errs, fds())
 				rep.streamRes(s.name).add(r)
 			}
 		}
@@ -408,7 +408,8 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 			s.client.CloseIdleConnections()
 		}
 		time.Sleep(2 * time.Second)
-		rep.afterRSS, _ = readRSS(gw.pid())
+		after, _ := readRSS(gw.pid())
+		rep.afterRSS = after.total
 	}
 
 	if o.soak > 0 && ctx.Err() == nil {

@@ -50,30 +50,58 @@ func readStat(pid int) (procStat, error) {
 	return parseStat(string(b))
 }
 
-// parseRSS reads VmRSS, in bytes, from the text of /proc/PID/status.
-func parseRSS(status string) (int64, error) {
+// rss is a process's resident memory, in bytes: all of it (VmRSS), and
+// its anonymous (heap, stacks) and file-backed (the binary's and
+// libraries' pages) parts. File-backed pages are shared with the page
+// cache, and the kernel maps them 64 KiB around each page a process
+// touches, so a larger binary shows more of them.
+type rss struct {
+	total, anon, file int64
+}
+
+// String gives the total and its split, in MB.
+func (r rss) String() string {
+	return fmt.Sprintf("%.1f MB (anon %.1f, file %.1f)", mb(r.total), mb(r.anon), mb(r.file))
+}
+
+// parseRSS reads VmRSS, RssAnon and RssFile from the text of
+// /proc/PID/status; VmRSS must be there.
+func parseRSS(status string) (rss, error) {
+	var r rss
+	found := false
 	for line := range strings.Lines(status) {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
+		name, rest, _ := strings.Cut(line, ":")
+		var v *int64
+		switch name {
+		case "VmRSS":
+			v, found = &r.total, true
+		case "RssAnon":
+			v = &r.anon
+		case "RssFile":
+			v = &r.file
+		default:
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmRSS line %q", strings.TrimSpace(line))
+			return rss{}, fmt.Errorf("unexpected %s line %q", name, strings.TrimSpace(line))
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("VmRSS: %w", err)
+			return rss{}, fmt.Errorf("%s: %w", name, err)
 		}
-		return kb << 10, nil
+		*v = kb << 10
 	}
-	return 0, errors.New("no VmRSS line (is the process a zombie?)")
+	if !found {
+		return rss{}, errors.New("no VmRSS line (is the process a zombie?)")
+	}
+	return r, nil
 }
 
-func readRSS(pid int) (int64, error) {
+func readRSS(pid int) (rss, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, err
+		return rss{}, err
 	}
 	return parseRSS(string(b))
 }

@@ -47,7 +47,7 @@ type report struct {
 	rev      string
 	hz       int64
 	at       time.Time
-	idleRSS  map[string]int64
+	idleRSS  map[string]rss
 	afterRSS int64
 	loads    map[loadKey]*result
 	// perRound holds each round's result, to show how much the
@@ -63,7 +63,7 @@ type report struct {
 
 func newReport(o *options, cpu, kernel, rev string, hz int64) *report {
 	return &report{o: o, cpu: cpu, kernel: kernel, rev: rev, hz: hz, at: time.Now(),
-		idleRSS: map[string]int64{}, loads: map[loadKey]*result{}, perRound: map[loadKey][]*result{}, streams: map[string]*result{}}
+		idleRSS: map[string]rss{}, loads: map[loadKey]*result{}, perRound: map[loadKey][]*result{}, streams: map[string]*result{}}
 }
 
 func (r *report) load(server string, conc int) *result {
@@ -122,7 +122,7 @@ func (r *report) markdown() string {
 					continue
 				}
 				fmt.Fprintf(&b, "| %d | %s | %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f |\n", c, serverLabel[s], x.rps(),
-					us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax))
+					us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax.total))
 			}
 			g, f := r.loads[loadKey{"gateway", c}], r.loads[loadKey{"floor", c}]
 			if g == nil || f == nil {
@@ -135,7 +135,7 @@ func (r *report) markdown() string {
 			}, "%.2f–%.2f")
 			fmt.Fprintf(&b, "| %d | **gateway / floor** | **%.0f%%**%s | **%+.1f** | **%+.1f** | | | **%.2f×**%s | **%.2f×** |\n", c,
 				100*ratio(g.rps(), f.rps()), rpsRange, us(g.lat.quantile(.5)-f.lat.quantile(.5)), us(g.lat.quantile(.99)-f.lat.quantile(.99)),
-				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), cpuRange, ratio(float64(g.rssMax), float64(f.rssMax)))
+				ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz))), cpuRange, ratio(float64(g.rssMax.total), float64(f.rssMax.total)))
 		}
 		b.WriteString("\n")
 		r.extrasTable(&b)
@@ -185,12 +185,18 @@ func (r *report) markdown() string {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %s | %.1f | %d | %d | %d | %.0f | %.1f |\n", serverLabel[s], x.reqs, x.peakOpen,
 				us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), added, float64(x.total.quantile(.5))/float64(time.Millisecond),
-				x.non2xx, x.errs, x.badEnd, us(x.cpuPerReq(r.hz)), mb(x.rssMax))
+				x.non2xx, x.errs, x.badEnd, us(x.cpuPerReq(r.hz)), mb(x.rssMax.total))
 		}
-		b.WriteString("\n")
+		var peaks []string
+		for _, s := range serverOrder {
+			if x := r.streams[s]; x != nil {
+				peaks = append(peaks, fmt.Sprintf("%s %s", serverLabel[s], x.rssMax))
+			}
+		}
+		fmt.Fprintf(&b, "\nThe largest RSS sample of the streaming phase, with its anonymous and file-backed parts: %s.\n\n", strings.Join(peaks, ", "))
 	}
 
-	idle := r.idleRSS["gateway"]
+	idle := r.idleRSS["gateway"].total
 	verdicts = append(verdicts, verdict{"gateway RSS idle (after start, before load)", fmt.Sprintf("%.1f MB", mb(idle)),
 		fmt.Sprintf("≤ %d MB", maxIdleRSS>>20), pass(idle > 0 && idle <= maxIdleRSS)})
 	if g, f := r.streams["gateway"], r.streams["floor"]; g != nil && f != nil {
@@ -198,8 +204,8 @@ func (r *report) markdown() string {
 		q := ratio(float64(g.cpuPerReq(r.hz)), float64(f.cpuPerReq(r.hz)))
 		verdicts = append(verdicts, verdict{"CPU per stream " + open + ", gateway / floor", fmt.Sprintf("%.2f× (%.0f vs %.0f µs)", q, us(g.cpuPerReq(r.hz)), us(f.cpuPerReq(r.hz))),
 			fmt.Sprintf("≤ %.2f×", maxStreamCPURatio), pass(q <= maxStreamCPURatio)})
-		q = ratio(float64(g.rssMax), float64(f.rssMax))
-		verdicts = append(verdicts, verdict{"RSS " + open + " (max sampled), gateway / floor", fmt.Sprintf("%.2f× (%.1f vs %.1f MB, peak open %d)", q, mb(g.rssMax), mb(f.rssMax), g.peakOpen),
+		q = ratio(float64(g.rssMax.total), float64(f.rssMax.total))
+		verdicts = append(verdicts, verdict{"RSS " + open + " (max sampled), gateway / floor", fmt.Sprintf("%.2f× (%.1f vs %.1f MB, peak open %d)", q, mb(g.rssMax.total), mb(f.rssMax.total), g.peakOpen),
 			fmt.Sprintf("≤ %.2f×", maxStreamRSSRatio), pass(q <= maxStreamRSSRatio && g.peakOpen >= int64(o.streams)*99/100)})
 	}
 
@@ -231,7 +237,7 @@ func (r *report) markdown() string {
 
 	var info []string
 	for _, s := range serverOrder {
-		info = append(info, fmt.Sprintf("%s %.1f MB", serverLabel[s], mb(r.idleRSS[s])))
+		info = append(info, fmt.Sprintf("%s %s", serverLabel[s], r.idleRSS[s]))
 	}
 	var noisy float64
 	for _, x := range r.loads {
@@ -411,7 +417,7 @@ func (r *report) extrasTable(b *strings.Builder) {
 		for _, k := range rows {
 			x := r.loads[k]
 			fmt.Fprintf(b, "| %d | %s | %.0f | %.1f | %.1f | %d | %d | %.1f | %.1f | %s | %s |\n", k.conc, extraLabel[k.server], x.rps(),
-				us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax),
+				us(x.lat.quantile(.5)), us(x.lat.quantile(.99)), x.non2xx, x.errs, us(x.cpuPerReq(r.hz)), mb(x.rssMax.total),
 				r.against(k, "floor", true), r.against(k, "gateway", false))
 		}
 		b.WriteString("\n")

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,9 +13,17 @@ import (
 )
 
 // responseCache holds passthrough GET answers. It belongs to the engine,
-// so it survives reloads.
+// so it survives reloads. Its store is made when the first answer is kept:
+// ristretto sizes its admission counters for max_bytes up front (3 MB of
+// heap for the default 64 MB) and runs goroutines of its own, which a
+// gateway that never serves a cacheable GET would carry for nothing.
 type responseCache struct {
-	c            *ristretto.Cache[string, *entry]
+	cfg ristretto.Config[string, *entry]
+	// c is the store, nil until the first answer kept.
+	c atomic.Pointer[ristretto.Cache[string, *entry]]
+	// mu orders making the store with closing it: none is made after.
+	mu           sync.Mutex
+	closed       bool
 	hits, misses atomic.Int64
 }
 
@@ -25,17 +35,34 @@ type entry struct {
 }
 
 func newResponseCache(maxBytes int64) (*responseCache, error) {
-	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+	// The one setting ristretto could refuse; checked here, at start, as
+	// when the store was made here.
+	if maxBytes <= 0 {
+		return nil, fmt.Errorf("max_bytes must be positive, got %d", maxBytes)
+	}
+	return &responseCache{cfg: ristretto.Config[string, *entry]{
 		// Ten counters per entry that fits, at a guess of 1 KiB each.
 		NumCounters:        max(1000, maxBytes/1024*10),
 		MaxCost:            maxBytes,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
-	})
-	if err != nil {
-		return nil, err
+	}}, nil
+}
+
+// store returns the store, made on the first call; nil once closed.
+func (rc *responseCache) store() *ristretto.Cache[string, *entry] {
+	if c := rc.c.Load(); c != nil {
+		return c
 	}
-	return &responseCache{c: c}, nil
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if c := rc.c.Load(); c != nil || rc.closed {
+		return c
+	}
+	// newResponseCache checked the one setting that could fail.
+	c, _ := ristretto.NewCache(&rc.cfg)
+	rc.c.Store(c)
+	return c
 }
 
 func cacheKey(provider string, key int, path, query []byte) string {
@@ -47,7 +74,11 @@ func cacheKey(provider string, key int, path, query []byte) string {
 }
 
 func (rc *responseCache) get(key string) (*entry, bool) {
-	e, ok := rc.c.Get(key)
+	var e *entry
+	ok := false
+	if c := rc.c.Load(); c != nil {
+		e, ok = c.Get(key)
+	}
 	if ok {
 		rc.hits.Add(1)
 	} else {
@@ -61,22 +92,37 @@ func (rc *responseCache) set(key string, e *entry, ttl time.Duration) {
 	for _, h := range e.headers {
 		cost += int64(len(h[0]) + len(h[1]))
 	}
-	rc.c.SetWithTTL(key, e, cost, ttl)
+	c := rc.store()
+	if c == nil {
+		return
+	}
+	c.SetWithTTL(key, e, cost, ttl)
 	// Sets are applied asynchronously; waiting makes the next identical
 	// GET a hit, at a cost only misses pay.
-	rc.c.Wait()
+	c.Wait()
 }
 
 // size returns the number of cached entries and their bytes.
 func (rc *responseCache) size() (entries int, bytes int64) {
-	rc.c.IterValues(func(*entry) bool {
+	c := rc.c.Load()
+	if c == nil {
+		return 0, 0
+	}
+	c.IterValues(func(*entry) bool {
 		entries++
 		return false
 	})
-	return entries, rc.c.MaxCost() - rc.c.RemainingCost()
+	return entries, c.MaxCost() - c.RemainingCost()
 }
 
-func (rc *responseCache) close() { rc.c.Close() }
+func (rc *responseCache) close() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.closed = true
+	if c := rc.c.Load(); c != nil {
+		c.Close()
+	}
+}
 
 func newEntry(resp *fasthttp.Response) *entry {
 	e := &entry{status: resp.StatusCode(), body: append([]byte(nil), resp.Body()...)}

@@ -346,10 +346,17 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 	ctx.SetContentTypeBytes(strEventStream)
 	h.Set(fasthttp.HeaderCacheControl, "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	x.relay = &relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
+	r := relayPool.Get().(*relay)
+	*r = relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
 		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}, errFrame: x.op.streamError}
-	ctx.Response.SetBodyStream(x.relay, -1)
+	x.relay = r
+	ctx.Response.SetBodyStream(r, -1)
 }
+
+// relayPool keeps relays for the next stream: each stream would otherwise
+// leave its relay (near 900 bytes) behind as garbage, and with many open
+// streams garbage is what grows the heap between two collections.
+var relayPool = sync.Pool{New: func() any { return new(relay) }}
 
 // relay streams a reply to the client frame by frame. fasthttp calls its
 // WriteTo, and each Write becomes one flushed chunk, so events go out as
@@ -380,6 +387,9 @@ type relay struct {
 	// when the stream ends.
 	entry  recentEntry
 	recent *recentRing
+	// wrote is set once fasthttp writes the stream, so after the handler
+	// that made the relay returned: from then on fasthttp alone holds it.
+	wrote bool
 }
 
 // next returns the next bytes for the client, and false at the end. A
@@ -397,11 +407,11 @@ func (r *relay) next() ([]byte, bool) {
 	frame, err := r.stream.Next()
 	switch {
 	case err == io.EOF:
-		r.Close()
+		r.end()
 		return nil, false
 	case err != nil:
 		r.interrupted(asFailure(err))
-		r.Close()
+		r.end()
 		r.log.Warn("upstream stream failed after the response started", "via", string(r.via), "err", err)
 		if r.errFrame == nil {
 			return nil, false
@@ -438,10 +448,11 @@ func (r *relay) WriteTo(w io.Writer) (n int64, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.log.Error("panic while relaying a stream", "via", string(r.via), "panic", panicText(p), "stack", string(debug.Stack()))
-			r.Close()
+			r.end()
 			err = errRelayPanic
 		}
 	}()
+	r.wrote = true
 	for {
 		b, ok := r.next()
 		if !ok {
@@ -453,7 +464,7 @@ func (r *relay) WriteTo(w io.Writer) (n int64, err error) {
 		if err != nil {
 			// The client went away or stopped reading; closing the
 			// upstream stops its work.
-			r.Close()
+			r.end()
 			return n, err
 		}
 	}
@@ -480,9 +491,20 @@ func (r *relay) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close releases the upstream stream and settles the tokens it used;
-// fasthttp calls it when the response is done, however it ended.
+// Close ends the stream; fasthttp calls it once, when the response is
+// done, however it ended, and drops the relay. One it wrote goes back to
+// the pool.
 func (r *relay) Close() error {
+	r.end()
+	if r.wrote {
+		*r = relay{}
+		relayPool.Put(r)
+	}
+	return nil
+}
+
+// end releases the upstream stream and settles the tokens it used, once.
+func (r *relay) end() {
 	if !r.ended {
 		r.ended = true
 		r.stream.Close()
@@ -504,7 +526,6 @@ func (r *relay) Close() error {
 			r.accessLog.write(r.access, r.start.Add(lat))
 		}
 	}
-	return nil
 }
 
 func streamError(err error) []byte {

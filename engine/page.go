@@ -7,12 +7,14 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
 
 // This file serves the status page: three files embedded in the binary,
-// read and gzipped once at start, never fetched from anywhere else. The
+// read once at start and gzipped once, when first asked for gzipped,
+// never fetched from anywhere else. The
 // page itself holds no data; it reads the JSON endpoints with the
 // gateway key its user gives it.
 
@@ -21,9 +23,14 @@ var webFiles embed.FS
 
 // pageFile is one embedded file as it is served.
 type pageFile struct {
-	body, gz []byte
-	ctype    string
-	etag     string
+	body []byte
+	// gz returns body gzipped. It runs on the first visit, not at start:
+	// the best compression takes a few MB of compressor state, which
+	// would stay in the process's memory for good, on a gateway whose
+	// page may never be opened.
+	gz    func() []byte
+	ctype string
+	etag  string
 }
 
 // pageCSP lets the page load its own script, style and data and nothing
@@ -50,12 +57,16 @@ func readPageFile(name, ctype string) *pageFile {
 	if err != nil {
 		panic(fmt.Sprintf("reading the embedded status page: %v", err))
 	}
+	sum := sha256.Sum256(b)
+	return &pageFile{body: b, gz: sync.OnceValue(func() []byte { return gzipped(b) }), ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+}
+
+func gzipped(b []byte) []byte {
 	var z bytes.Buffer
 	w, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
 	_, _ = w.Write(b)
 	_ = w.Close()
-	sum := sha256.Sum256(b)
-	return &pageFile{body: b, gz: z.Bytes(), ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+	return z.Bytes()
 }
 
 // page serves the status page's files. They are public: what the page
@@ -88,7 +99,7 @@ func page(ctx *fasthttp.RequestCtx) {
 	h.SetContentType(f.ctype)
 	if ctx.Request.Header.HasAcceptEncoding("gzip") {
 		h.Set(fasthttp.HeaderContentEncoding, "gzip")
-		ctx.SetBody(f.gz)
+		ctx.SetBody(f.gz())
 		return
 	}
 	ctx.SetBody(f.body)

@@ -97,7 +97,7 @@ func TestStatusPageWeight(t *testing.T) {
 	var plain, gz int
 	for _, p := range []string{"/", "/status/app.js", "/status/app.css"} {
 		plain += len(pageFiles[p].body)
-		gz += len(pageFiles[p].gz)
+		gz += len(pageFiles[p].gz())
 	}
 	t.Logf("status page: %d bytes, %d gzipped", plain, gz)
 	if gz > pageBudget {
