@@ -38,14 +38,41 @@ func TestScanOnePass(t *testing.T) {
 	}
 }
 
-// BenchmarkScan is the body scan of BenchmarkChat's request.
+// BenchmarkScan is the body scan of BenchmarkChat's request ("short"),
+// and of a longer conversation with an image part ("long").
 func BenchmarkScan(b *testing.B) {
-	body := []byte(`{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`)
-	var r chatRequest
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := scan(body, &r, opChat); err != nil {
-			b.Fatal(err.msg)
-		}
+	for _, bc := range []struct {
+		name string
+		body []byte
+	}{{"short", []byte(benchChatBody)}, {"long", longChatBody()}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var r chatRequest
+			b.SetBytes(int64(len(bc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := scan(bc.body, &r, opChat); err != nil {
+					b.Fatal(err.msg)
+				}
+			}
+		})
 	}
+}
+
+const benchChatBody = `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`
+
+// longChatBody is a 20-message conversation whose second message holds a
+// 4 KB image, with tools and stream options.
+func longChatBody() []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"max_tokens":512,"messages":[`)
+	sb.WriteString(`{"role":"system","content":"You are a helpful assistant that answers briefly and cites \"sources\"."}`)
+	sb.WriteString(`,{"role":"user","content":[{"type":"text","text":"What is in this picture?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,` +
+		strings.Repeat("iVBORw0KGgo", 372) + `","detail":"high"}}]}`)
+	for i := 0; i < 9; i++ {
+		sb.WriteString(`,{"role":"assistant","content":"It shows a small cat sitting on a wooden table next to a cup of coffee, in soft morning light."}`)
+		sb.WriteString(`,{"role":"user","content":"Tell me more about the cat: its colour, its pose, and what it might be looking at.\nBe brief."}`)
+	}
+	sb.WriteString(`],"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather for a city",` +
+		`"parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}],"metadata":{"user":"u-1"}}`)
+	return []byte(sb.String())
 }
