@@ -118,7 +118,7 @@ const (
 )
 
 // Reset makes r read b from its start.
-func (r *JSONReader) Reset(b []byte) { *r = JSONReader{b: b} }
+func (r *JSONReader) Reset(b []byte) { *r = JSONReader{b: b, i: skipSpace(b, 0)} }
 
 // Err is why the text is invalid, once Next returned JSONInvalid:
 // ErrJSONSyntax or ErrJSONDepth.
@@ -214,8 +214,7 @@ func (r *JSONReader) read(leave int) JSONToken {
 		case expectKey:
 			goto key
 		}
-		// expectValue
-		i = skipSpace(b, i)
+		// expectValue: past any space already, at the start or after ':'.
 		goto value
 	closing:
 		depth--
@@ -305,8 +304,10 @@ func (r *JSONReader) Is(s string) bool {
 	return r.Str() == s
 }
 
+// skipSpace returns the index of the first byte from b[i] on that is not
+// JSON whitespace; one comparison passes any byte above a space.
 func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
 		i++
 	}
 	return i
