@@ -262,3 +262,15 @@ func FuzzJSONReader(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCheckJSONMembers is the walk answerOf makes over a chat
+// completion.
+func BenchmarkCheckJSONMembers(b *testing.B) {
+	reply := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)
+	n := 0
+	for b.Loop() {
+		if CheckJSONMembers(reply, func(string, int, int) { n++ }) != nil {
+			b.Fatal("invalid")
+		}
+	}
+}
