@@ -1,9 +1,10 @@
 package adapters
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -29,7 +30,11 @@ var (
 // at most MaxJSONDepth deep. It never recurses and allocates nothing, so
 // a nesting bomb costs one pass over its bytes: it must run before
 // anything recursive reads untrusted JSON.
-func CheckJSON(b []byte) error { return CheckJSONMembers(b, nil) }
+func CheckJSON(b []byte) error {
+	var r JSONReader
+	r.Reset(b)
+	return r.Finish()
+}
 
 // CheckJSONMembers is CheckJSON that also hands visit, when b is an
 // object, each of its members in order as it passes them: the key
@@ -39,162 +44,332 @@ func CheckJSON(b []byte) error { return CheckJSONMembers(b, nil) }
 // out invalid after some members were visited still fails: the caller
 // must judge what it saw only once the error is nil.
 func CheckJSONMembers(b []byte, visit func(key string, start, end int)) error {
-	// open records, per depth, whether the container there is an object.
-	var open [MaxJSONDepth]bool
-	depth := 0
-	// The top-level member being read: its key, raw, and value's start.
-	keyStart, keyEnd, valStart := 0, 0, 0
-	i := skipSpace(b, 0)
-value:
-	if i >= len(b) {
-		return ErrJSONSyntax
-	}
-	if depth == 1 {
-		valStart = i
-	}
-	switch c := b[i]; c {
-	case '{', '[':
-		if depth == MaxJSONDepth {
-			return ErrJSONDepth
+	var r JSONReader
+	r.Reset(b)
+	if r.Next() == JSONObject && visit != nil {
+		for r.Next() == JSONKey {
+			key := r.Str()
+			r.Next()
+			start := r.Start
+			if !r.Skip() {
+				break
+			}
+			visit(key, start, r.End)
 		}
-		open[depth] = c == '{'
-		depth++
-		i = skipSpace(b, i+1)
-		if i < len(b) && (b[i] == '}' && c == '{' || b[i] == ']' && c == '[') {
-			depth--
-			i++
-			goto after
-		}
-		if c == '{' {
-			goto key
-		}
-		goto value
-	case '"':
-		if i = skipString(b, i); i < 0 {
-			return ErrJSONSyntax
-		}
-	case 't':
-		i = literal(b, i, "true")
-	case 'f':
-		i = literal(b, i, "false")
-	case 'n':
-		i = literal(b, i, "null")
-	default:
-		i = skipNumber(b, i)
 	}
-	if i < 0 {
-		return ErrJSONSyntax
-	}
-after:
-	if depth == 1 && visit != nil && open[0] {
-		visit(memberKey(b[keyStart:keyEnd]), valStart, i)
-	}
-	i = skipSpace(b, i)
-	if depth == 0 {
-		if i != len(b) {
-			return ErrJSONSyntax
-		}
-		return nil
-	}
-	if i >= len(b) {
-		return ErrJSONSyntax
-	}
-	switch obj := open[depth-1]; {
-	case b[i] == ',':
-		i = skipSpace(b, i+1)
-		if obj {
-			goto key
-		}
-		goto value
-	case b[i] == '}' && obj, b[i] == ']' && !obj:
-		depth--
-		i++
-		goto after
-	}
-	return ErrJSONSyntax
-key:
-	if i >= len(b) || b[i] != '"' {
-		return ErrJSONSyntax
-	}
-	if depth == 1 {
-		keyStart = i
-	}
-	if i = skipString(b, i); i < 0 {
-		return ErrJSONSyntax
-	}
-	if depth == 1 {
-		keyEnd = i
-	}
-	i = skipSpace(b, i)
-	if i >= len(b) || b[i] != ':' {
-		return ErrJSONSyntax
-	}
-	i = skipSpace(b, i+1)
-	goto value
+	return r.Finish()
 }
 
-// memberKey is a valid JSON string (quotes included) as a Go string: a
-// view of its bytes, or decoded (allocated) when it holds an escape.
-func memberKey(raw []byte) string {
-	s := unsafe.String(unsafe.SliceData(raw), len(raw))
-	if bytes.IndexByte(raw, '\\') < 0 {
+// JSONToken is the kind of token a JSONReader read.
+type JSONToken uint8
+
+// The tokens of JSON text. A value is one token, or for an object or
+// array its opening token, its members or elements, and its closing one.
+const (
+	// JSONInvalid: the text is not valid JSON or nests too deep; every
+	// later Next says so again.
+	JSONInvalid JSONToken = iota
+	// JSONEnd: the text held one valid value and nothing after it.
+	JSONEnd
+	JSONObject
+	JSONObjectEnd
+	JSONArray
+	JSONArrayEnd
+	// JSONKey is an object member's key; Next then reads its value.
+	JSONKey
+	JSONString
+	JSONNumber
+	JSONTrue
+	JSONFalse
+	JSONNull
+)
+
+// JSONReader reads JSON text one token at a time, checking it as
+// CheckJSON does: it never recurses, allocates nothing, and refuses a
+// nesting past MaxJSONDepth where it starts. Its caller reads what it
+// needs of a body and skips the rest, all in the pass that bounds it.
+// The zero value reads nothing; Reset it with the text.
+type JSONReader struct {
+	b []byte
+	i int
+	// Start and End bound the last token in b: a key or string with its
+	// quotes, a bracket alone. After Skip, End is the end of the value.
+	Start, End int
+	// Escaped reports that the last key or string holds an escape.
+	Escaped bool
+	last    JSONToken
+	state   readerState
+	depth   int
+	err     error
+	// object[d] is set when the container at depth d is an object.
+	object [MaxJSONDepth]bool
+}
+
+// readerState is what a JSONReader expects next.
+type readerState uint8
+
+const (
+	expectValue      readerState = iota // a value: at the start, after ':' or after ',' in an array
+	expectFirstValue                    // after '[': a value or ']'
+	expectFirstKey                      // after '{': a key or '}'
+	expectKey                           // after ',' in an object
+	expectMore                          // after a value: ',', a closing bracket, or the end
+	expectNothing                       // after the end or an error
+)
+
+// Reset makes r read b from its start.
+func (r *JSONReader) Reset(b []byte) { *r = JSONReader{b: b, i: skipSpace(b, 0)} }
+
+// Err is why the text is invalid, once Next returned JSONInvalid:
+// ErrJSONSyntax or ErrJSONDepth.
+func (r *JSONReader) Err() error { return r.err }
+
+// Depth is how many objects and arrays are open.
+func (r *JSONReader) Depth() int { return r.depth }
+
+// Next reads the next token.
+func (r *JSONReader) Next() JSONToken { return r.read(MaxJSONDepth) }
+
+// Skip reads on to the end of the value whose first token Next just
+// returned, so that End is where the value ends; it reports whether the
+// text is valid so far.
+func (r *JSONReader) Skip() bool {
+	if r.last == JSONObject || r.last == JSONArray {
+		return r.Leave(r.depth - 1)
+	}
+	return r.last != JSONInvalid
+}
+
+// Leave reads on until only depth objects and arrays are open, and
+// reports whether the text is valid so far.
+func (r *JSONReader) Leave(depth int) bool {
+	if r.depth > depth {
+		r.read(depth)
+	}
+	return r.last != JSONInvalid
+}
+
+// Finish reads the rest of the text and returns nil when all of it is
+// valid, or why not.
+func (r *JSONReader) Finish() error {
+	if r.read(-1) == JSONEnd {
+		return nil
+	}
+	return r.err
+}
+
+// read reads tokens until one leaves at most leave objects and arrays
+// open, the text ends, or it proves invalid, and returns that token. Its
+// state lives in locals while it loops, so skipping a value costs no
+// call per token.
+func (r *JSONReader) read(leave int) JSONToken {
+	if r.state == expectNothing {
+		return r.last
+	}
+	b, i, depth, state := r.b, r.i, r.depth, r.state
+	var tok JSONToken
+	var start, end int
+	esc := r.Escaped
+	for {
+		switch state {
+		case expectMore:
+			i = skipSpace(b, i)
+			if depth == 0 {
+				if i != len(b) {
+					return r.fail(ErrJSONSyntax)
+				}
+				tok, state, start, end = JSONEnd, expectNothing, i, i
+				goto token
+			}
+			if i >= len(b) {
+				return r.fail(ErrJSONSyntax)
+			}
+			switch c, obj := b[i], r.object[depth-1]; {
+			case c == ',':
+				i = skipSpace(b, i+1)
+				if obj {
+					goto key
+				}
+				goto value
+			case c == '}' && obj:
+				tok = JSONObjectEnd
+			case c == ']' && !obj:
+				tok = JSONArrayEnd
+			default:
+				return r.fail(ErrJSONSyntax)
+			}
+			goto closing
+		case expectFirstKey:
+			if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
+				tok = JSONObjectEnd
+				goto closing
+			}
+			goto key
+		case expectFirstValue:
+			if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
+				tok = JSONArrayEnd
+				goto closing
+			}
+			goto value
+		case expectKey:
+			goto key
+		}
+		// expectValue: past any space already, at the start or after ':'.
+		goto value
+	closing:
+		depth--
+		start, i, end, state = i, i+1, i+1, expectMore
+		goto token
+	key:
+		if i >= len(b) || b[i] != '"' {
+			return r.fail(ErrJSONSyntax)
+		}
+		start = i
+		if i, esc = skipString(b, i); i < 0 {
+			return r.fail(ErrJSONSyntax)
+		}
+		end = i
+		if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
+			return r.fail(ErrJSONSyntax)
+		}
+		tok, state = JSONKey, expectValue
+		i = skipSpace(b, i+1)
+		goto token
+	value:
+		if i >= len(b) {
+			return r.fail(ErrJSONSyntax)
+		}
+		start = i
+		switch c := b[i]; c {
+		case '{', '[':
+			if depth == MaxJSONDepth {
+				return r.fail(ErrJSONDepth)
+			}
+			if tok, state = JSONArray, expectFirstValue; c == '{' {
+				tok, state = JSONObject, expectFirstKey
+			}
+			r.object[depth] = c == '{'
+			depth++
+			i++
+			end = i
+			goto token
+		case '"':
+			tok = JSONString
+			i, esc = skipString(b, i)
+		case 't':
+			tok, i = JSONTrue, literal(b, i, "true")
+		case 'f':
+			tok, i = JSONFalse, literal(b, i, "false")
+		case 'n':
+			tok, i = JSONNull, literal(b, i, "null")
+		default:
+			tok, i = JSONNumber, skipNumber(b, i)
+		}
+		if i < 0 {
+			return r.fail(ErrJSONSyntax)
+		}
+		end, state = i, expectMore
+	token:
+		if depth <= leave || tok == JSONEnd {
+			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, state, tok
+			return tok
+		}
+	}
+}
+
+func (r *JSONReader) fail(err error) JSONToken {
+	r.err, r.state, r.last = err, expectNothing, JSONInvalid
+	return JSONInvalid
+}
+
+// Str is the last key or string read, unescaped as gjson reads it: a
+// view of the text, or decoded (allocated) when it holds an escape.
+func (r *JSONReader) Str() string {
+	s := unsafe.String(unsafe.SliceData(r.b[r.Start:]), r.End-r.Start)
+	if !r.Escaped {
 		return s[1 : len(s)-1]
 	}
 	return gjson.Parse(s).Str
 }
 
+// Since is the text from start to the end of the last token read.
+func (r *JSONReader) Since(start int) []byte { return r.b[start:r.End] }
+
+// Is reports whether the last key or string read, unescaped, is s; it
+// allocates only for an escaped one.
+func (r *JSONReader) Is(s string) bool {
+	if !r.Escaped {
+		return string(r.b[r.Start+1:r.End-1]) == s
+	}
+	return r.Str() == s
+}
+
+// skipSpace returns the index of the first byte from b[i] on that is not
+// JSON whitespace; one comparison passes any byte above a space.
 func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+	for i < len(b) && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
 		i++
 	}
 	return i
 }
 
-// plainByte marks the string bytes that need no look: not a quote, a
-// backslash or a control character.
-var plainByte = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
 // skipString returns the index after the string starting at b[i] (a
-// quote), or -1 when it is not a valid JSON string.
-func skipString(b []byte, i int) int {
+// quote), or -1 when it is not a valid JSON string, and whether it holds
+// an escape. Eight bytes at a time, it looks for the first that is a
+// quote, a backslash or a control character.
+func skipString(b []byte, i int) (int, bool) {
+	esc := false
 	i++
 	for i < len(b) {
-		c := b[i]
-		if plainByte[c] {
-			i++
-			continue
+		for ; i+8 <= len(b); i += 8 {
+			w := binary.LittleEndian.Uint64(b[i:])
+			if m := special(w); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
 		}
-		switch c {
-		case '"':
-			return i + 1
-		case '\\':
+		if i >= len(b) {
+			break
+		}
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1, esc
+		case c == '\\':
+			esc = true
 			if i+1 >= len(b) {
-				return -1
+				return -1, esc
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				i += 2
 			case 'u':
 				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
-					return -1
+					return -1, esc
 				}
 				i += 6
 			default:
-				return -1
+				return -1, esc
 			}
-		default:
+		case c < 0x20:
 			// A raw control character.
-			return -1
+			return -1, esc
+		default:
+			i++
 		}
 	}
-	return -1
+	return -1, esc
 }
 
+// special marks, in the high bit of each byte of w, the bytes that end a
+// run of plain string bytes: a quote, a backslash or a control
+// character. Marks above the lowest true one may be false (a borrow
+// carries), so only the lowest may be trusted.
+func special(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	s := w ^ (ones * '\\')
+	return ((q-ones)&^q | (s-ones)&^s | (w-ones*0x20)&^w) & highs
+}
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }

@@ -1,8 +1,10 @@
 package adapters
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -162,6 +164,112 @@ func BenchmarkGjsonValid(b *testing.B) {
 	b.SetBytes(int64(len(checkBenchBody)))
 	for b.Loop() {
 		if !gjson.ValidBytes(checkBenchBody) {
+			b.Fatal("invalid")
+		}
+	}
+}
+
+// TestJSONReader pins the tokens, spans and skips a reader gives.
+func TestJSONReader(t *testing.T) {
+	b := []byte(` {"a\u0062" : [1, {"x":[]}, "s"], "c":true ,"d":{}} `)
+	var r JSONReader
+	r.Reset(b)
+	var got []string
+	for tok := r.Next(); tok != JSONEnd; tok = r.Next() {
+		if tok == JSONInvalid {
+			t.Fatalf("invalid at %v: %v", got, r.Err())
+		}
+		got = append(got, string(r.Since(r.Start)))
+	}
+	want := []string{`{`, `"a\u0062"`, `[`, `1`, `{`, `"x"`, `[`, `]`, `}`, `"s"`, `]`, `"c"`, `true`, `"d"`, `{`, `}`, `}`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("tokens %q, want %q", got, want)
+	}
+
+	r.Reset(b)
+	if r.Next() != JSONObject || r.Next() != JSONKey || !r.Escaped || r.Str() != "ab" || !r.Is("ab") || r.Is("a") {
+		t.Fatalf("escaped key: %q", r.Str())
+	}
+	if r.Next() != JSONArray || r.Start != 14 || !r.Skip() || string(r.Since(14)) != `[1, {"x":[]}, "s"]` || r.Depth() != 1 {
+		t.Fatalf("skip: at %d, depth %d", r.End, r.Depth())
+	}
+	if r.Next() != JSONKey || r.Escaped || !r.Is("c") || r.Next() != JSONTrue || !r.Skip() || r.Next() != JSONKey || r.Next() != JSONObject {
+		t.Fatal("members after a skip")
+	}
+	if !r.Leave(0) || r.Next() != JSONEnd || r.Next() != JSONEnd || r.Finish() != nil {
+		t.Fatal("end")
+	}
+
+	// An error sticks, whatever is asked after it.
+	r.Reset([]byte(`{"a":[1,}`))
+	if r.Finish() != ErrJSONSyntax || r.Next() != JSONInvalid || r.Skip() || r.Leave(0) || r.Finish() != ErrJSONSyntax {
+		t.Fatal("error does not stick")
+	}
+	r.Reset([]byte(`[` + strings.Repeat(`{"a":[`, 100)))
+	if r.Finish() != ErrJSONDepth || r.Err() != ErrJSONDepth {
+		t.Fatal("depth")
+	}
+}
+
+// FuzzJSONReader holds a reader's tokens to the text: on any input
+// CheckJSON accepts, they rebuild it as json.Compact does.
+func FuzzJSONReader(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2,{"b":null}],"c":{}}`, ` [ "x\u0041" , -1.5e10 , true , false ] `, `{"a":"\\"}`, `{}`, `"x"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if CheckJSON(b) != nil {
+			return
+		}
+		var r JSONReader
+		r.Reset(b)
+		var out []byte
+		// first[d]: nothing was written yet in the container at depth d.
+		first := []bool{true}
+		afterKey := false
+		for tok := r.Next(); tok != JSONEnd; tok = r.Next() {
+			switch tok {
+			case JSONInvalid:
+				t.Fatalf("%q: invalid after CheckJSON accepted it: %v", b, r.Err())
+			case JSONObjectEnd, JSONArrayEnd:
+				first = first[:len(first)-1]
+				out = append(out, r.Since(r.Start)...)
+				afterKey = false
+				continue
+			}
+			if !afterKey && !first[len(first)-1] {
+				out = append(out, ',')
+			}
+			first[len(first)-1] = false
+			out = append(out, r.Since(r.Start)...)
+			afterKey = tok == JSONKey
+			switch tok {
+			case JSONKey:
+				out = append(out, ':')
+			case JSONObject, JSONArray:
+				first = append(first, true)
+			}
+			if r.Depth() != len(first)-1 {
+				t.Fatalf("%q: depth %d, %d open", b, r.Depth(), len(first)-1)
+			}
+		}
+		var want bytes.Buffer
+		if err := json.Compact(&want, b); err != nil {
+			t.Fatalf("%q: %v", b, err)
+		}
+		if !bytes.Equal(out, want.Bytes()) {
+			t.Fatalf("%q: rebuilt %q, json.Compact %q", b, out, want.Bytes())
+		}
+	})
+}
+
+// BenchmarkCheckJSONMembers is the walk answerOf makes over a chat
+// completion.
+func BenchmarkCheckJSONMembers(b *testing.B) {
+	reply := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`)
+	n := 0
+	for b.Loop() {
+		if CheckJSONMembers(reply, func(string, int, int) { n++ }) != nil {
 			b.Fatal("invalid")
 		}
 	}

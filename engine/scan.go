@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"strings"
@@ -68,7 +69,8 @@ type fieldSet uint16
 
 // see records key k of an object and returns an error when it repeats a
 // decided field or spells one in another case. names are the decided
-// fields, at most 16.
+// fields, at most 16. An ASCII key can only fold onto a name of its
+// length; another may fold onto any (the Kelvin sign is three bytes).
 func (f *fieldSet) see(k string, names []string) *apiError {
 	ascii := true
 	for i := 0; i < len(k); i++ {
@@ -79,13 +81,14 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 	}
 	for i, name := range names {
 		switch {
+		case ascii && len(k) != len(name):
 		case k == name:
 			if *f&(1<<i) != 0 {
 				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
 			}
 			*f |= 1 << i
 			return nil
-		case (!ascii || len(k) == len(name)) && strings.EqualFold(k, name):
+		case strings.EqualFold(k, name):
 			return badRequest(name, "ambiguous_field", "field "+strconv.Quote(k)+" differs from "+strconv.Quote(name)+
 				" only in case; send it once, as "+strconv.Quote(name))
 		}
@@ -94,37 +97,36 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 }
 
 // scan validates a request body for op and fills r with what routing
-// needs, in one pass that does not decode the content: the walk that
-// bounds the body hands over each top-level field as it passes it. A
-// failure names the field.
+// needs, in the one pass that bounds the body: it reads the fields it
+// decides on as the walk passes them and skips the rest, the content
+// included, without decoding it. A failure names the field.
 func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	*r = chatRequest{modelStart: -1}
+	var j adapters.JSONReader
+	j.Reset(body)
 	var bad *apiError
 	var seen fieldSet
-	haveBody := false
-	err := adapters.CheckJSONMembers(body, func(key string, start, end int) {
-		if bad != nil {
-			return
+	haveBody, object := false, j.Next() == adapters.JSONObject
+	for object && j.Next() == adapters.JSONKey {
+		key := j.Str()
+		tok := j.Next()
+		if bad == nil {
+			bad = seen.see(key, op.decided)
 		}
-		if bad = seen.see(key, op.decided); bad != nil {
-			return
+		// Another operation's content is skipped: the upstream reads it.
+		if bad == nil && (key == op.body || key != "messages" && key != "input" && key != "prompt") {
+			haveBody = haveBody || key == op.body
+			bad = r.field(&j, key, tok)
 		}
-		if key != op.body && (key == "messages" || key == "input" || key == "prompt") {
-			// Another operation's content: the upstream reads it.
-			return
-		}
-		switch key {
-		case "messages", "input", "prompt":
-			haveBody = true
-		}
-		bad = r.field(key, gjson.Parse(bytesString(body[start:end])), start)
-	})
+		// Past the rest of the value, wherever field stopped.
+		j.Leave(1)
+	}
 	// A body found invalid fails as such, whatever its fields showed
 	// before the walk got there.
-	switch {
+	switch err := j.Finish(); {
 	case err != nil:
 		return jsonError(err)
-	case !gjson.Parse(bytesString(body)).IsObject():
+	case !object:
 		return badRequest("", "invalid_json", "request body must be a JSON object")
 	case bad != nil:
 		return bad
@@ -138,119 +140,174 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	return nil
 }
 
-// field reads the top-level field key, whose value v starts at offset
-// start of the body, into r.
-func (r *chatRequest) field(key string, v gjson.Result, start int) (bad *apiError) {
+// field reads the top-level field key, whose value's first token j just
+// read as tok, into r. It may stop anywhere in the value.
+func (r *chatRequest) field(j *adapters.JSONReader, key string, tok adapters.JSONToken) *apiError {
+	start := j.Start
 	switch key {
 	case "model":
-		if v.Type != gjson.String || v.Str == "" {
+		if tok != adapters.JSONString {
 			return badRequest("model", "invalid_type", "model must be a non-empty string")
 		}
-		r.model, r.modelStart, r.modelEnd = v.Str, start, start+len(v.Raw)
+		if r.model = j.Str(); r.model == "" {
+			return badRequest("model", "invalid_type", "model must be a non-empty string")
+		}
+		r.modelStart, r.modelEnd = start, j.End
 	case "stream":
-		switch v.Type {
-		case gjson.True:
+		switch tok {
+		case adapters.JSONTrue:
 			r.stream = true
-		case gjson.False, gjson.Null:
+		case adapters.JSONFalse, adapters.JSONNull:
 		default:
 			return badRequest("stream", "invalid_type", "stream must be true or false")
 		}
 	case "messages":
-		if !v.IsArray() {
-			return badRequest("messages", "invalid_type", "messages must be an array of message objects")
-		}
-		r.tokens += (len(v.Raw) + 3) / 4
-		images := strings.Contains(v.Raw, `"image_url"`)
-		v.ForEach(func(_, m gjson.Result) bool {
-			if !m.IsObject() {
-				bad = badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
-				return false
-			}
-			// One pass over the message finds its role and content, the
-			// first of each as gjson's Get would.
-			var role, content gjson.Result
-			var haveRole, haveContent bool
-			m.ForEach(func(k, f gjson.Result) bool {
-				switch {
-				case k.Str == "role" && !haveRole:
-					role, haveRole = f, true
-				case k.Str == "content" && !haveContent:
-					content, haveContent = f, true
-				}
-				return !haveRole || !haveContent
-			})
-			if role.Type != gjson.String {
-				bad = badRequest(messageParam(r.messages)+".role", "invalid_type", "each message needs a string role")
-				return false
-			}
-			switch role.Str {
-			case "system", "developer":
-				if r.system == "" {
-					r.system = content.Raw
-				}
-			case "user":
-				if r.firstUser == "" {
-					r.firstUser = content.Raw
-				}
-			case "assistant":
-				r.assistant = true
-			}
-			if images {
-				r.tokens += imageAdjustment(content)
-			}
-			r.messages++
-			return true
-		})
+		return r.readMessages(j, tok)
 	case "input", "prompt":
 		// Embedding inputs and completion prompts: a string, a list of
 		// them, or token ids; only their size matters here.
-		if v.Type != gjson.String && !v.IsArray() {
+		if tok != adapters.JSONString && tok != adapters.JSONArray {
 			return badRequest(key, "invalid_type", key+" must be a string or an array")
 		}
-		r.tokens += (len(v.Raw) + 3) / 4
+		j.Skip()
+		r.tokens += (j.End - start + 3) / 4
 		r.messages = 1
 	case "tools":
-		// Tool definitions are part of the prompt.
-		r.tokens += (len(v.Raw) + 3) / 4
-		switch {
-		case v.IsArray():
-			// Not empty: something other than whitespace before "]".
-			r.tools = strings.TrimLeft(v.Raw[1:], " \t\r\n")[0] != ']'
-		case v.Type != gjson.Null:
+		// Tool definitions are part of the prompt. An array is not empty
+		// when its next token does not close it.
+		tools := tok == adapters.JSONArray && j.Next() != adapters.JSONArrayEnd
+		j.Leave(1)
+		r.tokens += (j.End - start + 3) / 4
+		switch tok {
+		case adapters.JSONArray:
+			r.tools = tools
+		case adapters.JSONNull:
+		default:
 			return badRequest("tools", "invalid_type", "tools must be an array")
 		}
 	case "max_tokens", "max_completion_tokens":
-		switch v.Type {
-		case gjson.Number:
-			if v.Num < 1 || v.Num > maxTokensBound || v.Num != float64(int64(v.Num)) {
+		switch tok {
+		case adapters.JSONNumber:
+			n := number(j.Since(start))
+			if n < 1 || n > maxTokensBound || n != float64(int64(n)) {
 				return badRequest(key, "invalid_value", key+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
 			}
-			r.maxTokens = max(r.maxTokens, int(v.Num))
-		case gjson.Null:
+			r.maxTokens = max(r.maxTokens, int(n))
+		case adapters.JSONNull:
 		default:
 			return badRequest(key, "invalid_type", key+" must be a number")
 		}
 	case "stream_options":
 		// Present even as null: the adapter must not add a second one.
+		// Only an object's members count, as gjson iterates them.
 		r.streamOptions = true
 		var inner fieldSet
-		v.ForEach(func(k, o gjson.Result) bool {
-			if bad = inner.see(k.Str, streamOptionFields[:]); bad != nil {
+		for tok == adapters.JSONObject && j.Next() == adapters.JSONKey {
+			k := j.Str()
+			if bad := inner.see(k, streamOptionFields[:]); bad != nil {
 				bad.param = "stream_options." + bad.param
-				return false
+				return bad
 			}
-			if k.Str == "include_usage" {
-				r.clientUsage = o.Type == gjson.True
+			v := j.Next()
+			if k == "include_usage" {
+				r.clientUsage = v == adapters.JSONTrue
 			}
-			return true
-		})
+			j.Skip()
+		}
 	case "metadata":
-		if !v.IsObject() && v.Type != gjson.Null {
+		if tok != adapters.JSONObject && tok != adapters.JSONNull {
 			return badRequest("metadata", "invalid_type", "metadata must be an object")
 		}
-		r.metadata = v
+		j.Skip()
+		// An object's or null's gjson value costs no parse.
+		r.metadata = gjson.Parse(bytesString(j.Since(start)))
 	}
-	return bad
+	return nil
+}
+
+// number is a JSON number's value as gjson reads it (strconv's); an
+// integer short enough to be exact, as max_tokens are, is read directly.
+func number(raw []byte) float64 {
+	n := 0
+	for i, c := range raw {
+		if c < '0' || c > '9' || i == 15 {
+			f, _ := strconv.ParseFloat(bytesString(raw), 64)
+			return f
+		}
+		n = n*10 + int(c-'0')
+	}
+	return float64(n)
+}
+
+// readMessages reads the messages array whose first token j just read as
+// tok: each message's first role and first content, as gjson's Get finds
+// them, and the size of it all. It may stop anywhere in the array.
+func (r *chatRequest) readMessages(j *adapters.JSONReader, tok adapters.JSONToken) *apiError {
+	if tok != adapters.JSONArray {
+		return badRequest("messages", "invalid_type", "messages must be an array of message objects")
+	}
+	start := j.Start
+	// images is what image parts change in the estimate; plain: one of
+	// them has its type unescaped, so the text holds "image_url".
+	images, plain := 0, false
+	for {
+		switch j.Next() {
+		case adapters.JSONObject:
+		case adapters.JSONArrayEnd, adapters.JSONInvalid:
+			raw := j.Since(start)
+			r.tokens += (len(raw) + 3) / 4
+			// Image parts count only where the text holds "image_url"
+			// as such: a part typed "image\u005furl" alone does not.
+			if images != 0 && (plain || bytes.Contains(raw, []byte(`"image_url"`))) {
+				r.tokens += images
+			}
+			return nil
+		default:
+			return badRequest(messageParam(r.messages), "invalid_type", "each message must be an object with a role")
+		}
+		var role adapters.JSONToken
+		var roleName, content string
+		var haveRole, haveContent bool
+		for j.Next() == adapters.JSONKey {
+			switch {
+			case !haveRole && j.Is("role"):
+				haveRole = true
+				if role = j.Next(); role == adapters.JSONString {
+					roleName = j.Str()
+				}
+			case !haveContent && j.Is("content"):
+				haveContent = true
+				tok := j.Next()
+				cstart := j.Start
+				if tok == adapters.JSONArray {
+					n, p := imageParts(j)
+					images, plain = images+n, plain || p
+				}
+				j.Skip()
+				content = bytesString(j.Since(cstart))
+				continue
+			default:
+				j.Next()
+			}
+			j.Skip()
+		}
+		if role != adapters.JSONString {
+			return badRequest(messageParam(r.messages)+".role", "invalid_type", "each message needs a string role")
+		}
+		switch roleName {
+		case "system", "developer":
+			if r.system == "" {
+				r.system = content
+			}
+		case "user":
+			if r.firstUser == "" {
+				r.firstUser = content
+			}
+		case "assistant":
+			r.assistant = true
+		}
+		r.messages++
+	}
 }
 
 // imageTokens is what one image counts for in the prompt estimate:
@@ -259,19 +316,37 @@ func (r *chatRequest) field(key string, v gjson.Result, start int) (bad *apiErro
 // photo look like hundreds of thousands of tokens.
 const imageTokens = 765
 
-// imageAdjustment corrects the bytes/4 estimate of a message's content
-// for its image parts: their bytes out, imageTokens each in.
-func imageAdjustment(content gjson.Result) int {
-	n := 0
-	if content.IsArray() {
-		content.ForEach(func(_, part gjson.Result) bool {
-			if part.Get("type").Str == "image_url" {
-				n += imageTokens - (len(part.Raw)+3)/4
+// imageParts reads a message's content array, whose opening j just read,
+// to its end, and returns how its image parts (a "type" of "image_url",
+// the first one as gjson's Get finds it) correct the bytes/4 estimate:
+// their bytes out, imageTokens each in. plain reports an image part whose
+// type holds no escape.
+func imageParts(j *adapters.JSONReader) (n int, plain bool) {
+	for {
+		switch j.Next() {
+		case adapters.JSONArrayEnd, adapters.JSONInvalid:
+			return n, plain
+		case adapters.JSONObject:
+		default:
+			j.Skip()
+			continue
+		}
+		start, typed, image := j.Start, false, false
+		for j.Next() == adapters.JSONKey {
+			if !typed && j.Is("type") {
+				typed = true
+				if j.Next() == adapters.JSONString && j.Is("image_url") {
+					image, plain = true, plain || !j.Escaped
+				}
+			} else {
+				j.Next()
 			}
-			return true
-		})
+			j.Skip()
+		}
+		if image {
+			n += imageTokens - (len(j.Since(start))+3)/4
+		}
 	}
-	return n
 }
 
 func messageParam(i int) string {
