@@ -162,3 +162,31 @@ func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, r
 	}
 	return false, req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut() || req.Header.IsQuery()
 }
+
+// endpoint is an upstream URL, parsed once: fasthttp would otherwise
+// parse and normalize it on every request.
+type endpoint struct {
+	url string
+	// uri is url parsed; nil for a URL built per request (Gemini's of a
+	// model not configured), or one fasthttp does not take, whose
+	// request fails as it always did.
+	uri *fasthttp.URI
+}
+
+func newEndpoint(url string) endpoint {
+	u := fasthttp.AcquireURI()
+	if err := u.Parse(nil, []byte(url)); err != nil {
+		fasthttp.ReleaseURI(u)
+		return endpoint{url: url}
+	}
+	return endpoint{url: url, uri: u}
+}
+
+// set makes req's URI the endpoint's, already parsed.
+func (e *endpoint) set(req *fasthttp.Request) {
+	if e.uri == nil {
+		req.SetRequestURI(e.url)
+		return
+	}
+	req.SetURI(e.uri)
+}
