@@ -100,9 +100,12 @@ func hangingUp(_ net.Conn, br *bufio.Reader) { readRequest(br) }
 
 // tcpOpenAI builds the openai adapter, on its own client, for an upstream
 // at addr.
-func tcpOpenAI(t *testing.T, addr string) Provider {
+func tcpOpenAI(t *testing.T, addr string) Provider { return tcpOpenAIWithin(t, addr, 5*time.Second) }
+
+// tcpOpenAIWithin is tcpOpenAI with the provider's timeout.
+func tcpOpenAIWithin(t *testing.T, addr string, timeout time.Duration) Provider {
 	t.Helper()
-	cfg, err := config.Parse([]byte("providers:\n  up: {type: openai, base_url: http://"+addr+"/v1, timeout: 5s, models: {m: {}}}\n"), config.Options{})
+	cfg, err := config.Parse([]byte("providers:\n  up: {type: openai, base_url: http://"+addr+"/v1, timeout: "+timeout.String()+", models: {m: {}}}\n"), config.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,16 +216,7 @@ func TestUpstreamTimeoutOnBusyConnection(t *testing.T) {
 			_, _ = br.ReadByte()
 		}
 	})
-	cfg, err := config.Parse([]byte("providers:\n  up: {type: openai, base_url: http://"+s.addr+"/v1, timeout: "+timeout.String()+", models: {m: {}}}\n"), config.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := NewClient(cfg.Providers["up"], nil)
-	t.Cleanup(client.CloseIdleConnections)
-	p, err := New(cfg.Providers["up"], client, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := tcpOpenAIWithin(t, s.addr, timeout)
 	for i := range 3 {
 		if err := p.Chat(testCall(`{"model":"m"}`, false, -1), &Reply{}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
