@@ -328,15 +328,38 @@ const maxRetryAfterSeconds = float64(math.MaxInt64 / time.Second)
 // exhaustedFor reads the x-ratelimit-remaining-* / x-ratelimit-reset-*
 // headers of OpenAI, Groq and most compatible servers: when requests or
 // tokens remaining is 0, how long until they reset. An exhausted key whose
-// reset is unreadable is held for a minute, the usual window.
+// reset is unreadable is held for a minute, the usual window. The first
+// of a repeated header counts, as Peek finds it; one walk over the
+// headers finds them all (a Peek copies and normalizes its key, and
+// walks them itself).
 func exhaustedFor(h *fasthttp.ResponseHeader) time.Duration {
+	// v holds the remaining and reset values of requests, then tokens.
+	var v [4][]byte
+	var seen [4]bool
+	for k, val := range h.All() {
+		if len(k) <= len(rateLimitPrefix) || string(k[:len(rateLimitPrefix)]) != rateLimitPrefix {
+			continue
+		}
+		i := 0
+		switch string(k[len(rateLimitPrefix):]) {
+		case "Remaining-Requests":
+		case "Reset-Requests":
+			i = 1
+		case "Remaining-Tokens":
+			i = 2
+		case "Reset-Tokens":
+			i = 3
+		default:
+			continue
+		}
+		if !seen[i] {
+			v[i], seen[i] = val, true
+		}
+	}
 	var d time.Duration
-	for _, kind := range [...][2]string{
-		{"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
-		{"X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
-	} {
-		if rem := h.Peek(kind[0]); len(rem) == 1 && rem[0] == '0' {
-			r := resetIn(h.Peek(kind[1]))
+	for i := 0; i < len(v); i += 2 {
+		if rem := v[i]; len(rem) == 1 && rem[0] == '0' {
+			r := resetIn(v[i+1])
 			if r <= 0 {
 				r = time.Minute
 			}
@@ -345,6 +368,8 @@ func exhaustedFor(h *fasthttp.ResponseHeader) time.Duration {
 	}
 	return d
 }
+
+const rateLimitPrefix = "X-Ratelimit-"
 
 // resetIn parses a reset header: a Go-style duration ("1m30s", "7.66s",
 // "20ms", as OpenAI and Groq send) or a number of seconds.

@@ -31,8 +31,8 @@ type cohere struct {
 
 func newCohere(p *config.Provider, client *fasthttp.HostClient) Provider {
 	h := newOpenAI(p, client).(*openAI)
-	h.url = p.BaseURL + "/v2/chat"
-	h.embeddings = p.BaseURL + "/v2/embed"
+	h.url = newEndpoint(p.BaseURL + "/v2/chat")
+	h.embeddings = newEndpoint(p.BaseURL + "/v2/embed")
 	return &cohere{http: h, now: time.Now}
 }
 
@@ -45,7 +45,7 @@ func (co *cohere) Chat(c *Call, r *Reply) error {
 		return f
 	}
 	h := co.http
-	req := h.request(h.url, c.Key)
+	req := h.request(&h.url, c.Key)
 	if c.Stream {
 		req.Header.SetBytesV(fasthttp.HeaderAccept, strCohereAccept)
 	}

@@ -43,7 +43,7 @@ func (co *cohere) Embed(c *Call, r *Reply) error {
 		return untranslatable("cannot translate the request for cohere: %v", err)
 	}
 	h := co.http
-	req := h.request(h.embeddings, c.Key)
+	req := h.request(&h.embeddings, c.Key)
 	req.SetBodyRaw(body)
 	resp, f := send(h.client, req, false, h.firstByte, h.timeout)
 	if f != nil {

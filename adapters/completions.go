@@ -8,7 +8,7 @@ package adapters
 
 // Complete sends one legacy completion attempt with the key at c.Key.
 func (o *openAI) Complete(c *Call, r *Reply) error {
-	return o.post(o.completions, c, r, c.Stream, "choices")
+	return o.post(&o.completions, c, r, c.Stream, "choices")
 }
 
 // textCompletion is an OpenAI text_completion answer or stream chunk.

@@ -21,7 +21,7 @@ import (
 // Embed sends one embeddings attempt with the key at c.Key. The usage of
 // a compatible server that reports none is estimated.
 func (o *openAI) Embed(c *Call, r *Reply) error {
-	if err := o.post(o.embeddings, c, r, false, "data"); err != nil {
+	if err := o.post(&o.embeddings, c, r, false, "data"); err != nil {
 		return err
 	}
 	if !r.Usage.Known {

@@ -42,9 +42,7 @@ func newGemini(p *config.Provider, client *fasthttp.HostClient) Provider {
 		firstByte: p.FirstByteTimeout.D(),
 		idle:      p.IdleTimeout.D(),
 	}
-	for k, v := range p.Headers {
-		t.headers = append(t.headers, [2]string{k, v})
-	}
+	t.headers = headersOf(p)
 	for _, k := range p.Keys {
 		t.keys = append(t.keys, []byte(k.Reveal()))
 	}
@@ -81,7 +79,7 @@ func (g *gemini) urlsOf(upstream string) geminiURLs {
 
 // request starts a POST to uri with the key at key.
 func (g *gemini) request(uri string, key int) *fasthttp.Request {
-	req := g.transport.request(uri, key)
+	req := g.transport.request(&endpoint{url: uri}, key)
 	if k := g.transport.key(key); len(k) > 0 {
 		req.Header.SetCanonical(strGoogAPIKey, k)
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/valyala/fasthttp"
@@ -19,18 +18,20 @@ import (
 // check.
 type openAI struct {
 	client      *fasthttp.HostClient
-	url         string
+	url         endpoint
 	timeout     time.Duration
 	firstByte   time.Duration
 	idle        time.Duration
 	streamUsage bool
-	headers     [][2]string
+	// headers are the configured headers, names in the form fasthttp
+	// sends them.
+	headers [][2][]byte
 	// auth holds the ready "Bearer <key>" value for each key.
 	auth [][]byte
 	keys [][]byte
 	// embeddings, completions and responses are the endpoints of the
 	// calls besides chat (url).
-	embeddings, completions, responses string
+	embeddings, completions, responses endpoint
 }
 
 func init() { register("openai", newOpenAI) }
@@ -38,18 +39,16 @@ func init() { register("openai", newOpenAI) }
 func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 	o := &openAI{
 		client:      client,
-		url:         p.BaseURL + "/chat/completions",
-		embeddings:  p.BaseURL + "/embeddings",
-		completions: p.BaseURL + "/completions",
-		responses:   p.BaseURL + "/responses",
+		url:         newEndpoint(p.BaseURL + "/chat/completions"),
+		embeddings:  newEndpoint(p.BaseURL + "/embeddings"),
+		completions: newEndpoint(p.BaseURL + "/completions"),
+		responses:   newEndpoint(p.BaseURL + "/responses"),
 		timeout:     p.Timeout.D(),
 		firstByte:   p.FirstByteTimeout.D(),
 		idle:        p.IdleTimeout.D(),
 		streamUsage: p.StreamUsage == nil || *p.StreamUsage,
 	}
-	for k, v := range p.Headers {
-		o.headers = append(o.headers, [2]string{k, v})
-	}
+	o.headers = headersOf(p)
 	for _, k := range p.Keys {
 		o.auth = append(o.auth, []byte("Bearer "+k.Reveal()))
 		o.keys = append(o.keys, []byte(k.Reveal()))
@@ -77,29 +76,39 @@ func (o *openAI) key(i int) []byte {
 
 // Chat sends one attempt; key is chosen by c.Key's index in the
 // provider's key list.
-func (o *openAI) Chat(c *Call, r *Reply) error { return o.post(o.url, c, r, c.Stream, "choices") }
+func (o *openAI) Chat(c *Call, r *Reply) error { return o.post(&o.url, c, r, c.Stream, "choices") }
 
-// request starts a POST of JSON to url with the provider's extra headers
+// headersOf returns p's configured headers, each name in the form
+// fasthttp would give it (Set normalizes a name on every call).
+func headersOf(p *config.Provider) [][2][]byte {
+	var hs [][2][]byte
+	for k, v := range p.Headers {
+		hs = append(hs, [2][]byte{fasthttp.AppendNormalizedHeaderKey(nil, k), []byte(v)})
+	}
+	return hs
+}
+
+// request starts a POST of JSON to e with the provider's extra headers
 // and, when the provider has Bearer keys, the one at key.
-func (o *openAI) request(url string, key int) *fasthttp.Request {
+func (o *openAI) request(e *endpoint, key int) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
-	req.SetRequestURI(url)
+	e.set(req)
 	req.Header.SetMethodBytes(strPost)
 	req.Header.SetContentTypeBytes(strJSON)
 	if key >= 0 && key < len(o.auth) {
 		req.Header.SetCanonical(strAuth, o.auth[key])
 	}
-	for _, h := range o.headers {
-		req.Header.Set(h[0], h[1])
+	for i := range o.headers {
+		req.Header.SetCanonical(o.headers[i][0], o.headers[i][1])
 	}
 	return req
 }
 
-// post relays c's body, with only "model" rewritten, to url: the answer
+// post relays c's body, with only "model" rewritten, to e: the answer
 // streams when stream is set, and must otherwise hold the array named
 // list ("choices", "data").
-func (o *openAI) post(url string, c *Call, r *Reply, stream bool, list string) error {
-	req := o.request(url, c.Key)
+func (o *openAI) post(e *endpoint, c *Call, r *Reply, stream bool, list string) error {
+	req := o.request(e, c.Key)
 	// Ask for the usage chunk, so a stream settles against real token
 	// counts; it is stripped again if the client did not ask for it.
 	strip := stream && o.streamUsage && !c.ClientUsage && !c.StreamOptions
@@ -171,10 +180,115 @@ func answerOf(body []byte, list string) (found bool, u Usage, hasUsage bool, err
 		case list:
 			found = body[start] == '['
 		case "usage":
-			u, hasUsage = usageOf(gjson.Parse(unsafe.String(&body[start], end-start))), true
+			u, hasUsage = usageIn(body[start:end]), true
 		}
 	})
 	return found, u, hasUsage, err
+}
+
+// usageIn is usageOf for a usage value CheckJSONMembers has passed: one
+// walk over its members that stops once it has both counts, as usageOf's
+// does, without building a gjson.Result per member. A key with an escape
+// (never sent, but valid) is left to usageOf, which unescapes it.
+func usageIn(raw []byte) Usage {
+	if raw[0] != '{' {
+		return Usage{}
+	}
+	u := Usage{Known: true}
+	var haveP, haveC bool
+	for i := 1; !haveP || !haveC; {
+		i = pastSpace(raw, i)
+		if i >= len(raw) || raw[i] != '"' {
+			// The end of the object.
+			break
+		}
+		k := i + 1
+		i = pastValue(raw, i)
+		key := raw[k : i-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return usageOf(gjson.ParseBytes(raw))
+		}
+		i = pastSpace(raw, pastSpace(raw, i)+1)
+		v := i
+		i = pastValue(raw, i)
+		switch {
+		case string(key) == "prompt_tokens" && !haveP:
+			u.Prompt, haveP = intOf(raw[v:i]), true
+		case string(key) == "completion_tokens" && !haveC:
+			u.Completion, haveC = intOf(raw[v:i]), true
+		}
+		if i = pastSpace(raw, i); i >= len(raw) || raw[i] != ',' {
+			break
+		}
+		i++
+	}
+	return u
+}
+
+// pastSpace returns the index of the first byte from raw[i] on that is no
+// JSON whitespace.
+func pastSpace(raw []byte, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\r' || raw[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// pastValue returns the index just past the valid JSON value at raw[i].
+func pastValue(raw []byte, i int) int {
+	depth := 0
+	for ; i < len(raw); i++ {
+		switch raw[i] {
+		case '"':
+			for i++; i < len(raw) && raw[i] != '"'; i++ {
+				if raw[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+			if depth < 0 {
+				// The end of the container holding a number or
+				// a literal.
+				return i
+			}
+		case ',', ' ', '\n', '\r', '\t':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// intOf reads a JSON value as gjson's Int does: a plain integer of up to
+// 15 digits (every real count) directly, anything else through gjson.
+func intOf(raw []byte) int {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 {
+		return int(gjson.ParseBytes(raw).Int())
+	}
+	n := 0
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return int(gjson.ParseBytes(raw).Int())
+		}
+		n = n*10 + int(c-'0')
+	}
+	if len(digits) < len(raw) {
+		return -n
+	}
+	return n
 }
 
 // usageOf reads an OpenAI usage object.

@@ -270,3 +270,32 @@ func BenchmarkRedact(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRedactAnswer redacts a short non-stream answer (~300 bytes),
+// clean and with a key in its content, with BenchmarkRedact's keys.
+func BenchmarkRedactAnswer(b *testing.B) {
+	keys := []string{
+		"sk-proj-Ab3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA7bC9dE1fG3hI5jK7lM9nO1pQ3rS5tU7vW9xY1zA3bC5dE7fG9hI1jK3l",
+		"gsk_Zy9Xw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa9876543210zyxw",
+		"sk-ant-api03-Qw3rTy6uI9oP2aS5dF8gH1jK4lZ7xC0vB3nM6qW9eR2tY5uI8oP1aS4dF7gH0jK3lZ6xC9vB2nM5qW8eR1tY4u-AbCdEfAA",
+	}
+	r := NewRedactor(keys)
+	const answer = `{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-mini",` +
+		`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how can I help you today?\n%s"},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}`
+	for _, c := range []struct{ name, content string }{
+		{"clean", "Ask me anything."},
+		{"key", "Your key is " + keys[1] + "."},
+	} {
+		body := []byte(fmt.Sprintf(answer, c.content))
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, found := r.Redact(body); found != (c.name == "key") {
+					b.Fatal("misread")
+				}
+			}
+		})
+	}
+}

@@ -22,7 +22,7 @@ type ResponsesProvider interface {
 
 // Responses forwards a Responses request to {base_url}/responses.
 func (o *openAI) Responses(c *Call, r *Reply) error {
-	req := o.request(o.responses, c.Key)
+	req := o.request(&o.responses, c.Key)
 	appendPatched(req, c)
 	resp, f := o.exchange(req, c.Stream, r)
 	if f != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gateway/config"
+	"gateway/internal/deadline"
 )
 
 // NewClient builds the HTTP client of one provider, nil for one without an
@@ -64,9 +65,13 @@ var errStaleConn = errors.New("upstream closed a kept-alive connection")
 
 // trackedConn is an upstream connection that remembers whether it served
 // an exchange. Its local address carries that memory, because the address
-// is the one thing of the connection a fasthttp response keeps.
+// is the one thing of the connection a fasthttp response keeps. Its
+// deadlines are coalesced: fasthttp sets a write and a read deadline per
+// exchange, and a connection that serves requests back to back keeps the
+// ones in force, so an exchange's timeout fires at most an eighth of it,
+// and at most deadline.MaxSlack, late.
 type trackedConn struct {
-	net.Conn
+	deadline.Conn
 	addr trackedAddr
 }
 
@@ -108,7 +113,7 @@ func trackedDial(dial fasthttp.DialFunc) fasthttp.DialFuncWithTimeout {
 		if d.err != nil {
 			return nil, d.err
 		}
-		return &trackedConn{Conn: d.c, addr: trackedAddr{Addr: d.c.LocalAddr()}}, nil
+		return &trackedConn{Conn: deadline.Conn{Conn: d.c}, addr: trackedAddr{Addr: d.c.LocalAddr()}}, nil
 	}
 }
 
@@ -156,4 +161,32 @@ func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, r
 		return false, true
 	}
 	return false, req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut() || req.Header.IsQuery()
+}
+
+// endpoint is an upstream URL, parsed once: fasthttp would otherwise
+// parse and normalize it on every request.
+type endpoint struct {
+	url string
+	// uri is url parsed; nil for a URL built per request (Gemini's of a
+	// model not configured), or one fasthttp does not take, whose
+	// request fails as it always did.
+	uri *fasthttp.URI
+}
+
+func newEndpoint(url string) endpoint {
+	u := fasthttp.AcquireURI()
+	if err := u.Parse(nil, []byte(url)); err != nil {
+		fasthttp.ReleaseURI(u)
+		return endpoint{url: url}
+	}
+	return endpoint{url: url, uri: u}
+}
+
+// set makes req's URI the endpoint's, already parsed.
+func (e *endpoint) set(req *fasthttp.Request) {
+	if e.uri == nil {
+		req.SetRequestURI(e.url)
+		return
+	}
+	req.SetURI(e.uri)
 }

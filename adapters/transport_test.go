@@ -100,9 +100,12 @@ func hangingUp(_ net.Conn, br *bufio.Reader) { readRequest(br) }
 
 // tcpOpenAI builds the openai adapter, on its own client, for an upstream
 // at addr.
-func tcpOpenAI(t *testing.T, addr string) Provider {
+func tcpOpenAI(t *testing.T, addr string) Provider { return tcpOpenAIWithin(t, addr, 5*time.Second) }
+
+// tcpOpenAIWithin is tcpOpenAI with the provider's timeout.
+func tcpOpenAIWithin(t *testing.T, addr string, timeout time.Duration) Provider {
 	t.Helper()
-	cfg, err := config.Parse([]byte("providers:\n  up: {type: openai, base_url: http://"+addr+"/v1, timeout: 5s, models: {m: {}}}\n"), config.Options{})
+	cfg, err := config.Parse([]byte("providers:\n  up: {type: openai, base_url: http://"+addr+"/v1, timeout: "+timeout.String()+", models: {m: {}}}\n"), config.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,4 +201,38 @@ func TestUpstreamHeaderBlockBound(t *testing.T) {
 			t.Errorf("failure = %+v, want retryable", f)
 		}
 	})
+}
+
+// TestUpstreamTimeoutOnBusyConnection: an upstream that stops answering
+// on a connection that served requests back to back, whose deadlines are
+// coalesced, is cut between the provider's timeout and the timeout plus
+// its slack.
+func TestUpstreamTimeoutOnBusyConnection(t *testing.T) {
+	const timeout = 400 * time.Millisecond
+	s := newScriptedServer(t, func(c net.Conn, br *bufio.Reader) {
+		answering(3, nil)(c, br)
+		if readRequest(br) {
+			// Silent until the gateway gives up and closes.
+			_, _ = br.ReadByte()
+		}
+	})
+	p := tcpOpenAIWithin(t, s.addr, timeout)
+	for i := range 3 {
+		if err := p.Chat(testCall(`{"model":"m"}`, false, -1), &Reply{}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	start := time.Now()
+	f := asTestFailure(t, p.Chat(testCall(`{"model":"m"}`, false, -1), &Reply{}))
+	took := time.Since(start)
+	if f.Class != Retryable || f.Msg != "upstream timed out" {
+		t.Errorf("failure = %+v, want a retryable timeout", f)
+	}
+	// The margin is the scheduling of a loaded 2-core machine.
+	if took < timeout || took > timeout+timeout/8+250*time.Millisecond {
+		t.Errorf("timed out after %v, want within [%v, %v + slack]", took, timeout, timeout)
+	}
+	if got := s.connections(); got != 1 {
+		t.Errorf("the server saw %d connections, want the one kept alive", got)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"gateway/config"
+	"gateway/internal/deadline"
 )
 
 // benchUpstream is a fake OpenAI server answering every chat request with
@@ -52,7 +53,7 @@ func benchGateway(b *testing.B, cfgYAML string, up *fasthttputil.InmemoryListene
 	}
 	ln := fasthttputil.NewInmemoryListener()
 	srv := eng.Server()
-	go func() { _ = srv.Serve(ln) }()
+	go func() { _ = srv.Serve(deadline.Listener(ln)) }()
 	b.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
 	return &fasthttp.HostClient{Addr: "gateway", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
 }

@@ -1,0 +1,119 @@
+package adapters
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
+)
+
+// usageSeeds are usage values as upstreams send them, and as they should
+// not but may.
+var usageSeeds = []string{
+	`{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}`,
+	`{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}`,
+	`{ "completion_tokens" : 3 , "prompt_tokens" : 4 }`,
+	`{"prompt_tokens":1,"prompt_tokens":2,"completion_tokens":3,"completion_tokens":4}`,
+	`{"prompt\u005ftokens":5,"completion_tokens":-6}`,
+	`{"prompt_tokens":"12","completion_tokens":true}`,
+	`{"prompt_tokens":12.9,"completion_tokens":1e3}`,
+	`{"prompt_tokens":123456789012345,"completion_tokens":1234567890123456789}`,
+	`{"prompt_tokens":99999999999999999999999,"completion_tokens":-0}`,
+	`{"prompt_tokens":null,"completion_tokens":{"a":1}}`,
+	`{}`, `[]`, `null`, `12`, `"usage"`,
+}
+
+// TestUsageInIsUsageOf: the member walk reads what gjson read.
+func TestUsageInIsUsageOf(t *testing.T) {
+	for _, s := range usageSeeds {
+		if got, want := usageIn([]byte(s)), usageOf(gjson.Parse(s)); got != want {
+			t.Errorf("usageIn(%s) = %+v, want %+v", s, got, want)
+		}
+	}
+}
+
+func FuzzUsageIn(f *testing.F) {
+	for _, s := range usageSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if CheckJSON([]byte(s)) != nil {
+			return
+		}
+		// A value CheckJSONMembers hands on starts at its first byte.
+		s = strings.TrimLeft(s, " \t\r\n")
+		if got, want := usageIn([]byte(s)), usageOf(gjson.Parse(s)); got != want {
+			t.Errorf("usageIn(%q) = %+v, want %+v", s, got, want)
+		}
+	})
+}
+
+func TestExhaustedFor(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		headers string
+		want    time.Duration
+	}{
+		{"none", "X-Other: 0\r\n", 0},
+		{"requests", "X-Ratelimit-Remaining-Requests: 0\r\nX-Ratelimit-Reset-Requests: 2s\r\n", 2 * time.Second},
+		{"lower case", "x-ratelimit-remaining-tokens: 0\r\nx-ratelimit-reset-tokens: 7.5s\r\n", 7500 * time.Millisecond},
+		{"the longer of both", "X-Ratelimit-Reset-Tokens: 5s\r\nX-Ratelimit-Remaining-Requests: 0\r\nX-Ratelimit-Remaining-Tokens: 0\r\nX-Ratelimit-Reset-Requests: 2s\r\n", 5 * time.Second},
+		{"some left", "X-Ratelimit-Remaining-Requests: 3\r\nX-Ratelimit-Reset-Requests: 2s\r\n", 0},
+		{"not a plain 0", "X-Ratelimit-Remaining-Requests: 00\r\nX-Ratelimit-Reset-Requests: 2s\r\n", 0},
+		{"the first of a repeated one", "X-Ratelimit-Remaining-Requests: 1\r\nX-Ratelimit-Remaining-Requests: 0\r\n", 0},
+		{"the first reset", "X-Ratelimit-Remaining-Requests: 0\r\nX-Ratelimit-Reset-Requests: 3s\r\nX-Ratelimit-Reset-Requests: 9s\r\n", 3 * time.Second},
+		{"unreadable reset", "X-Ratelimit-Remaining-Requests: 0\r\nX-Ratelimit-Reset-Requests: soon\r\n", time.Minute},
+		{"no reset", "X-Ratelimit-Remaining-Tokens: 0\r\n", time.Minute},
+		{"other limits", "X-Ratelimit-Limit-Requests: 0\r\nX-Ratelimit-Remaining: 0\r\nX-Ratelimit-Remaining-Requests-Day: 0\r\n", 0},
+	} {
+		var resp fasthttp.Response
+		if err := resp.Header.Read(bufioOf("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + c.headers + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if got := exhaustedFor(&resp.Header); got != c.want {
+			t.Errorf("%s: exhaustedFor = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func bufioOf(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+func BenchmarkExhaustedFor(b *testing.B) {
+	var resp fasthttp.Response
+	head := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\nDate: Thu, 03 Dec 2026 15:00:00 GMT\r\n" +
+		"X-Request-Id: req_1\r\nOpenai-Processing-Ms: 120\r\nX-Ratelimit-Limit-Requests: 10000\r\nX-Ratelimit-Remaining-Requests: 9999\r\n" +
+		"X-Ratelimit-Reset-Requests: 6ms\r\nX-Ratelimit-Limit-Tokens: 1000000\r\nX-Ratelimit-Remaining-Tokens: 999990\r\nX-Ratelimit-Reset-Tokens: 0s\r\n\r\n"
+	if err := resp.Header.Read(bufioOf(head)); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if exhaustedFor(&resp.Header) != 0 {
+			b.Fatal("exhausted")
+		}
+	}
+}
+
+// BenchmarkUsage reads the usage of an answer, as answerOf hands it on, by
+// the member walk and by gjson.
+func BenchmarkUsage(b *testing.B) {
+	for _, s := range usageSeeds[:2] {
+		raw := []byte(s)
+		b.Run("walk", func(b *testing.B) {
+			for b.Loop() {
+				if usageIn(raw).Prompt == 0 {
+					b.Fatal("misread")
+				}
+			}
+		})
+		b.Run("gjson", func(b *testing.B) {
+			for b.Loop() {
+				if usageOf(gjson.ParseBytes(raw)).Prompt == 0 {
+					b.Fatal("misread")
+				}
+			}
+		})
+	}
+}
