@@ -22,7 +22,6 @@ import (
 
 	"gateway/config"
 	"gateway/engine"
-	"gateway/internal/deadline"
 )
 
 const usage = `usage:
@@ -448,9 +447,7 @@ func serve(ctx context.Context, path string, opt config.Options, force *slog.Lev
 	}
 	srv := eng.Server()
 	serveDone := make(chan error, 1)
-	// Coalesced deadlines: fasthttp moves a connection's deadlines three
-	// times per request.
-	go func() { serveDone <- srv.Serve(deadline.Listener(ln)) }()
+	go func() { serveDone <- srv.Serve(ln) }()
 	log.Info("gateway listening", "addr", cfg.Listen, "version", buildVersion(), "config", path, "checksum", cfg.Checksum[:12],
 		"providers", len(cfg.Providers), "models", len(cfg.Models))
 

@@ -11,7 +11,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"gateway/config"
-	"gateway/internal/deadline"
 )
 
 // benchUpstream is a fake OpenAI server answering every chat request with
@@ -53,7 +52,7 @@ func benchGateway(b *testing.B, cfgYAML string, up *fasthttputil.InmemoryListene
 	}
 	ln := fasthttputil.NewInmemoryListener()
 	srv := eng.Server()
-	go func() { _ = srv.Serve(deadline.Listener(ln)) }()
+	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { _ = srv.Shutdown(); eng.Close() })
 	return &fasthttp.HostClient{Addr: "gateway", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
 }

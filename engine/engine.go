@@ -262,24 +262,14 @@ func (e *Engine) Close() {
 // config's max_body at the time of the call. Its write timeout, the
 // engine's client_write_timeout, bounds writing a response held whole; a
 // streamed body moves that deadline on as it makes progress (clientWrites).
-// It is meant to serve a deadline.Listener, whose connections let the
-// deadlines it sets for each request stand while a request follows another.
 func (e *Engine) Server() *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:            e.Handler,
-		ErrorHandler:       e.errorHandler,
-		MaxRequestBodySize: int(e.snap.Load().cfg.MaxBody),
-		// A request must come whole within ReadTimeout of its first byte
-		// (of the accept, for a connection's first), and a kept-alive
-		// connection waits IdleTimeout for the next. They are equal so
-		// that, with coalesced deadlines, the read deadline set when the
-		// wait begins also serves the request that ends it, rather than
-		// being moved twice per request. 60 s idle rather than 120 s holds
-		// a hostile client's idle connections half as long as before, and
-		// no longer than a trickled request (slowloris) already can.
+		Handler:               e.Handler,
+		ErrorHandler:          e.errorHandler,
+		MaxRequestBodySize:    int(e.snap.Load().cfg.MaxBody),
 		ReadTimeout:           60 * time.Second,
 		WriteTimeout:          e.writeTimeout,
-		IdleTimeout:           60 * time.Second,
+		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{e.log},

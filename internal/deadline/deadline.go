@@ -145,17 +145,3 @@ func windowOf(end time.Time, slack time.Duration) uint64 {
 	}
 	return setBit | uint64(to)<<spanBits | uint64(to-from)
 }
-
-// Listener wraps ln so that each connection it accepts is a Conn.
-func Listener(ln net.Listener) net.Listener { return listener{ln} }
-
-type listener struct{ net.Listener }
-
-// Accept returns the next connection, coalescing its deadlines.
-func (l listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &Conn{Conn: c}, nil
-}

@@ -125,7 +125,7 @@ func TestConnAllocatesNothing(t *testing.T) {
 	}
 }
 
-// TestServerCutsStalledClients serves fasthttp over a Listener and checks
+// TestServerCutsStalledClients serves fasthttp over Conns and checks
 // that a client that stops sending mid-headers or mid-body, on a new or a
 // kept-alive connection, is cut between the read timeout and the timeout
 // plus its slack.
@@ -140,7 +140,7 @@ func TestServerCutsStalledClients(t *testing.T) {
 		ReadTimeout: timeout, IdleTimeout: timeout,
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(Listener(tcp)) }()
+	go func() { done <- srv.Serve(listener{tcp}) }()
 	t.Cleanup(func() { _ = srv.Shutdown(); <-done })
 
 	const full = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
@@ -234,4 +234,16 @@ func BenchmarkDeadlines(b *testing.B) {
 			}
 		})
 	}
+}
+
+// listener wraps each connection it accepts in a Conn, as the upstream
+// side does with the connections it dials.
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Conn: c}, nil
 }
