@@ -114,8 +114,8 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 			err.write(ctx)
 			return
 		}
-		res, ok, at := key.lim.Reserve(now, key.caps, keyTokens)
-		key.rateHeaders(ctx, now)
+		res, ok, at, q := key.lim.Admit(now, key.caps, keyTokens)
+		key.quotaHeaders(ctx, q)
 		if !ok {
 			keyLimited(ctx, key, now, at)
 			return
