@@ -128,27 +128,27 @@ func (a *accessWriter) close() {
 	<-a.done
 }
 
-// appendAccess encodes l as one JSON line.
+// appendAccess encodes l as one JSON line. Each constant run of it,
+// quotes around the strings included, is appended at once.
 func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendTime(b, now)
-	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
-	b = appendJSONString(b, l.id)
 	for _, f := range [...]struct{ k, v string }{
-		{"method", l.method}, {"path", l.path}, {"model", l.model}, {"key", l.key}, {"route", l.route}, {"routed_via", l.via},
+		{`","level":"INFO","msg":"request","request_id":"`, l.id}, {`","method":"`, l.method}, {`","path":"`, l.path},
+		{`","model":"`, l.model}, {`","key":"`, l.key}, {`","route":"`, l.route}, {`","routed_via":"`, l.via},
 	} {
-		b = append(b, `,"`...)
 		b = append(b, f.k...)
-		b = append(b, `":`...)
-		b = appendJSONString(b, f.v)
+		b = appendJSONChars(b, f.v)
 	}
-	b = append(b, `,"attempts":"`...)
+	b = append(b, `","attempts":"`...)
 	b = appendAttempts(b, l.fails, l.winner, l.interrupted)
-	b = append(b, '"')
-	b = append(b, `,"status":`...)
+	b = append(b, `","status":`...)
 	b = strconv.AppendInt(b, int64(l.status), 10)
-	b = append(b, `,"stream":`...)
-	b = strconv.AppendBool(b, l.stream)
+	if l.stream {
+		b = append(b, `,"stream":true`...)
+	} else {
+		b = append(b, `,"stream":false`...)
+	}
 	if l.interrupted {
 		b = append(b, `,"error":"stream_interrupted"`...)
 	}
@@ -165,9 +165,9 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 		// counted bytes / 4.
 		b = append(b, `,"usage_estimated":true`...)
 	}
-	b = append(b, `,"cache":`...)
-	b = appendJSONString(b, l.cache)
-	return append(b, "}\n"...)
+	b = append(b, `,"cache":"`...)
+	b = appendJSONChars(b, l.cache)
+	return append(b, "\"}\n"...)
 }
 
 // appendTime appends t in UTC as time.RFC3339Nano does (the fraction
@@ -299,12 +299,17 @@ func putDigits(d []byte, n int) {
 	}
 }
 
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced. Runs of bytes that
-// need neither are copied whole, found eight bytes at a time.
+// appendJSONString appends s as a JSON string.
 func appendJSONString(b []byte, s string) []byte {
+	return append(appendJSONChars(append(b, '"'), s), '"')
+}
+
+// appendJSONChars appends s as the inside of a JSON string: quotes,
+// backslashes and control characters escaped, invalid UTF-8 replaced.
+// Runs of bytes that need neither are copied whole, found eight bytes at
+// a time.
+func appendJSONChars(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	b = append(b, '"')
 	plain := 0
 	for i := 0; i < len(s); {
 		if i+8 <= len(s) {
@@ -338,8 +343,7 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[plain:]...)
-	return append(b, '"')
+	return append(b, s[plain:]...)
 }
 
 // jsonPlain tells the bytes a JSON string holds as they are: ASCII but
