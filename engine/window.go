@@ -72,9 +72,13 @@ func (w *window) advance(cur int64) {
 		w.resum()
 		return
 	}
-	for e := max(w.top-buckets, 0); e <= min(w.top, cur-buckets-1); e++ {
-		if i := e % (buckets + 1); w.stamp[i] == e {
+	e := max(w.top-buckets, 0)
+	for i := e % (buckets + 1); e <= min(w.top, cur-buckets-1); e++ {
+		if w.stamp[i] == e {
 			w.sum -= w.count[i]
+		}
+		if i++; i > buckets {
+			i = 0
 		}
 	}
 	w.top = cur
@@ -156,13 +160,17 @@ func (w *window) freeAt(now, n, limit int64) int64 {
 	cur := now / w.width
 	// Buckets leave the window oldest first: bucket e stops counting at
 	// the start of epoch e+buckets+1.
-	for e := cur - buckets; e <= cur; e++ {
-		i := e % (buckets + 1)
+	// The slots are walked in order, without a division per bucket.
+	e := cur - buckets
+	for i := e % (buckets + 1); e <= cur; e++ {
 		if w.stamp[i] == e {
 			used -= w.count[i]
+			if satAdd(used, n) <= limit {
+				return (e + buckets + 1) * w.width
+			}
 		}
-		if satAdd(used, n) <= limit {
-			return (e + buckets + 1) * w.width
+		if i++; i > buckets {
+			i = 0
 		}
 	}
 	return (cur + buckets + 1) * w.width

@@ -20,8 +20,30 @@ func usedByPass(w *window, now int64) int64 {
 	return n
 }
 
+// freeAtByPass is window.freeAt as it was before the running sum.
+func freeAtByPass(w *window, now, n, limit int64) int64 {
+	if n > limit {
+		return -1
+	}
+	used := usedByPass(w, now)
+	if satAdd(used, n) <= limit {
+		return now
+	}
+	cur := now / w.width
+	for e := cur - buckets; e <= cur; e++ {
+		i := e % (buckets + 1)
+		if w.stamp[i] == e {
+			used -= w.count[i]
+		}
+		if satAdd(used, n) <= limit {
+			return (e + buckets + 1) * w.width
+		}
+	}
+	return (cur + buckets + 1) * w.width
+}
+
 // TestWindowRunningSum: the running sum reads as the pass over the
-// buckets did, whatever the order of times (a caller that read its clock
+// buckets did, and freeAt answers as it did, whatever the order of times (a caller that read its clock
 // before another's), the gaps between them and the sizes counted.
 func TestWindowRunningSum(t *testing.T) {
 	for seed := range uint64(200) {
@@ -52,6 +74,11 @@ func TestWindowRunningSum(t *testing.T) {
 				want := usedByPass(&w, q)
 				if got := w.used(q); got != want {
 					t.Fatalf("seed %d step %d: used at %d = %d, the buckets add up to %d", seed, step, q, got, want)
+				}
+				limit := rng.Int64N(max(1, 2*want+10))
+				n := rng.Int64N(limit + 2)
+				if got, want := w.freeAt(q, n, limit), freeAtByPass(&w, q, n, limit); got != want {
+					t.Fatalf("seed %d step %d: freeAt %d of %d at %d = %d, want %d", seed, step, n, limit, q, got, want)
 				}
 			}
 		}
