@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -48,6 +49,11 @@ const accessFlush = 100 * time.Millisecond
 // accessBuffer is how much is buffered before a flush is forced.
 const accessBuffer = 64 << 10
 
+// accessCap is a buffer's capacity: a full one and a long line more, so
+// that appending never grows it (and copies what it holds) but for a
+// line longer than that.
+const accessCap = accessBuffer + 4<<10
+
 // accessWriter buffers access log lines and writes them out every
 // accessFlush (or when the buffer fills), so a request costs no write
 // system call. Its lines have log/slog's JSON shape (time, level, msg),
@@ -62,7 +68,8 @@ type accessWriter struct {
 }
 
 func newAccessWriter(out io.Writer) *accessWriter {
-	a := &accessWriter{out: out, stop: make(chan struct{}), done: make(chan struct{})}
+	a := &accessWriter{out: out, stop: make(chan struct{}), done: make(chan struct{}),
+		buf: make([]byte, 0, accessCap), back: make([]byte, 0, accessCap)}
 	go a.loop()
 	return a
 }
@@ -101,6 +108,10 @@ func (a *accessWriter) flush() {
 	a.mu.Lock()
 	out := a.buf
 	a.buf, a.back = a.back[:0], nil
+	if a.buf == nil {
+		// Another flush is writing the other buffer out.
+		a.buf = make([]byte, 0, accessCap)
+	}
 	a.mu.Unlock()
 	if len(out) > 0 {
 		_, _ = a.out.Write(out)
@@ -117,27 +128,27 @@ func (a *accessWriter) close() {
 	<-a.done
 }
 
-// appendAccess encodes l as one JSON line.
+// appendAccess encodes l as one JSON line. Each constant run of it,
+// quotes around the strings included, is appended at once.
 func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendTime(b, now)
-	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
-	b = appendJSONString(b, l.id)
 	for _, f := range [...]struct{ k, v string }{
-		{"method", l.method}, {"path", l.path}, {"model", l.model}, {"key", l.key}, {"route", l.route}, {"routed_via", l.via},
+		{`","level":"INFO","msg":"request","request_id":"`, l.id}, {`","method":"`, l.method}, {`","path":"`, l.path},
+		{`","model":"`, l.model}, {`","key":"`, l.key}, {`","route":"`, l.route}, {`","routed_via":"`, l.via},
 	} {
-		b = append(b, `,"`...)
 		b = append(b, f.k...)
-		b = append(b, `":`...)
-		b = appendJSONString(b, f.v)
+		b = appendJSONChars(b, f.v)
 	}
-	b = append(b, `,"attempts":"`...)
+	b = append(b, `","attempts":"`...)
 	b = appendAttempts(b, l.fails, l.winner, l.interrupted)
-	b = append(b, '"')
-	b = append(b, `,"status":`...)
+	b = append(b, `","status":`...)
 	b = strconv.AppendInt(b, int64(l.status), 10)
-	b = append(b, `,"stream":`...)
-	b = strconv.AppendBool(b, l.stream)
+	if l.stream {
+		b = append(b, `,"stream":true`...)
+	} else {
+		b = append(b, `,"stream":false`...)
+	}
 	if l.interrupted {
 		b = append(b, `,"error":"stream_interrupted"`...)
 	}
@@ -154,39 +165,95 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 		// counted bytes / 4.
 		b = append(b, `,"usage_estimated":true`...)
 	}
-	b = append(b, `,"cache":`...)
-	b = appendJSONString(b, l.cache)
-	return append(b, "}\n"...)
+	b = append(b, `,"cache":"`...)
+	b = appendJSONChars(b, l.cache)
+	return append(b, "\"}\n"...)
 }
 
 // appendTime appends t in UTC as time.RFC3339Nano does (the fraction
-// without its trailing zeros, none at all when zero), by hand: the
-// layout-driven AppendFormat cost a fifth of the line.
+// without its trailing zeros, none at all when zero), by hand from the
+// unix time: the layout-driven AppendFormat cost a fifth of the line, and
+// time's Date and Clock each work out the absolute time again. The text
+// up to the second is kept for the second the last line was in.
 func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(b, time.RFC3339Nano)
+	sec := t.Unix()
+	st := lastStamp.Load()
+	if st == nil || st.sec != sec {
+		st = stampOf(sec)
+		if st == nil {
+			return t.UTC().AppendFormat(b, time.RFC3339Nano)
+		}
+		lastStamp.Store(st)
 	}
-	hour, minute, sec := t.Clock()
-	d := [...]byte{'0', '0', '0', '0', '-', '0', '0', '-', '0', '0', 'T', '0', '0', ':', '0', '0', ':', '0', '0',
-		'.', '0', '0', '0', '0', '0', '0', '0', '0', '0'}
-	putDigits(d[0:4], year)
-	putDigits(d[5:7], int(month))
-	putDigits(d[8:10], day)
-	putDigits(d[11:13], hour)
-	putDigits(d[14:16], minute)
-	putDigits(d[17:19], sec)
-	n := 19
+	b = append(b, st.text[:]...)
 	if ns := t.Nanosecond(); ns != 0 {
-		putDigits(d[20:29], ns)
-		n = 29
-		for d[n-1] == '0' {
+		f := [...]byte{'.', '0', '0', '0', '0', '0', '0', '0', '0', '0'}
+		putDigits(f[1:], ns)
+		n := len(f)
+		for f[n-1] == '0' {
 			n--
 		}
+		b = append(b, f[:n]...)
 	}
-	b = append(b, d[:n]...)
 	return append(b, 'Z')
+}
+
+// stamp is the text of a unix second, as RFC 3339 writes it in UTC
+// without the zone.
+type stamp struct {
+	sec  int64
+	text [19]byte
+}
+
+// lastStamp is the second the last line was in: a request path that finds
+// its second there only copies it.
+var lastStamp atomic.Pointer[stamp]
+
+// stampOf writes out the second sec; nil outside the years 0 to 9999,
+// which RFC 3339 does not write in four digits.
+func stampOf(sec int64) *stamp {
+	days, sod := sec/86400, sec%86400
+	if sod < 0 {
+		days, sod = days-1, sod+86400
+	}
+	year, month, day := civil(days)
+	if year < 0 || year > 9999 {
+		return nil
+	}
+	st := &stamp{sec: sec, text: [...]byte{'0', '0', '0', '0', '-', '0', '0', '-', '0', '0', 'T', '0', '0', ':', '0', '0', ':', '0', '0'}}
+	d := st.text[:]
+	putDigits(d[0:4], int(year))
+	putDigits(d[5:7], int(month))
+	putDigits(d[8:10], int(day))
+	putDigits(d[11:13], int(sod/3600))
+	putDigits(d[14:16], int(sod/60%60))
+	putDigits(d[17:19], int(sod%60))
+	return st
+}
+
+// civil returns the proleptic Gregorian date of a day counted from
+// 1970-01-01 (Howard Hinnant's days_from_civil, inverted).
+func civil(days int64) (year, month, day int64) {
+	z := days + 719468
+	era := z
+	if era < 0 {
+		era -= 146096
+	}
+	era /= 146097
+	doe := z - era*146097                                  // [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // [0, 365]
+	mp := (5*doy + 2) / 153                                // [0, 11], from March
+	day = doy - (153*mp+2)/5 + 1
+	month = mp + 3
+	if mp >= 10 {
+		month = mp - 9
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
 }
 
 // appendMillis appends d in milliseconds to the microsecond, as
@@ -211,28 +278,53 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	return b
 }
 
+// digitPairs is "00" to "99", for writing two digits at a time.
+const digitPairs = "0001020304050607080910111213141516171819" +
+	"2021222324252627282930313233343536373839" +
+	"4041424344454647484950515253545556575859" +
+	"6061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
 // putDigits writes n, not negative, into d as len(d) digits, zero-padded.
 func putDigits(d []byte, n int) {
-	for i := len(d) - 1; i >= 0; i-- {
-		d[i] = byte('0' + n%10)
-		n /= 10
+	i := len(d)
+	for ; i >= 2; i -= 2 {
+		q := n / 100
+		r := (n - q*100) * 2
+		d[i-2], d[i-1] = digitPairs[r], digitPairs[r+1]
+		n = q
+	}
+	if i == 1 {
+		d[0] = byte('0' + n%10)
 	}
 }
 
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 replaced. Runs of bytes that
-// need neither are copied whole.
+// appendJSONString appends s as a JSON string.
 func appendJSONString(b []byte, s string) []byte {
+	return append(appendJSONChars(append(b, '"'), s), '"')
+}
+
+// appendJSONChars appends s as the inside of a JSON string: quotes,
+// backslashes and control characters escaped, invalid UTF-8 replaced.
+// Runs of bytes that need neither are copied whole, found eight bytes at
+// a time.
+func appendJSONChars(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	b = append(b, '"')
 	plain := 0
 	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
+		if i+8 <= len(s) {
+			if w := s[i : i+8]; plainWord(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56) {
+				i += 8
 				continue
 			}
+		}
+		c := s[i]
+		if jsonPlain[c] {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
 			b = append(b, s[plain:i]...)
 			if c < 0x20 {
 				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
@@ -251,8 +343,26 @@ func appendJSONString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[plain:]...)
-	return append(b, '"')
+	return append(b, s[plain:]...)
+}
+
+// jsonPlain tells the bytes a JSON string holds as they are: ASCII but
+// for control characters, quotes and backslashes.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// plainWord reports whether none of the eight bytes of x needs a look of
+// its own in a JSON string: none is a control character, a quote, a
+// backslash or outside ASCII. The tests are the exact "has a byte less
+// than" and "has a zero byte" ones of Bit Twiddling Hacks.
+func plainWord(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q, bs := x^(ones*'"'), x^(ones*'\\')
+	return (x|(x-ones*0x20)|(q-ones)&^q|(bs-ones)&^bs)&highs == 0
 }
 
 // appendAttempts sums up the attempts of a request: each failed one with

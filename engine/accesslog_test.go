@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendJSONStringRoundTrips(t *testing.T) {
@@ -123,5 +125,78 @@ func TestAccessWriterFlushesOnTickAndClose(t *testing.T) {
 	a.close()
 	if n := bytes.Count(out.b.Bytes(), []byte("\n")); n != 2 {
 		t.Errorf("%d lines after close, want 2", n)
+	}
+}
+
+// jsonStringBytewise is appendJSONString as it was before it looked at
+// eight bytes at a time: the reference its output must match.
+func jsonStringBytewise(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+// TestAppendJSONStringWordAtATime: whatever byte sits wherever in a word,
+// the encoding is the byte-at-a-time one.
+func TestAppendJSONStringWordAtATime(t *testing.T) {
+	pieces := []string{"a", "Z", "0", " ", "~", "\x7f", "\"", "\\", "\x00", "\x1f", "\n", "é", "😀", "\u2028", "\xff", "\xc3", "\x80", "\xe2\x82"}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 100000 {
+		var s strings.Builder
+		for range r.IntN(30) {
+			if r.IntN(4) == 0 {
+				s.WriteString(pieces[r.IntN(len(pieces))])
+			} else {
+				s.WriteByte(byte(0x20 + r.IntN(0x5f)))
+			}
+		}
+		if got, want := appendJSONString(nil, s.String()), jsonStringBytewise(nil, s.String()); !bytes.Equal(got, want) {
+			t.Fatalf("%q: got %s, want %s", s.String(), got, want)
+		}
+	}
+	for c := range 256 {
+		for pos := range 8 {
+			s := []byte("abcdefghijklmnop")
+			s[pos] = byte(c)
+			if got, want := appendJSONString(nil, string(s)), jsonStringBytewise(nil, string(s)); !bytes.Equal(got, want) {
+				t.Fatalf("%q: got %s, want %s", s, got, want)
+			}
+		}
+	}
+}
+
+// TestAppendTimeEveryYear: the date worked out from the unix time is
+// time's, for days spread over years 0 to 9999 and either side.
+func TestAppendTimeEveryYear(t *testing.T) {
+	first := time.Date(-1, 12, 25, 0, 0, 0, 0, time.UTC).Unix()
+	last := time.Date(10000, 1, 5, 0, 0, 0, 0, time.UTC).Unix()
+	r := rand.New(rand.NewPCG(8, 9))
+	for sec := first; sec < last; sec += 86400*int64(1+r.IntN(60)) + r.Int64N(86400) - 43200 {
+		tm := time.Unix(sec, r.Int64N(1e9)*int64(r.IntN(2)))
+		if got, want := appendTime(nil, tm), tm.UTC().AppendFormat(nil, time.RFC3339Nano); !bytes.Equal(got, want) {
+			t.Fatalf("%d: got %s, want %s", sec, got, want)
+		}
 	}
 }

@@ -114,8 +114,8 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 			err.write(ctx)
 			return
 		}
-		res, ok, at := key.lim.Reserve(now, key.caps, keyTokens)
-		key.rateHeaders(ctx, now)
+		res, ok, at, q := key.lim.Admit(now, key.caps, keyTokens)
+		key.quotaHeaders(ctx, q)
 		if !ok {
 			keyLimited(ctx, key, now, at)
 			return
@@ -302,8 +302,7 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	// what it keeps, and a stream's access log line copies them.
 	l := accessLine{
 		id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
-		method: "POST", path: bytesString(ctx.Path()), model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb,
-		usage: x.reply.Usage, fails: x.fails,
+		model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage, fails: x.fails,
 	}
 	if key != nil {
 		l.key = key.cfg.Name
@@ -313,6 +312,10 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		l.via = x.winner.t.name
 	}
 	logged := e.access != nil && s.access
+	if logged {
+		// Only the access log tells them.
+		l.method, l.path = "POST", bytesString(ctx.Path())
+	}
 	if x.relay != nil {
 		x.relay.entry.fill(&l, at)
 		x.relay.recent, x.relay.start = &e.recent, x.start

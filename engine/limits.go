@@ -20,11 +20,20 @@ func (k *gatewayKey) rateHeaders(ctx *fasthttp.RequestCtx, now int64) {
 		return
 	}
 	rem, reset := k.lim.Requests(now, k.caps.rpm)
+	k.quotaHeaders(ctx, quota{remaining: rem, reset: reset})
+}
+
+// quotaHeaders sets rateHeaders' headers from q, the quota a decision
+// returned.
+func (k *gatewayKey) quotaHeaders(ctx *fasthttp.RequestCtx, q quota) {
+	if k.caps.rpm == 0 {
+		return
+	}
 	var buf [20]byte
 	h := &ctx.Response.Header
-	h.SetCanonical(hdrLimit, strconv.AppendInt(buf[:0], k.caps.rpm, 10))
-	h.SetCanonical(hdrRemaining, strconv.AppendInt(buf[:0], rem, 10))
-	h.SetCanonical(hdrReset, strconv.AppendInt(buf[:0], (reset+int64(time.Second)-1)/int64(time.Second), 10))
+	h.SetCanonical(hdrLimit, k.rpmText)
+	h.SetCanonical(hdrRemaining, strconv.AppendInt(buf[:0], q.remaining, 10))
+	h.SetCanonical(hdrReset, strconv.AppendInt(buf[:0], (q.reset+int64(time.Second)-1)/int64(time.Second), 10))
 }
 
 // keyLimited answers 429 for a gateway key over one of its limits.

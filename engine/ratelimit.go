@@ -81,17 +81,31 @@ func (l *limiter) fits(now int64, c caps, tokens int64) (bool, int64) {
 // Reserve implements Limiter. The reservation is counted at the clamped
 // now, the bucket settling corrects.
 func (l *limiter) Reserve(now int64, c caps, tokens int64) (Reservation, bool, int64) {
+	r, ok, at, _ := l.reserve(now, c, tokens, false)
+	return r, ok, at
+}
+
+// Admit implements Limiter.
+func (l *limiter) Admit(now int64, c caps, tokens int64) (Reservation, bool, int64, quota) {
+	return l.reserve(now, c, tokens, c.rpm > 0)
+}
+
+// reserve is Reserve, and the quota of c.rpm after it when asked.
+func (l *limiter) reserve(now int64, c caps, tokens int64, asked bool) (r Reservation, ok bool, at int64, q quota) {
 	if c.none() {
-		return Reservation{}, true, now
+		return Reservation{}, true, now, q
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now = l.clamp(now)
-	if ok, at := l.fits(now, c, tokens); !ok {
-		return Reservation{}, false, at
+	if ok, at = l.fits(now, c, tokens); ok {
+		l.add(now, c, tokens)
+		r = Reservation{lim: l, caps: c, at: now, tokens: tokens}
 	}
-	l.add(now, c, tokens)
-	return Reservation{lim: l, caps: c, at: now, tokens: tokens}, true, now
+	if asked {
+		q = l.quota(now, c.rpm)
+	}
+	return r, ok, at, q
 }
 
 // take counts a reservation that was granted elsewhere (by the shared
@@ -158,14 +172,18 @@ func (l *limiter) Cancel(r Reservation) {
 func (l *limiter) Requests(now int64, rpm int64) (remaining int64, reset int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now = l.clamp(now)
+	q := l.quota(l.clamp(now), rpm)
+	return q.remaining, q.reset
+}
+
+// quota is where the minute cap rpm stands at now. The caller holds mu.
+func (l *limiter) quota(now, rpm int64) quota {
 	used := l.rpm.used(now)
-	remaining = max(0, rpm-used)
-	reset = l.rpm.freeAt(now, rpm-used+1, rpm)
+	reset := l.rpm.freeAt(now, rpm-used+1, rpm)
 	if reset <= now {
 		reset = now + int64(time.Minute)
 	}
-	return remaining, reset
+	return quota{remaining: max(0, rpm-used), reset: reset}
 }
 
 // Used implements Limiter. It reads at the newest time a call has

@@ -415,3 +415,33 @@ func testLimiterCancelOfTheOldestRequest(t *testing.T, newLim func() Limiter) {
 		t.Fatalf("ok %v, retry at %v; want refused until 71s", ok, time.Duration(at-t0))
 	}
 }
+
+func TestLimiterAdmitIsReserveThenRequests(t *testing.T) {
+	forEachLimiter(t, testLimiterAdmitIsReserveThenRequests)
+}
+
+// testLimiterAdmitIsReserveThenRequests: Admit decides as Reserve does and
+// returns the quota Requests tells right after, granted or refused; a cap
+// set without rpm has no quota.
+func testLimiterAdmitIsReserveThenRequests(t *testing.T, newLim func() Limiter) {
+	admit, reserve := newLim(), newLim()
+	sec := int64(time.Second)
+	for _, c := range []caps{{rpm: 3, tpm: 1000}, {tpm: 1000}} {
+		now := t0
+		for i, step := range []int64{0, 5, 5, 5, 0, 30, 20, 1, 60, 1} {
+			now += step * sec
+			ar, aok, aat, q := admit.Admit(now, c, 300)
+			rr, rok, rat := reserve.Reserve(now, c, 300)
+			if aok != rok || aat != rat || ar.at != rr.at || ar.tokens != rr.tokens {
+				t.Fatalf("%+v request %d: admit %v %v, reserve %v %v", c, i, aok, aat-t0, rok, rat-t0)
+			}
+			var want quota
+			if c.rpm > 0 {
+				want.remaining, want.reset = reserve.Requests(now, c.rpm)
+			}
+			if q != want {
+				t.Fatalf("%+v request %d (ok %v): quota %+v, Requests says %+v", c, i, aok, q, want)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,8 @@ type gatewayKey struct {
 	caps  caps
 	lim   Limiter
 	stats *keyStats
+	// rpmText is caps.rpm in decimal, for X-RateLimit-Limit.
+	rpmText []byte
 	// upstreams holds, per provider, the provider's names of the models
 	// the key's allow-list reaches there: what the key may name in a
 	// passthrough body. Nil when the key may use every model.
@@ -347,7 +350,8 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 			ks.lim = st.backend.Limiter("key:" + key.Name)
 		}
 		gk := &gatewayKey{cfg: key, lim: ks.lim, stats: ks,
-			caps: caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)}}
+			caps:    caps{rpm: int64(key.RPM), tpm: int64(key.TPM), rpd: int64(key.RPD), tpd: int64(key.TPD)},
+			rpmText: strconv.AppendInt(nil, int64(key.RPM), 10)}
 		if key.Allowed != nil {
 			gk.upstreams = s.passUpstreams(key.Allowed)
 		}

@@ -42,12 +42,19 @@ type Limiter interface {
 	Settle(r Reservation, now, used int64)
 	// Cancel takes r back whole, for a request that was never sent.
 	Cancel(r Reservation)
+	// Admit is Reserve for a gateway key's request, which also returns
+	// what Requests would right after it for the cap c.rpm (zero without
+	// one): the X-RateLimit headers of its answer, in the same decision.
+	Admit(now int64, c caps, tokens int64) (r Reservation, ok bool, at int64, q quota)
 	// Requests returns how many more requests the minute cap rpm allows
 	// and when the next one frees (unix ns), for X-RateLimit headers.
 	Requests(now, rpm int64) (remaining, reset int64)
 	// Used returns the requests and tokens counted in the minute windows.
 	Used(now int64) (requests, tokens int64)
 }
+
+// quota is where a minute cap of requests stands, as Requests tells it.
+type quota struct{ remaining, reset int64 }
 
 // Reservation is what one Reserve took, to settle against the real usage
 // or cancel. The zero Reservation holds nothing and its methods do

@@ -90,6 +90,17 @@ func (l *redisLimiter) Reserve(now int64, c caps, tokens int64) (Reservation, bo
 	return Reservation{lim: l, caps: c, at: at, tokens: tokens}, true, at
 }
 
+// Admit implements Limiter: the quota is the decision's, as Requests
+// tells it without a round trip.
+func (l *redisLimiter) Admit(now int64, c caps, tokens int64) (Reservation, bool, int64, quota) {
+	r, ok, at := l.Reserve(now, c, tokens)
+	var q quota
+	if c.rpm > 0 {
+		q.remaining, q.reset = l.Requests(now, c.rpm)
+	}
+	return r, ok, at, q
+}
+
 // Settle implements Limiter.
 func (l *redisLimiter) Settle(r Reservation, now, used int64) {
 	c, delta := r.caps, used-r.tokens
