@@ -3,6 +3,7 @@ package adapters
 import (
 	"bytes"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -129,7 +130,8 @@ func (o *openAI) post(e *endpoint, c *Call, r *Reply, stream bool, list string) 
 		return f
 	}
 	if stream {
-		s := &openAIStream{resp: resp, sse: newSSEReader(resp.BodyStream()), strip: strip}
+		s := &openAIStream{resp: resp, strip: strip}
+		s.sse = s.reader.init(resp.BodyStream())
 		s.sse.max = o.client.MaxResponseBodySize
 		s.sse.watch(resp, o.firstByte, o.idle)
 		r.Stream = s
@@ -443,8 +445,11 @@ func truncate(s string, n int) string {
 
 // openAIStream relays an OpenAI SSE stream frame by frame.
 type openAIStream struct {
-	resp    *fasthttp.Response
+	resp *fasthttp.Response
+	// sse reads the body; it points at reader, allocated with the
+	// stream, unless the stream was made around a reader of its own.
 	sse     *sseReader
+	reader  sseReader
 	scratch []byte
 	// started is set once a data frame went out; keep-alive comments
 	// before it are dropped so they do not commit the stream.
@@ -452,7 +457,8 @@ type openAIStream struct {
 	// done is set after the [DONE] frame.
 	done bool
 	// last is the previous data payload, to see at EOF whether the
-	// upstream finished without sending [DONE].
+	// upstream finished without sending [DONE]; it lives in the reader's
+	// pooled buffers.
 	last []byte
 	// strip drops the usage chunk the gateway asked for on its own.
 	strip bool
@@ -508,13 +514,13 @@ func (s *openAIStream) next() ([]byte, error) {
 				s.usage = u
 				if s.strip && gjson.GetBytes(data, "choices.#").Int() == 0 {
 					// The chunk exists only because the gateway asked.
-					s.last = append(s.last[:0], data...)
+					s.last = s.sse.keep(data)
 					continue
 				}
 			}
 		}
 		s.started = true
-		s.last = append(s.last[:0], data...)
+		s.last = s.sse.keep(data)
 		return frame, nil
 	}
 }
@@ -551,9 +557,46 @@ func endBody(resp *fasthttp.Response, sse *sseReader, done bool) {
 }
 
 func drained(bs fasthttp.ReadCloserWithError, sse *sseReader) bool {
-	guard := time.AfterFunc(drainWait, func() { _ = bs.CloseWithError(ErrStreamCut) })
-	defer guard.Stop()
-	return sse.drain()
+	g := sse.pooled.guard
+	if g == nil {
+		g = new(drainGuard)
+		g.timer = time.AfterFunc(time.Hour, g.fire)
+		g.timer.Stop()
+		sse.pooled.guard = g
+	}
+	g.set(bs)
+	g.timer.Reset(drainWait)
+	ok := sse.drain()
+	if !g.timer.Stop() {
+		// The guard fired, or is firing for bs: it is not reused, so a
+		// firing still under way cannot cut another stream's body.
+		sse.pooled.guard = nil
+	}
+	g.set(nil)
+	return ok
+}
+
+// drainGuard cuts a body whose drain outlasts drainWait. It lives in a
+// stream's pooled buffers, so one timer serves stream after stream.
+type drainGuard struct {
+	mu    sync.Mutex
+	bs    fasthttp.ReadCloserWithError
+	timer *time.Timer
+}
+
+func (g *drainGuard) set(bs fasthttp.ReadCloserWithError) {
+	g.mu.Lock()
+	g.bs = bs
+	g.mu.Unlock()
+}
+
+func (g *drainGuard) fire() {
+	g.mu.Lock()
+	bs := g.bs
+	g.mu.Unlock()
+	if bs != nil {
+		_ = bs.CloseWithError(ErrStreamCut)
+	}
 }
 
 func (s *openAIStream) Close() {

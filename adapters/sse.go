@@ -27,7 +27,15 @@ const sseBufSize = 1 << 10
 // stream's large frame does not stay in memory for good.
 const maxPooledSSEBuf = 16 << 10
 
-var sseBufPool = sync.Pool{New: func() any { b := make([]byte, 0, sseBufSize); return &b }}
+// sseBuffers is what one stream borrows for its life and the next stream
+// reuses: the frame buffer, a buffer for the payload an adapter keeps
+// across frames, and the guard of the body's last drain.
+type sseBuffers struct {
+	buf, kept []byte
+	guard     *drainGuard
+}
+
+var sseBufPool = sync.Pool{New: func() any { return new(sseBuffers) }}
 
 // sseReader splits an event stream into frames: the lines of one event
 // and the blank line that ends it, byte for byte as they came. It reads
@@ -41,7 +49,7 @@ type sseReader struct {
 	// after line.
 	buf               []byte
 	start, line, seen int
-	pooled            *[]byte
+	pooled            *sseBuffers
 	// err is the body's error, io.EOF at its end, kept for when the
 	// buffered frames run out.
 	err error
@@ -50,9 +58,23 @@ type sseReader struct {
 	watchdog
 }
 
-func newSSEReader(r io.Reader) *sseReader {
-	p := sseBufPool.Get().(*[]byte)
-	return &sseReader{body: r, buf: (*p)[:0], pooled: p, max: maxFrame}
+func newSSEReader(r io.Reader) *sseReader { return new(sseReader).init(r) }
+
+// init readies s, which must be new, to read r.
+func (s *sseReader) init(r io.Reader) *sseReader {
+	p := sseBufPool.Get().(*sseBuffers)
+	if p.buf == nil {
+		p.buf = make([]byte, 0, sseBufSize)
+	}
+	s.body, s.buf, s.pooled, s.max = r, p.buf[:0], p, maxFrame
+	return s
+}
+
+// keep copies data into the reader's buffer for a payload kept across
+// frames, valid until the next keep or the release, and returns it.
+func (s *sseReader) keep(data []byte) []byte {
+	s.pooled.kept = append(s.pooled.kept[:0], data...)
+	return s.pooled.kept
 }
 
 // next returns the next frame, valid until the next call. At the end of
@@ -178,10 +200,15 @@ func (s *sseReader) release() {
 	if s.pooled == nil {
 		return
 	}
-	if cap(s.buf) <= maxPooledSSEBuf {
-		*s.pooled = s.buf[:0]
-		sseBufPool.Put(s.pooled)
+	// A large frame's buffers are left behind, not kept for good.
+	s.pooled.buf = s.buf[:0]
+	if cap(s.buf) > maxPooledSSEBuf {
+		s.pooled.buf = nil
 	}
+	if cap(s.pooled.kept) > maxPooledSSEBuf {
+		s.pooled.kept = nil
+	}
+	sseBufPool.Put(s.pooled)
 	s.pooled, s.buf, s.body = nil, nil, nil
 }
 

@@ -236,3 +236,58 @@ func TestUpstreamTimeoutOnBusyConnection(t *testing.T) {
 		t.Errorf("the server saw %d connections, want the one kept alive", got)
 	}
 }
+
+// streamFrames is one stream's body: a chunk and [DONE].
+const streamFrames = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n"
+
+// streamingUnended answers one request with a stream that sends [DONE]
+// but never ends its body, and holds the connection until the client
+// closes it.
+func streamingUnended(c net.Conn, br *bufio.Reader) {
+	if !readRequest(br) {
+		return
+	}
+	_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		strconv.FormatInt(int64(len(streamFrames)), 16)+"\r\n"+streamFrames+"\r\n")
+	_, _ = br.ReadByte()
+}
+
+// streaming answers n requests with complete streams on one connection.
+func streaming(n int) connScript {
+	return func(c net.Conn, br *bufio.Reader) {
+		for range n {
+			if !readRequest(br) {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"+
+				strconv.FormatInt(int64(len(streamFrames)), 16)+"\r\n"+streamFrames+"\r\n0\r\n\r\n")
+		}
+		_, _ = br.ReadByte()
+	}
+}
+
+// TestStreamDrainGuard: closing a stream whose body does not end after
+// [DONE] waits about drainWait, then cuts the connection; the streams
+// after it, whose guard may be the one that fired, drain cleanly and keep
+// their connection.
+func TestStreamDrainGuard(t *testing.T) {
+	s := newScriptedServer(t, streamingUnended, streamingUnended, streaming(3))
+	p := tcpOpenAI(t, s.addr)
+	for i := range 5 {
+		var r Reply
+		if err := p.Chat(testCall(`{"model":"m","stream":true}`, true, -1), &r); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if got, err := drain(t, r.Stream); err != io.EOF || len(got) != 2 || got[1] != "[DONE]" {
+			t.Fatalf("call %d: frames = %q, %v; want a chunk and [DONE]", i, got, err)
+		}
+		start := time.Now()
+		r.Stream.Close()
+		if took := time.Since(start); took > drainWait+time.Second {
+			t.Errorf("call %d: Close took %v, want about %v at most", i, took, drainWait)
+		}
+	}
+	if got := s.connections(); got != 3 {
+		t.Errorf("the server saw %d connections, want 3: two cut, one kept for three streams", got)
+	}
+}
