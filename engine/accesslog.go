@@ -2,9 +2,7 @@ package engine
 
 import (
 	"io"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,14 +30,38 @@ type accessLine struct {
 	winner *candidate
 }
 
-// detach copies what the line borrows from the request, for a line
-// written after the handler returned (a stream's, at its end).
-func (l *accessLine) detach() {
-	l.id, l.path, l.model = strings.Clone(l.id), strings.Clone(l.path), strings.Clone(l.model)
-	l.fails = slices.Clone(l.fails)
+// lineStore holds what a line written after the handler returned (a
+// stream's, at its end) borrowed from the request. A pooled relay keeps
+// it, so its buffers serve line after line without allocating.
+type lineStore struct {
+	text   []byte
+	fails  []failedAttempt
+	winner candidate
+}
+
+// maxLineStore bounds the text a store keeps for the next line.
+const maxLineStore = 4 << 10
+
+// detach copies what the line borrows from the request into o, which
+// the line then borrows instead until o's next detach or reset.
+func (l *accessLine) detach(o *lineStore) {
+	id, path := len(l.id), len(l.id)+len(l.path)
+	o.text = append(append(append(o.text[:0], l.id...), l.path...), l.model...)
+	l.id, l.path, l.model = bytesString(o.text[:id]), bytesString(o.text[id:path]), bytesString(o.text[path:])
+	o.fails = append(o.fails[:0], l.fails...)
+	l.fails = o.fails
 	if l.winner != nil {
-		w := *l.winner
-		l.winner = &w
+		o.winner = *l.winner
+		l.winner = &o.winner
+	}
+}
+
+// reset drops what o holds, keeping its buffers unless they grew large.
+func (o *lineStore) reset() {
+	clear(o.fails)
+	o.text, o.fails, o.winner = o.text[:0], o.fails[:0], candidate{}
+	if cap(o.text) > maxLineStore {
+		o.text = nil
 	}
 }
 

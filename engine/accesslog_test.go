@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"gateway/adapters"
 )
 
 func TestAppendJSONStringRoundTrips(t *testing.T) {
@@ -198,5 +200,39 @@ func TestAppendTimeEveryYear(t *testing.T) {
 		if got, want := appendTime(nil, tm), tm.UTC().AppendFormat(nil, time.RFC3339Nano); !bytes.Equal(got, want) {
 			t.Fatalf("%d: got %s, want %s", sec, got, want)
 		}
+	}
+}
+
+// TestAccessLineDetachOwnsItsBytes: a detached line keeps its values when
+// the request it borrowed from is overwritten, a second line detached
+// into the same store is its own, and a reset store holds no attempt.
+func TestAccessLineDetachOwnsItsBytes(t *testing.T) {
+	req := []byte("id-1/v1/chat/completionsgpt-x")
+	fails := []failedAttempt{{c: candidate{key: 1, slot: 2}, f: &adapters.Failure{Msg: "first"}}}
+	won := candidate{key: 3, slot: 4}
+	l := accessLine{id: bytesString(req[:4]), path: bytesString(req[4:24]), model: bytesString(req[24:]), fails: fails, winner: &won}
+	var o lineStore
+	l.detach(&o)
+	for i := range req {
+		req[i] = 'z'
+	}
+	fails[0] = failedAttempt{}
+	won = candidate{}
+	if l.id != "id-1" || l.path != "/v1/chat/completions" || l.model != "gpt-x" {
+		t.Errorf("detached line borrows the request: id %q path %q model %q", l.id, l.path, l.model)
+	}
+	if len(l.fails) != 1 || l.fails[0].c.key != 1 || l.fails[0].f.Msg != "first" || l.winner.key != 3 || l.winner.slot != 4 {
+		t.Errorf("detached line borrows the attempts: fails %+v winner %+v", l.fails, l.winner)
+	}
+
+	o.reset()
+	if o.fails[:cap(o.fails)][0].f != nil || o.winner != (candidate{}) {
+		t.Errorf("reset store keeps an attempt: %+v %+v", o.fails[:cap(o.fails)], o.winner)
+	}
+	long := strings.Repeat("m", 100)
+	next := accessLine{id: "id-2", path: "/v1/responses", model: long}
+	next.detach(&o)
+	if next.id != "id-2" || next.path != "/v1/responses" || next.model != long || len(next.fails) != 0 || next.winner != nil {
+		t.Errorf("second line: %+v", next)
 	}
 }

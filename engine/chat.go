@@ -320,9 +320,10 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		x.relay.entry.fill(&l, at)
 		x.relay.recent, x.relay.start = &e.recent, x.start
 		if logged {
-			line := l
-			line.detach()
-			x.relay.access, x.relay.accessLog = &line, e.access
+			r := x.relay
+			r.line = l
+			r.line.detach(&r.own)
+			r.access, r.accessLog = &r.line, e.access
 		}
 		return
 	}
@@ -351,7 +352,7 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 	h.Set("X-Accel-Buffering", "no")
 	r := relayPool.Get().(*relay)
 	*r = relay{first: first, stream: x.reply.Stream, log: e.log, via: t.via, res: res, s: s,
-		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}, errFrame: x.op.streamError}
+		writes: clientWrites{conn: ctx.Conn(), timeout: e.writeTimeout}, errFrame: x.op.streamError, own: r.own}
 	x.relay = r
 	ctx.Response.SetBodyStream(r, -1)
 }
@@ -382,9 +383,11 @@ type relay struct {
 	s      *snapshot
 	writes clientWrites
 	// access is the request's access log line, written when the stream
-	// ends; nil when the access log is off.
+	// ends: line, owning its bytes in own; nil when the access log is off.
 	access    *accessLine
 	accessLog *accessWriter
+	line      accessLine
+	own       lineStore
 	start     time.Time
 	// entry is the request as /api/requests tells it, added to recent
 	// when the stream ends.
@@ -500,7 +503,8 @@ func (r *relay) Read(p []byte) (int, error) {
 func (r *relay) Close() error {
 	r.end()
 	if r.wrote {
-		*r = relay{}
+		r.own.reset()
+		*r = relay{own: r.own}
 		relayPool.Put(r)
 	}
 	return nil
