@@ -3,7 +3,6 @@ package adapters
 import (
 	"bytes"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -558,49 +557,6 @@ func endBody(resp *fasthttp.Response, sse *sseReader, done bool) {
 		_ = bs.CloseWithError(ErrStreamCut)
 	}
 	fasthttp.ReleaseResponse(resp)
-}
-
-func drained(bs fasthttp.ReadCloserWithError, sse *sseReader) bool {
-	g := sse.pooled.guard
-	if g == nil {
-		g = new(drainGuard)
-		g.timer = time.AfterFunc(time.Hour, g.fire)
-		g.timer.Stop()
-		sse.pooled.guard = g
-	}
-	g.set(bs)
-	g.timer.Reset(drainWait)
-	ok := sse.drain()
-	if !g.timer.Stop() {
-		// The guard fired, or is firing for bs: it is not reused, so a
-		// firing still under way cannot cut another stream's body.
-		sse.pooled.guard = nil
-	}
-	g.set(nil)
-	return ok
-}
-
-// drainGuard cuts a body whose drain outlasts drainWait. It lives in a
-// stream's pooled buffers, so one timer serves stream after stream.
-type drainGuard struct {
-	mu    sync.Mutex
-	bs    fasthttp.ReadCloserWithError
-	timer *time.Timer
-}
-
-func (g *drainGuard) set(bs fasthttp.ReadCloserWithError) {
-	g.mu.Lock()
-	g.bs = bs
-	g.mu.Unlock()
-}
-
-func (g *drainGuard) fire() {
-	g.mu.Lock()
-	bs := g.bs
-	g.mu.Unlock()
-	if bs != nil {
-		_ = bs.CloseWithError(ErrStreamCut)
-	}
 }
 
 func (s *openAIStream) Close() {

@@ -6,6 +6,9 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // maxFrame bounds one SSE frame until the adapter sets its provider's
@@ -194,6 +197,51 @@ func (s *sseReader) drain() bool {
 		}
 	}
 	return false
+}
+
+// drained drains sse, the reader of bs, under its guard: a drain that
+// outlasts drainWait is cut.
+func drained(bs fasthttp.ReadCloserWithError, sse *sseReader) bool {
+	g := sse.pooled.guard
+	if g == nil {
+		g = new(drainGuard)
+		g.timer = time.AfterFunc(time.Hour, g.fire)
+		g.timer.Stop()
+		sse.pooled.guard = g
+	}
+	g.set(bs)
+	g.timer.Reset(drainWait)
+	ok := sse.drain()
+	if !g.timer.Stop() {
+		// The guard fired, or is firing for bs: it is not reused, so a
+		// firing still under way cannot cut another stream's body.
+		sse.pooled.guard = nil
+	}
+	g.set(nil)
+	return ok
+}
+
+// drainGuard cuts a body whose drain outlasts drainWait. It lives in a
+// stream's pooled buffers, so one timer serves stream after stream.
+type drainGuard struct {
+	mu    sync.Mutex
+	bs    fasthttp.ReadCloserWithError
+	timer *time.Timer
+}
+
+func (g *drainGuard) set(bs fasthttp.ReadCloserWithError) {
+	g.mu.Lock()
+	g.bs = bs
+	g.mu.Unlock()
+}
+
+func (g *drainGuard) fire() {
+	g.mu.Lock()
+	bs := g.bs
+	g.mu.Unlock()
+	if bs != nil {
+		_ = bs.CloseWithError(ErrStreamCut)
+	}
 }
 
 func (s *sseReader) release() {
