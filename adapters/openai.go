@@ -492,7 +492,7 @@ func (s *openAIStream) next() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		data, ok := frameData(frame, s.scratch)
+		data, ok := s.sse.data(frame, s.scratch)
 		if !ok {
 			if s.started {
 				return frame, nil

@@ -52,7 +52,10 @@ type sseReader struct {
 	// after line.
 	buf               []byte
 	start, line, seen int
-	pooled            *sseBuffers
+	// lines counts the lines, not blank, of the frame being cut; last
+	// those of the frame next returned last, 0 for a trailing frame.
+	lines, last int
+	pooled      *sseBuffers
 	// err is the body's error, io.EOF at its end, kept for when the
 	// buffered frames run out.
 	err error
@@ -114,6 +117,7 @@ func (s *sseReader) cut() ([]byte, error) {
 		s.line, s.seen = end, end
 		switch {
 		case !blank:
+			s.lines++
 			continue
 		case first:
 			// Stray blank lines between events.
@@ -122,6 +126,7 @@ func (s *sseReader) cut() ([]byte, error) {
 		}
 		frame := s.buf[s.start:end]
 		s.start = end
+		s.last, s.lines = s.lines, 0
 		if len(frame) > s.max {
 			return nil, errFrameTooLarge
 		}
@@ -134,6 +139,7 @@ func (s *sseReader) cut() ([]byte, error) {
 func (s *sseReader) tail() ([]byte, error) {
 	rest := s.buf[s.start:]
 	s.start, s.line, s.seen = len(s.buf), len(s.buf), len(s.buf)
+	s.last, s.lines = 0, 0
 	if s.err != io.EOF {
 		return nil, s.err
 	}
@@ -295,6 +301,24 @@ func frameData(frame []byte, scratch []byte) ([]byte, bool) {
 		n++
 	}
 	return data, n > 0
+}
+
+// data is frameData for the frame next returned last, without a second
+// pass over a frame of one line: that line, its LF and the blank line.
+func (s *sseReader) data(frame, scratch []byte) ([]byte, bool) {
+	if s.last != 1 {
+		return frameData(frame, scratch)
+	}
+	blank := 1
+	if frame[len(frame)-2] == '\r' {
+		blank = 2
+	}
+	line := bytes.TrimSuffix(frame[:len(frame)-blank-1], []byte("\r"))
+	v, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	return bytes.TrimPrefix(v, []byte(" ")), true
 }
 
 // frames queues the SSE frames one upstream event turned into, built back

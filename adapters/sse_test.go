@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -275,5 +276,50 @@ func TestSplitReaderRoundTrips(t *testing.T) {
 	got, err := io.ReadAll(&splitReader{data: bytes.Clone(in), sizes: []byte{0, 5, 2}})
 	if err != nil || !bytes.Equal(got, in) {
 		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+// TestSSEReaderDataIsFrameData: the reader's data, which skips the pass
+// over a frame of one line, gives what frameData gives for every frame,
+// whatever the line endings, the lines and how the body is split.
+func TestSSEReaderDataIsFrameData(t *testing.T) {
+	lines := []string{"data: {\"a\":1}", "data:x", "data:", "data", "data: ", ": keep-alive", "event: e", "id: 1", "x", "\r", "data: a\r", "data: [DONE]"}
+	ends := []string{"\n", "\r\n"}
+	r := rand.New(rand.NewPCG(1, 2))
+	var in []byte
+	for range 400 {
+		for range r.IntN(3) + 1 {
+			in = append(in, lines[r.IntN(len(lines))]...)
+			in = append(in, ends[r.IntN(2)]...)
+		}
+		in = append(in, ends[r.IntN(2)]...)
+	}
+	in = append(in, "data: last"...)
+	for _, sizes := range [][]byte{nil, {3, 200, 7}, {255}} {
+		s := newSSEReader(&splitReader{data: in, sizes: sizes})
+		n, single := 0, 0
+		for {
+			frame, err := s.next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n++
+			if s.last == 1 {
+				single++
+			}
+			got, gotOK := s.data(frame, nil)
+			want, wantOK := frameData(frame, nil)
+			if gotOK != wantOK || !bytes.Equal(got, want) {
+				t.Errorf("frame %q: data %q %v, frameData %q %v", frame, got, gotOK, want, wantOK)
+			}
+		}
+		// Some frames are all blank lines, which are not frames.
+		if n < 300 || single < 100 {
+			t.Errorf("sizes %v: %d frames, %d of one line: the input does not test", sizes, n, single)
+		}
+		s.release()
 	}
 }
