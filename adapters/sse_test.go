@@ -298,11 +298,7 @@ func TestSSEReaderDataIsFrameData(t *testing.T) {
 	for _, sizes := range [][]byte{nil, {3, 200, 7}, {255}} {
 		s := newSSEReader(&splitReader{data: in, sizes: sizes})
 		n, single := 0, 0
-		for {
-			frame, err := s.next()
-			if err == io.EOF {
-				break
-			}
+		for frame, err := s.next(); err != io.EOF; frame, err = s.next() {
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -22,19 +22,13 @@ func BenchmarkOpenAIStreamFrames(b *testing.B) {
 	for b.Loop() {
 		r.Reset(body)
 		s := &openAIStream{sse: newSSEReader(&r)}
-		n := 0
-		for {
-			_, err := s.Next()
-			if err == io.EOF {
+		for n := 0; ; n++ {
+			if _, err := s.Next(); err != nil {
+				if err != io.EOF || n != 21 {
+					b.Fatalf("after %d frames: %v, want io.EOF after 21", n, err)
+				}
 				break
 			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			n++
-		}
-		if n != 21 {
-			b.Fatalf("%d frames, want 21", n)
 		}
 		s.sse.release()
 	}
