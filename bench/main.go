@@ -82,10 +82,14 @@ type options struct {
 	soakConc      int
 	soakStreams   int
 	accessLog     bool
-	gwProfile     string
-	gatewayBin    string
-	repo          string
-	out           string
+	// pin keeps the tool and the servers on separate CPUs; pinned says
+	// how, once done.
+	pin        bool
+	pinned     string
+	gwProfile  string
+	gatewayBin string
+	repo       string
+	out        string
 }
 
 // streamLen is how long the fake upstream takes to send one stream.
@@ -111,6 +115,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.soakEvery, "soak-every", 10*time.Second, "RSS sampling interval of the soak")
 	fs.IntVar(&o.soakConc, "soak-concurrency", 16, "non-stream clients during the soak")
 	fs.IntVar(&o.soakStreams, "soak-streams", 100, "streams held open during the soak")
+	fs.BoolVar(&o.pin, "pin", false, "run the load generator on one CPU and the servers on the others, so clients do not take CPU from the proxy under test")
 	fs.BoolVar(&o.accessLog, "access-log", true, "leave the gateway's access log on (its default; written to /dev/null); false adds log: {access: false}")
 	fs.StringVar(&o.gwProfile, "gateway-cpuprofile", "", "pass -cpuprofile FILE to the gateway: a CPU profile of the whole run, written when it stops")
 	fs.StringVar(&o.gatewayBin, "gateway", "", "gateway binary to test (default: go build the repo's)")
@@ -256,6 +261,13 @@ func bench(ctx context.Context, cancel context.CancelCauseFunc, o *options) (*re
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("building the gateway: %w", err)
 		}
+	}
+
+	if o.pin {
+		if o.pinned, err = pin(); err != nil {
+			return nil, err
+		}
+		logf("%s", o.pinned)
 	}
 
 	// The fake upstream and the floor get their listening sockets from us

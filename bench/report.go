@@ -108,8 +108,12 @@ func (r *report) markdown() string {
 	if len(r.loads)+len(r.streams) > 0 {
 		fmt.Fprintf(&b, " · %s per phase × %d rounds, A/B alternating", o.duration, o.rounds)
 	}
-	fmt.Fprintf(&b, " · upstream streams %d chunks %s apart · gateway access log %s\n\n",
+	fmt.Fprintf(&b, " · upstream streams %d chunks %s apart · gateway access log %s",
 		o.chunks, o.chunkDelay, map[bool]string{true: "on (to /dev/null)", false: "off"}[o.accessLog])
+	if o.pinned != "" {
+		fmt.Fprintf(&b, " · %s", o.pinned)
+	}
+	b.WriteString("\n\n")
 
 	var verdicts []verdict
 	if len(r.loads) > 0 {
