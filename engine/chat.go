@@ -323,7 +323,7 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 			r := x.relay
 			r.line = l
 			r.line.detach(&r.own)
-			r.access, r.accessLog = &r.line, e.access
+			r.accessLog = e.access
 		}
 		return
 	}
@@ -382,9 +382,9 @@ type relay struct {
 	// breaker settings judge a stream the upstream cuts.
 	s      *snapshot
 	writes clientWrites
-	// access is the request's access log line, written when the stream
-	// ends: line, owning its bytes in own; nil when the access log is off.
-	access    *accessLine
+	// line is the request's access log line, owning its bytes in own,
+	// written to accessLog when the stream ends; accessLog is nil when the
+	// access log is off.
 	accessLog *accessWriter
 	line      accessLine
 	own       lineStore
@@ -441,8 +441,8 @@ func (r *relay) interrupted(f *adapters.Failure) {
 	if r.res.key != nil {
 		r.res.key.stats.use.interrupted(f.Class)
 	}
-	if r.access != nil {
-		r.access.interrupted = true
+	if r.accessLog != nil {
+		r.line.interrupted = true
 	}
 	r.entry.err = "stream_interrupted"
 }
@@ -528,9 +528,9 @@ func (r *relay) end() {
 			}
 			r.recent.add(&r.entry)
 		}
-		if r.access != nil {
-			r.access.latency, r.access.usage = lat, u
-			r.accessLog.write(r.access, r.start.Add(lat))
+		if r.accessLog != nil {
+			r.line.latency, r.line.usage = lat, u
+			r.accessLog.write(&r.line, r.start.Add(lat))
 		}
 	}
 }
