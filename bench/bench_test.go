@@ -232,16 +232,12 @@ func TestVerdictsUseMedianOfRounds(t *testing.T) {
 		rep.addLoad("gateway", 16, fakeResult(gw, time.Millisecond, 120))
 	}
 	md := rep.markdown()
-	for _, want := range []string{
+	wantLines(t, md,
 		"| throughput at concurrency 16, gateway / floor (median of rounds) | 88% | ≥ 85% | PASS |",
 		"| throughput at concurrency 64, gateway / floor (median of rounds) | not measured (add 64 to -concurrency) | ≥ 85% | — |",
 		"| CPU per request at concurrency 16, gateway / floor (median of rounds) |",
 		"| added p50 latency over the floor at concurrency 1 (median of rounds) | not measured (add 1 to -concurrency) | ≤ 30 µs | — |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("no line %q in\n%s", want, md)
-		}
-	}
+	)
 
 	rep = newReport(o, "cpu", "kernel", "rev", 100)
 	for _, gw := range []int{900, 500, 600} {
@@ -250,5 +246,15 @@ func TestVerdictsUseMedianOfRounds(t *testing.T) {
 	}
 	if md := rep.markdown(); !strings.Contains(md, "| throughput at concurrency 16, gateway / floor (median of rounds) | 60% | ≥ 85% | **FAIL** |") {
 		t.Errorf("two bad rounds of three pass:\n%s", md)
+	}
+}
+
+// wantLines fails t for each of lines that md does not hold.
+func wantLines(t *testing.T, md string, lines ...string) {
+	t.Helper()
+	for _, want := range lines {
+		if !strings.Contains(md, want) {
+			t.Errorf("no line %q in\n%s", want, md)
+		}
 	}
 }
