@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCPUList(t *testing.T) {
@@ -54,6 +56,9 @@ func TestPin(t *testing.T) {
 	if lines["child"] != rest {
 		t.Errorf("child allowed on %q, want %q\n%s", lines["child"], rest, out)
 	}
+	if want := "load generator pinned to CPU " + first + ", servers to " + cpuList(cpus[1:]); lines["desc"] != want {
+		t.Errorf("pin says %q, want %q", lines["desc"], want)
+	}
 	if lines["others"] == "" {
 		t.Errorf("no other thread of the tool was seen\n%s", out)
 	}
@@ -100,12 +105,12 @@ func pinHelper() {
 		os.Exit(1)
 	}
 	defer child.Process.Kill()
-	self := cpusAllowed("/proc/thread-self/status")
+	self := strconv.Itoa(unix.Gettid())
 	var others []string
 	tasks, _ := os.ReadDir("/proc/self/task")
 	for _, task := range tasks {
-		if l := cpusAllowed("/proc/self/task/" + task.Name() + "/status"); l != self {
-			others = append(others, l)
+		if task.Name() != self {
+			others = append(others, cpusAllowed("/proc/self/task/"+task.Name()+"/status"))
 		}
 	}
 	os.Stdout.WriteString("desc=" + desc + "\nallowed=" + allowed + "\nchild=" +
