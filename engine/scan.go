@@ -130,6 +130,24 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 		return badRequest("", "invalid_json", "request body must be a JSON object")
 	case bad != nil:
 		return bad
+	}
+	return r.required(op, haveBody)
+}
+
+// tokenCap takes n, the value of key (max_tokens, max_completion_tokens),
+// as the answer's token cap: the larger of the two counts.
+func (r *chatRequest) tokenCap(key string, n float64) *apiError {
+	if n < 1 || n > maxTokensBound || n != float64(int64(n)) {
+		return badRequest(key, "invalid_value", key+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
+	}
+	r.maxTokens = max(r.maxTokens, int(n))
+	return nil
+}
+
+// required checks that a body which read well had what op needs: a model,
+// its content field, and a message.
+func (r *chatRequest) required(op *operation, haveBody bool) *apiError {
+	switch {
 	case r.modelStart < 0:
 		return badRequest("model", "missing_field", "missing required field: model")
 	case !haveBody:
@@ -188,11 +206,7 @@ func (r *chatRequest) field(j *adapters.JSONReader, key string, tok adapters.JSO
 	case "max_tokens", "max_completion_tokens":
 		switch tok {
 		case adapters.JSONNumber:
-			n := number(j.Since(start))
-			if n < 1 || n > maxTokensBound || n != float64(int64(n)) {
-				return badRequest(key, "invalid_value", key+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
-			}
-			r.maxTokens = max(r.maxTokens, int(n))
+			return r.tokenCap(key, number(j.Since(start)))
 		case adapters.JSONNull:
 		default:
 			return badRequest(key, "invalid_type", key+" must be a number")

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -43,14 +42,8 @@ func scanOracle(body []byte, r *chatRequest, op *operation) *apiError {
 		return badRequest("", "invalid_json", "request body must be a JSON object")
 	case bad != nil:
 		return bad
-	case r.modelStart < 0:
-		return badRequest("model", "missing_field", "missing required field: model")
-	case !haveBody:
-		return badRequest(op.body, "missing_field", "missing required field: "+op.body)
-	case r.messages == 0:
-		return badRequest("messages", "invalid_value", "messages must hold at least one message")
 	}
-	return nil
+	return r.required(op, haveBody)
 }
 
 func oracleField(r *chatRequest, key string, v gjson.Result, start int) (bad *apiError) {
@@ -135,10 +128,7 @@ func oracleField(r *chatRequest, key string, v gjson.Result, start int) (bad *ap
 	case "max_tokens", "max_completion_tokens":
 		switch v.Type {
 		case gjson.Number:
-			if v.Num < 1 || v.Num > maxTokensBound || v.Num != float64(int64(v.Num)) {
-				return badRequest(key, "invalid_value", key+" must be a whole number from 1 to "+strconv.Itoa(maxTokensBound))
-			}
-			r.maxTokens = max(r.maxTokens, int(v.Num))
+			return r.tokenCap(key, v.Num)
 		case gjson.Null:
 		default:
 			return badRequest(key, "invalid_type", key+" must be a number")
