@@ -77,7 +77,11 @@ routes:
 `
 
 func benchChat(b *testing.B, cfgYAML, body string, stream bool) {
-	c := benchGateway(b, cfgYAML, benchUpstream(b))
+	benchClient(b, benchGateway(b, cfgYAML, benchUpstream(b)), body, stream)
+}
+
+// benchClient sends body to c's chat endpoint, one request after another.
+func benchClient(b *testing.B, c *fasthttp.HostClient, body string, stream bool) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	req.SetRequestURI("http://gateway/v1/chat/completions")
@@ -102,7 +106,28 @@ func benchChat(b *testing.B, cfgYAML, body string, stream bool) {
 // BenchmarkChat is one non-stream request through auth, the body scan, a
 // route rule that matches, and the openai adapter.
 func BenchmarkChat(b *testing.B) {
-	benchChat(b, benchConfig, `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`, false)
+	benchChat(b, benchConfig, benchChatBody, false)
+}
+
+// BenchmarkChatFloor is BenchmarkChat's request through the floor of
+// bench/ instead of the gateway: a bare fasthttp proxy that forwards the
+// client's request to the same upstream and relays its answer. The ratio
+// of the two is what the gateway adds, without the scheduling noise of a
+// load test over real sockets.
+func BenchmarkChatFloor(b *testing.B) {
+	up := benchUpstream(b)
+	hc := &fasthttp.HostClient{Addr: "upstream", Dial: func(string) (net.Conn, error) { return up.Dial() },
+		ReadBufferSize: 16 << 10, NoDefaultUserAgentHeader: true}
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{NoDefaultServerHeader: true, Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.StreamBody = true
+		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
+			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+		}
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	benchClient(b, &fasthttp.HostClient{Addr: "floor", Dial: func(string) (net.Conn, error) { return ln.Dial() }}, benchChatBody, false)
 }
 
 // BenchmarkChatStream relays 20 SSE chunks.

@@ -185,6 +185,7 @@ func BenchmarkScan(b *testing.B) {
 	}
 }
 
+// benchChatBody is BenchmarkChat's request, as bench/ sends it too.
 const benchChatBody = `{"model":"auto","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}]}`
 
 // longChatBody is a 20-message conversation whose second message holds a
