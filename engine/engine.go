@@ -5,7 +5,6 @@ package engine
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -480,45 +479,6 @@ func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
 	}
 	b = append(b, seq[:]...)
 	ctx.Response.Header.SetCanonical(hdrRequestID, b)
-}
-
-// authenticate finds the calling gateway key. With no keys configured,
-// every caller is let in as nil, within auth.anonymous_rpm per address.
-func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiError) {
-	if len(s.keys) == 0 {
-		if s.anon != nil {
-			return nil, s.anon.admit(ctx, int64(s.cfg.Auth.AnonymousRPM))
-		}
-		return nil, nil
-	}
-	tok := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-	if len(tok) > 7 && (string(tok[:7]) == "Bearer " || string(tok[:7]) == "bearer ") {
-		tok = tok[7:]
-	} else if k := ctx.Request.Header.Peek("X-Api-Key"); len(k) > 0 {
-		tok = k
-	} else {
-		tok = nil
-	}
-	if len(tok) == 0 {
-		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "missing_api_key",
-			msg: "missing gateway key: send Authorization: Bearer <key>"}
-	}
-	// Comparing digests in a map keeps the lookup constant-time in the
-	// key's content.
-	gk := s.keys[sha256.Sum256(tok)]
-	if gk == nil {
-		return nil, &apiError{status: fasthttp.StatusUnauthorized, typ: "authentication_error", code: "invalid_api_key",
-			msg: "invalid gateway key"}
-	}
-	// Only a key that expires needs the time.
-	var now time.Time
-	if !gk.cfg.Expires.IsZero() {
-		now = time.Now()
-	}
-	if err := gk.refusal(now); err != nil {
-		return nil, err
-	}
-	return gk, nil
 }
 
 // refusal says why the key may not be used at now, or nil.

@@ -29,8 +29,11 @@ type snapshot struct {
 	// defaultRoute counts the requests no rule matched.
 	defaultRoute *routeState
 	uses         config.EnvUses
-	keys         map[[32]byte]*gatewayKey
-	byName       map[string]*gatewayKey
+	// keys holds every gateway key by the SHA-256 of its value; keyIndex
+	// finds most of them cheaper.
+	keys     map[[32]byte]*gatewayKey
+	keyIndex keyIndex
+	byName   map[string]*gatewayKey
 	// modelsAll is the /v1/models body for a key without an allow-list;
 	// modelsByKey holds the others.
 	modelsAll   []byte
@@ -200,6 +203,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		providers:   map[string]*provider{},
 		groups:      map[string]*group{},
 		keys:        map[[32]byte]*gatewayKey{},
+		keyIndex:    newKeyIndex(),
 		byName:      map[string]*gatewayKey{},
 		modelsByKey: map[*config.Key][]byte{},
 		cooldown:    int64(cfg.Failover.Cooldown),
@@ -356,6 +360,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 			gk.upstreams = s.passUpstreams(key.Allowed)
 		}
 		s.keys[key.Hash] = gk
+		s.keyIndex.add(key.Key.Reveal(), gk)
 		s.byName[key.Name] = gk
 	}
 	for _, name := range cfg.ProviderOrder {

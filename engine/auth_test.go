@@ -1,0 +1,89 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/maphash"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"gateway/config"
+)
+
+// TestAuthenticate finds a key given by reference (looked up by the
+// seeded hash) and one given as sha256:<hex> only (by its digest), and no
+// key for a value that is not quite one of theirs.
+func TestAuthenticate(t *testing.T) {
+	digest := sha256.Sum256([]byte("gw-hashed-value"))
+	yaml := `
+auth:
+  keys:
+    - {name: plain, key: "${GW}"}
+    - {name: hashed, key: "sha256:` + hex.EncodeToString(digest[:]) + `"}
+providers:
+  up: {type: openai, base_url: "http://up.test/v1", keys: ["${UP}"], models: {m: {}}}
+`
+	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { return "gw-" + k + "-value", true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	s := e.snap.Load()
+	if len(s.keyIndex.keys) != 1 || !s.keyIndex.rest {
+		t.Fatalf("index holds %d keys, rest %v; want the plain key, and the hashed one left to its digest", len(s.keyIndex.keys), s.keyIndex.rest)
+	}
+	for _, tt := range []struct {
+		header, value, want string
+	}{
+		{"Authorization", "Bearer gw-GW-value", "plain"},
+		{"Authorization", "bearer gw-GW-value", "plain"},
+		{"X-Api-Key", "gw-GW-value", "plain"},
+		{"Authorization", "Bearer gw-hashed-value", "hashed"},
+		{"X-Api-Key", "gw-hashed-value", "hashed"},
+		{"Authorization", "Bearer gw-GW-valuf", ""},
+		{"Authorization", "Bearer gw-GW-value2", ""},
+		{"Authorization", "Bearer gw-GW-valu", ""},
+		{"Authorization", "Bearer gw-hashed-valuE", ""},
+	} {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.Set(tt.header, tt.value)
+		key, aerr := s.authenticate(&ctx)
+		switch {
+		case tt.want == "" && (key != nil || aerr == nil || aerr.code != "invalid_api_key"):
+			t.Errorf("%s: %s: key %v, error %v; want invalid_api_key", tt.header, tt.value, key, aerr)
+		case tt.want != "" && (aerr != nil || key == nil || key.cfg.Name != tt.want):
+			t.Errorf("%s: %s: key %v, error %v; want %s", tt.header, tt.value, key, aerr, tt.want)
+		}
+	}
+}
+
+// TestKeyIndexCollision: a value whose hash lands on another key's entry
+// is compared with that key's value, refused, and then found by its
+// digest, as a key that lost its hash to another one is.
+func TestKeyIndexCollision(t *testing.T) {
+	a, b := &gatewayKey{}, &gatewayKey{}
+	ix := newKeyIndex()
+	ix.add("value-a", a)
+	ix.add("value-a", b)
+	if !ix.rest {
+		t.Fatal("a second key on a taken hash is not left to its digest")
+	}
+	// "value-b" lands where "value-a" is, as if their hashes collided.
+	ix.keys[maphash.String(ix.seed, "value-b")] = ix.keys[maphash.String(ix.seed, "value-a")]
+	digests := map[[32]byte]*gatewayKey{sha256.Sum256([]byte("value-a")): a, sha256.Sum256([]byte("value-b")): b}
+	if got := ix.find([]byte("value-b"), digests); got != b {
+		t.Errorf("value-b found %p, want b %p", got, b)
+	}
+	if got := ix.find([]byte("value-a"), digests); got != a {
+		t.Errorf("value-a found %p, want a %p", got, a)
+	}
+	ix.rest = false
+	if got := ix.find([]byte("value-b"), digests); got != nil {
+		t.Errorf("value-b found %p with no key left to its digest, want none", got)
+	}
+}
