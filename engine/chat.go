@@ -69,7 +69,7 @@ var hdrSessionID = []byte("X-Session-Id")
 // route, then the runner. Every operation takes this path.
 func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, op *operation, body []byte, in *ingress) {
 	x := exchangePool.Get().(*exchange)
-	x.start = time.Now()
+	x.start = arrival(ctx)
 	defer func() {
 		e.finish(ctx, s, key, x)
 		x.route, x.routeName, x.winner, x.start, x.ttfb, x.relay, x.trace = nil, "", candidate{}, time.Time{}, 0, nil, nil
@@ -248,6 +248,16 @@ func (s *snapshot) match(env *config.RequestEnv, ms []config.KeyMatch) *route {
 	return found
 }
 
+// arrival is when the request came: fasthttp's reading of the clock for
+// it (Server sets LazyRequestTime, so the first ask reads it), or a
+// reading now for a RequestCtx no server handed over.
+func arrival(ctx *fasthttp.RequestCtx) time.Time {
+	if t := ctx.Time(); !t.IsZero() {
+		return t
+	}
+	return time.Now()
+}
+
 // session identifies the conversation for sticky routing: by X-Session-Id
 // when sent, else by the key, system prompt and first user message, but
 // only once the history holds an assistant turn. A one-shot request (the
@@ -287,7 +297,13 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		x.trace.header(ctx, x)
 	}
 	status := ctx.Response.StatusCode()
-	lat := time.Since(x.start)
+	// A request a target answered ends, for the counters, when the
+	// answer came: the clock was read then. A stream's own end is told
+	// when it ends.
+	lat := x.ttfb
+	if x.winner.t == nil {
+		lat = time.Since(x.start)
+	}
 	at := x.start.Add(lat)
 	e.requests.Add(1)
 	fellBack := x.winner.t != nil && len(x.fails) > 0

@@ -270,8 +270,11 @@ func (e *Engine) Server() *fasthttp.Server {
 		WriteTimeout:          e.writeTimeout,
 		IdleTimeout:           120 * time.Second,
 		NoDefaultServerHeader: true,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{e.log},
+		// The clock is read for a request when the handler asks
+		// (arrival), not for every request before it runs.
+		LazyRequestTime: true,
+		CloseOnShutdown: true,
+		Logger:          fasthttpLogger{e.log},
 	}
 }
 
@@ -381,7 +384,7 @@ func (e *Engine) Handler(ctx *fasthttp.RequestCtx) {
 				err.write(ctx)
 				return
 			}
-			start := time.Now()
+			start := arrival(ctx)
 			via := e.proxy(ctx, s, key)
 			e.passed(ctx, s, key, via, start)
 			return

@@ -133,10 +133,12 @@ type walker struct {
 	// skipped without a call.
 	op    *operation
 	order []*target
-	// clock is read as the walk moves to each candidate, so a candidate
-	// tried after a slow attempt is checked and reserved at its own time.
+	// clock is read as the walk moves on after handing out a candidate,
+	// so a candidate tried after a slow attempt is checked and reserved
+	// at its own time; until the first attempt, now is the request's.
 	clock   func() int64
 	now     int64 // the time of the candidate in hand
+	handed  bool  // a candidate was handed out: now is an attempt old
 	prompt  int64 // estimated prompt tokens
 	maxOut  int64 // the request's max_tokens, 0 if unset
 	reserve bool
@@ -255,8 +257,11 @@ func (w *walker) note(r skipReason, until int64) {
 // next returns the next usable candidate, reserving its tokens and taking
 // the breaker's probe when w.reserve is set.
 func (w *walker) next() (candidate, bool) {
-	for w.ti < len(w.order) {
+	if w.handed {
 		w.now = w.clock()
+	}
+	w.handed = true
+	for w.ti < len(w.order) {
 		t := w.order[w.ti]
 		n := len(t.keys)
 		if w.ki == 0 {
