@@ -9,6 +9,14 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// The request's header names, as fasthttp spells every name it reads
+// (Server keeps its normalizing on), so they are looked up without
+// normalizing them again per request.
+var (
+	hdrAuthorization = []byte(fasthttp.HeaderAuthorization)
+	hdrAPIKey        = []byte("X-Api-Key")
+)
+
 // keyIndex finds a gateway key from what a client presents without a
 // SHA-256 per request: by a hash under a seed drawn per snapshot, then a
 // constant-time compare with the key itself. The seed is secret and
@@ -65,10 +73,10 @@ func (s *snapshot) authenticate(ctx *fasthttp.RequestCtx) (*gatewayKey, *apiErro
 		}
 		return nil, nil
 	}
-	tok := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	tok := ctx.Request.Header.PeekCanonical(hdrAuthorization)
 	if len(tok) > 7 && (string(tok[:7]) == "Bearer " || string(tok[:7]) == "bearer ") {
 		tok = tok[7:]
-	} else if k := ctx.Request.Header.Peek("X-Api-Key"); len(k) > 0 {
+	} else if k := ctx.Request.Header.PeekCanonical(hdrAPIKey); len(k) > 0 {
 		tok = k
 	} else {
 		tok = nil

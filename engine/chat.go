@@ -268,7 +268,7 @@ func (s *snapshot) session(ctx *fasthttp.RequestCtx, key *gatewayKey, r *chatReq
 	if s.stickyTTL <= 0 {
 		return 0
 	}
-	sid := ctx.Request.Header.PeekBytes(hdrSessionID)
+	sid := ctx.Request.Header.PeekCanonical(hdrSessionID)
 	if len(sid) == 0 && (!r.assistant || r.firstUser == "") {
 		return 0
 	}
@@ -317,7 +317,7 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	// The line borrows the request's bytes: the entry remembered copies
 	// what it keeps, and a stream's access log line copies them.
 	l := accessLine{
-		id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), route: x.routeName, status: status,
+		id: bytesString(ctx.Response.Header.PeekCanonical(hdrRequestID)), route: x.routeName, status: status,
 		model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage, fails: x.fails,
 	}
 	if key != nil {

@@ -403,7 +403,7 @@ func (e *Engine) contain(ctx *fasthttp.RequestCtx) {
 	if r == nil {
 		return
 	}
-	e.log.Error("panic while serving a request", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
+	e.log.Error("panic while serving a request", "request_id", string(ctx.Response.Header.PeekCanonical(hdrRequestID)),
 		"path", string(ctx.Path()), "panic", panicText(r), "stack", string(debug.Stack()))
 	ctx.Response.Reset()
 	(&apiError{status: fasthttp.StatusInternalServerError, typ: "server_error", code: "internal_error",
@@ -452,7 +452,7 @@ func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	at := start.Add(lat)
 	e.requests.Add(1)
 	e.states.analytics.all.at().answered(status, lat, false)
-	l := accessLine{id: bytesString(ctx.Response.Header.PeekBytes(hdrRequestID)), method: bytesString(ctx.Method()),
+	l := accessLine{id: bytesString(ctx.Response.Header.PeekCanonical(hdrRequestID)), method: bytesString(ctx.Method()),
 		path: bytesString(ctx.Path()), route: "passthrough", via: via, status: status, latency: lat,
 		cache: bytesString(ctx.Response.Header.Peek("X-Cache"))}
 	if key != nil {
@@ -467,7 +467,7 @@ func (e *Engine) passed(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 
 // setRequestID echoes the client's X-Request-Id or makes one.
 func (e *Engine) setRequestID(ctx *fasthttp.RequestCtx) {
-	if id := ctx.Request.Header.PeekBytes(hdrRequestID); len(id) > 0 && len(id) <= 128 {
+	if id := ctx.Request.Header.PeekCanonical(hdrRequestID); len(id) > 0 && len(id) <= 128 {
 		ctx.Response.Header.SetCanonical(hdrRequestID, id)
 		return
 	}

@@ -46,7 +46,7 @@ func (e *Engine) failed(ctx *fasthttp.RequestCtx, w *walker, c candidate, f *ada
 		return true
 	}
 	x.fails = append(x.fails, failedAttempt{c: c, f: f})
-	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekBytes(hdrRequestID)),
+	e.log.Warn("upstream attempt failed", "request_id", string(ctx.Response.Header.PeekCanonical(hdrRequestID)),
 		"via", c.t.name, "key", c.slot, "class", f.Class.String(), "status", f.Status, "err", f.Msg)
 	return false
 }

@@ -24,7 +24,7 @@ func debugAsked(ctx *fasthttp.RequestCtx, key *gatewayKey) bool {
 	if !key.admin() {
 		return false
 	}
-	v := ctx.Request.Header.PeekBytes(hdrDebug)
+	v := ctx.Request.Header.PeekCanonical(hdrDebug)
 	return len(v) == 1 && v[0] == '1'
 }
 
