@@ -72,20 +72,13 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	x.start = arrival(ctx)
 	defer func() {
 		e.finish(ctx, s, key, x)
-		x.route, x.routeName, x.winner, x.start, x.ttfb, x.relay, x.trace = nil, "", candidate{}, time.Time{}, 0, nil, nil
-		// Body keeps its capacity, unless a large answer grew it; the usage
-		// must not reach the next request's access log line when it fails
-		// before any reply.
-		if cap(x.reply.Body) > maxPooledBody {
-			x.reply.Body = nil
+		// All of it is cleared at once but the buffers: the body keeps its
+		// capacity, unless a large answer grew it.
+		body := x.reply.Body[:0]
+		if cap(body) > maxPooledBody {
+			body = nil
 		}
-		x.reply.Stream, x.reply.Usage, x.reply.Exhausted = nil, adapters.Usage{}, 0
-		x.fails = x.fails[:0]
-		x.env = config.RequestEnv{}
-		x.call = adapters.Call{}
-		x.req = chatRequest{}
-		clear(x.order[:])
-		x.op, x.in, x.att = nil, nil, attempt{}
+		*x = exchange{reply: adapters.Reply{Body: body}, fails: x.fails[:0]}
 		exchangePool.Put(x)
 	}()
 	x.op, x.in = op, in
