@@ -37,6 +37,11 @@ type window struct {
 	// over the buckets; -1 while it would pass math.MaxInt64, when used
 	// adds the buckets up, saturating. No stamp is past top.
 	top, sum int64
+	// No slot holds a stamp from gapFrom to gapTo, excluded: epochs a
+	// walk of freeAt found empty, which the next one skips. Under a
+	// steady load younger than the window, that is every walk's start,
+	// up to a whole window of empty buckets per request otherwise.
+	gapFrom, gapTo int64
 }
 
 func newWindow(period time.Duration) window {
@@ -115,6 +120,9 @@ func (w *window) set(i, e, n int64) {
 		w.sum -= w.count[i]
 	}
 	w.stamp[i], w.count[i] = e, n
+	if e >= w.gapFrom && e < w.gapTo {
+		w.gapTo = e
+	}
 	if w.counted(e) {
 		w.grow(n)
 	}
@@ -160,10 +168,19 @@ func (w *window) freeAt(now, n, limit int64) int64 {
 	cur := now / w.width
 	// Buckets leave the window oldest first: bucket e stops counting at
 	// the start of epoch e+buckets+1.
-	// The slots are walked in order, without a division per bucket.
-	e := cur - buckets
+	// The slots are walked in order, without a division per bucket,
+	// from past the empty epochs the last walk found.
+	from := cur - buckets
+	e := from
+	if e >= w.gapFrom && e < w.gapTo {
+		e = w.gapTo
+	}
+	w.gapFrom, w.gapTo = from, cur+1
 	for i := e % (buckets + 1); e <= cur; e++ {
 		if w.stamp[i] == e {
+			if w.gapTo > e {
+				w.gapTo = e
+			}
 			used -= w.count[i]
 			if satAdd(used, n) <= limit {
 				return (e + buckets + 1) * w.width
