@@ -117,8 +117,9 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	}
 	g, r := s.route(ctx, key, x)
 	x.route, x.routeName = s.defaultRoute, "default"
+	routeHeader := strDefaultRoute
 	if r != nil {
-		x.route, x.routeName = r.stats, r.cfg.Name
+		x.route, x.routeName, routeHeader = r.stats, r.cfg.Name, r.header
 	}
 	if g == nil {
 		keyRes.Settle(nanotime(), 0)
@@ -126,7 +127,7 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 			msg: "model " + strconv.Quote(x.req.model) + " not found; GET /v1/models lists the models this key may use"}).write(ctx)
 		return
 	}
-	ctx.Response.Header.SetCanonical(hdrRoute, []byte(x.routeName))
+	ctx.Response.Header.SetCanonical(hdrRoute, routeHeader)
 	if len(g.targets) == 0 {
 		keyRes.Settle(nanotime(), 0)
 		(&apiError{status: fasthttp.StatusServiceUnavailable, typ: "server_error", code: "no_provider",

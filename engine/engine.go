@@ -300,6 +300,8 @@ var (
 	hdrRoutedVia   = []byte("X-Routed-Via")
 	hdrFallbacks   = []byte("X-Fallback-Attempts")
 	hdrRoute       = []byte("X-Gateway-Route")
+	// strDefaultRoute is X-Gateway-Route when no route rule matched.
+	strDefaultRoute = []byte("default")
 )
 
 // Handler serves one request.

@@ -97,6 +97,8 @@ type route struct {
 	cfg   *config.Route
 	group *group
 	stats *routeState
+	// header is the route's name for X-Gateway-Route.
+	header []byte
 }
 
 // target is one (provider, model) of a chain, with one state per key.
@@ -344,7 +346,7 @@ func build(cfg *config.Config, ups *upstreams, st *states, upstreamModels map[st
 		if r.Model == "" {
 			g = chain("route:"+r.Name, r.Name, r.Strategy, 0, r.Group.Chain)
 		}
-		s.routes = append(s.routes, &route{cfg: r, group: g, stats: reuse(st.routes, k.routes, r.Name)})
+		s.routes = append(s.routes, &route{cfg: r, group: g, stats: reuse(st.routes, k.routes, r.Name), header: []byte(r.Name)})
 		s.uses = s.uses.Or(r.Uses)
 	}
 
