@@ -7,15 +7,13 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
-
-	"gateway/config"
 )
 
 // TestAuthenticate finds a key given by reference (looked up by the
 // seeded hash) and one given as sha256:<hex> only (by its digest), and no
 // key for a value that is not quite one of theirs.
 func TestAuthenticate(t *testing.T) {
-	digest := sha256.Sum256([]byte("gw-hashed-value"))
+	digest := sha256.Sum256([]byte("key-hashed"))
 	yaml := `
 auth:
   keys:
@@ -24,31 +22,22 @@ auth:
 providers:
   up: {type: openai, base_url: "http://up.test/v1", keys: ["${UP}"], models: {m: {}}}
 `
-	cfg, err := config.Parse([]byte(yaml), config.Options{LookupEnv: func(k string) (string, bool) { return "gw-" + k + "-value", true }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	s := e.snap.Load()
+	s := testEngine(t, yaml, Options{}).snap.Load()
 	if len(s.keyIndex.keys) != 1 || !s.keyIndex.rest {
 		t.Fatalf("index holds %d keys, rest %v; want the plain key, and the hashed one left to its digest", len(s.keyIndex.keys), s.keyIndex.rest)
 	}
 	for _, tt := range []struct {
 		header, value, want string
 	}{
-		{"Authorization", "Bearer gw-GW-value", "plain"},
-		{"Authorization", "bearer gw-GW-value", "plain"},
-		{"X-Api-Key", "gw-GW-value", "plain"},
-		{"Authorization", "Bearer gw-hashed-value", "hashed"},
-		{"X-Api-Key", "gw-hashed-value", "hashed"},
-		{"Authorization", "Bearer gw-GW-valuf", ""},
-		{"Authorization", "Bearer gw-GW-value2", ""},
-		{"Authorization", "Bearer gw-GW-valu", ""},
-		{"Authorization", "Bearer gw-hashed-valuE", ""},
+		{"Authorization", "Bearer key-GW", "plain"},
+		{"Authorization", "bearer key-GW", "plain"},
+		{"X-Api-Key", "key-GW", "plain"},
+		{"Authorization", "Bearer key-hashed", "hashed"},
+		{"X-Api-Key", "key-hashed", "hashed"},
+		{"Authorization", "Bearer key-GX", ""},
+		{"Authorization", "Bearer key-GW2", ""},
+		{"Authorization", "Bearer key-G", ""},
+		{"Authorization", "Bearer key-hasheD", ""},
 	} {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.Header.Set(tt.header, tt.value)

@@ -154,16 +154,7 @@ func BenchmarkChatSharedState(b *testing.B) {
 // hinges on tools) and for one of team ops (the key alone says no).
 func BenchmarkRoute(b *testing.B) {
 	cfgYAML := strings.Replace(benchConfig, "metadata: {team: ml}}", "metadata: {team: ml}}\n    - {name: ops, key: \"${OPS}\", metadata: {team: ops}}", 1)
-	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "key-" + k, true }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := New(cfg, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(eng.Close)
-	s := eng.snap.Load()
+	s := testEngine(b, cfgYAML, Options{}).snap.Load()
 	var ctx fasthttp.RequestCtx
 	ctx.Request.SetRequestURI("/v1/chat/completions")
 	ctx.Request.Header.SetMethod("POST")

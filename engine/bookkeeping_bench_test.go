@@ -11,18 +11,26 @@ import (
 	"gateway/config"
 )
 
+// testEngine is an engine for cfgYAML, whose ${K} references read
+// "key-K", closed when tb ends.
+func testEngine(tb testing.TB, cfgYAML string, opt Options) *Engine {
+	tb.Helper()
+	cfg, err := config.Parse([]byte(cfgYAML), config.Options{LookupEnv: func(k string) (string, bool) { return "key-" + k, true }})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := New(cfg, opt)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.Close)
+	return e
+}
+
 // bookkeepingEngine is an engine for benchConfig writing its access log
 // to io.Discard, with its snapshot, key and the target the route picks.
 func bookkeepingEngine(b *testing.B) (*Engine, *snapshot, *gatewayKey, *target) {
-	cfg, err := config.Parse([]byte(benchConfig), config.Options{LookupEnv: func(k string) (string, bool) { return "key-" + k, true }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e, err := New(cfg, Options{AccessLog: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.Close)
+	e := testEngine(b, benchConfig, Options{AccessLog: io.Discard})
 	s := e.snap.Load()
 	return e, s, s.byName["bench"], s.groups["auto"].targets[0]
 }

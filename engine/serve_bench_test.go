@@ -7,7 +7,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gateway/adapters"
-	"gateway/config"
 )
 
 // benchReply is the upstream answer of benchUpstream, as an adapter hands
@@ -19,15 +18,7 @@ const benchReply = `{"id":"chatcmpl-1","object":"chat.completion","created":1,"m
 // the key's check, the body scan, the key's limits, the route, the runner
 // and the bookkeeping, around an upstream call that answers at once.
 func BenchmarkServe(b *testing.B) {
-	cfg, err := config.Parse([]byte(benchConfig), config.Options{LookupEnv: func(k string) (string, bool) { return "key-" + k, true }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	e, err := New(cfg, Options{Dial: func(string) (net.Conn, error) { return nil, net.ErrClosed }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.Close)
+	e := testEngine(b, benchConfig, Options{Dial: func(string) (net.Conn, error) { return nil, net.ErrClosed }})
 	s := e.snap.Load()
 	op := *opChat
 	op.call = func(_ *target, _ *adapters.Call, r *adapters.Reply) error {
