@@ -73,12 +73,15 @@ func (e *Engine) serve(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, o
 	defer func() {
 		e.finish(ctx, s, key, x)
 		// All of it is cleared at once but the buffers: the body keeps its
-		// capacity, unless a large answer grew it.
-		body := x.reply.Body[:0]
+		// capacity, unless a large answer grew it. Clearing the struct and
+		// putting the buffers back is one memclr; a composite literal with
+		// them would be built aside and copied over.
+		body, fails := x.reply.Body[:0], x.fails[:0]
 		if cap(body) > maxPooledBody {
 			body = nil
 		}
-		*x = exchange{reply: adapters.Reply{Body: body}, fails: x.fails[:0]}
+		*x = exchange{}
+		x.reply.Body, x.fails = body, fails
 		exchangePool.Put(x)
 	}()
 	x.op, x.in = op, in
