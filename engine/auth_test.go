@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"hash/maphash"
+	"strconv"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -74,5 +75,30 @@ func TestKeyIndexCollision(t *testing.T) {
 	ix.rest = false
 	if got := ix.find([]byte("value-b"), digests); got != nil {
 		t.Errorf("value-b found %p with no key left to its digest, want none", got)
+	}
+}
+
+// TestHeaderNamesInAnyCase: the gateway looks headers up by their
+// canonical names, which fasthttp gives every name it reads, so a client
+// spelling them in lower case (as HTTP/2 proxies do) is still known by
+// its key, keeps its request id and gets the route and rate headers.
+func TestHeaderNamesInAnyCase(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("p1.test", fakeOK("ok"))
+	g := newFakeGateway(t, fakeThree(fakeAuthConfig), n)
+	for _, name := range []string{"authorization: Bearer ", "x-api-key: ", "X-API-KEY: "} {
+		t.Run(name, func(t *testing.T) {
+			r := g.raw("POST /v1/chat/completions HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n" +
+				name + g.key + "\r\nx-request-id: client-id-7\r\nContent-Length: " + strconv.Itoa(len(fakeAsk)) + "\r\n\r\n" + fakeAsk)
+			if r.status != 200 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if id := r.get("X-Request-Id"); id != "client-id-7" {
+				t.Errorf("X-Request-Id %q, want the client's", id)
+			}
+			if r.get("X-Routed-Via") == "" || r.get("X-Gateway-Route") == "" {
+				t.Errorf("no X-Routed-Via or X-Gateway-Route in %s", r.header)
+			}
+		})
 	}
 }
