@@ -214,12 +214,17 @@ func usageIn(raw []byte) Usage {
 			// The end of the object.
 			break
 		}
+		// The key ends at the next quote, unless it holds an escape.
 		k := i + 1
-		i = pastValue(raw, i)
-		key := raw[k : i-1]
+		n := bytes.IndexByte(raw[k:], '"')
+		if n < 0 {
+			break
+		}
+		key := raw[k : k+n]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			return usageOf(gjson.ParseBytes(raw))
 		}
+		i = k + n + 1
 		i = pastSpace(raw, pastSpace(raw, i)+1)
 		v := i
 		i = pastValue(raw, i)
