@@ -53,7 +53,9 @@ type Call struct {
 // Reply is what a successful attempt produced.
 type Reply struct {
 	// Body is the OpenAI-shaped response of a non-stream call. The
-	// adapter appends to it; the caller reuses its capacity.
+	// adapter appends to it, or puts a buffer of its own in its place;
+	// the caller reuses its capacity. The buffer must be the caller's
+	// alone: an adapter may hand it to fasthttp's pools.
 	Body []byte
 	// Stream is set instead of Body for a stream call.
 	Stream Stream

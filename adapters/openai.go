@@ -155,7 +155,14 @@ func (o *openAI) post(e *endpoint, c *Call, r *Reply, stream bool, list string) 
 	if hasUsage {
 		r.Usage = usage
 	}
-	r.Body = append(r.Body[:0], body...)
+	// The answer's buffer becomes the reply's, uncopied, and the reply's
+	// old buffer goes back with the response. Neither is shared after:
+	// the response is released, and each pool drops a buffer over its
+	// limit (fasthttp's SetBodySizePoolLimit, the engine's maxPooledBody).
+	// The old buffer goes at its full capacity: fasthttp's pool sizes
+	// what it keeps by the length buffers come back with, and would drop
+	// a buffer that came back empty as too large for it.
+	r.Body = resp.SwapBody(r.Body[:cap(r.Body)])
 	return nil
 }
 
@@ -207,12 +214,17 @@ func usageIn(raw []byte) Usage {
 			// The end of the object.
 			break
 		}
+		// The key ends at the next quote, unless it holds an escape.
 		k := i + 1
-		i = pastValue(raw, i)
-		key := raw[k : i-1]
+		n := bytes.IndexByte(raw[k:], '"')
+		if n < 0 {
+			break
+		}
+		key := raw[k : k+n]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			return usageOf(gjson.ParseBytes(raw))
 		}
+		i = k + n + 1
 		i = pastSpace(raw, pastSpace(raw, i)+1)
 		v := i
 		i = pastValue(raw, i)

@@ -117,3 +117,39 @@ func BenchmarkUsage(b *testing.B) {
 		})
 	}
 }
+
+// TestOpenAIReplyOwnsBody: a reply's body is handed over from the
+// upstream's response, not copied, and still no buffer is shared: the
+// exchanges that follow, reusing the pooled responses and the buffers the
+// replies gave back, leave an earlier reply's body as it came, and a
+// reused reply holds its own answer each time.
+func TestOpenAIReplyOwnsBody(t *testing.T) {
+	n := 0
+	u := newUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		n++
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(answerNumbered(n))
+	})
+	p := newTestOpenAI(t, u, "5s")
+	var first, reused Reply
+	if err := p.Chat(testCall(`{"model":"m"}`, false, 0), &first); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < 40; i++ {
+		if err := p.Chat(testCall(`{"model":"m"}`, false, 0), &reused); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(reused.Body), answerNumbered(i); got != want {
+			t.Fatalf("reply %d = %s, want %s", i, got, want)
+		}
+	}
+	if got, want := string(first.Body), answerNumbered(1); got != want {
+		t.Errorf("the first reply became %s, want %s", got, want)
+	}
+}
+
+// answerNumbered is the nth answer of TestOpenAIReplyOwnsBody, its
+// length different for each n.
+func answerNumbered(n int) string {
+	return `{"choices":[{"message":{"content":"` + strings.Repeat("a", n) + `"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}`
+}

@@ -182,3 +182,46 @@ func BenchmarkOpenAIRequest(b *testing.B) {
 		fasthttp.ReleaseRequest(req)
 	}
 }
+
+// BenchmarkOpenAIChat is one non-stream chat call through the adapter
+// and its redaction, against an in-memory upstream answering
+// benchAnswer; floor is the same request sent with a bare fasthttp
+// client, as bench/'s floor proxy sends it. The difference is what the
+// adapter adds to the exchange.
+func BenchmarkOpenAIChat(b *testing.B) {
+	ln := fasthttputil.NewInmemoryListener()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("application/json")
+		ctx.SetBody(benchAnswer)
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	const body = `{"model":"m","messages":[{"role":"user","content":"Hello there"}]}`
+	b.Run("adapter", func(b *testing.B) {
+		p := testProvider(b, "providers:\n  up: {type: openai, base_url: \"http://up.test/v1\", keys: [\"${K1}\"], models: {m: {}}}\n", "up", "up.test:80", ln)
+		c := testCall(body, false, 0)
+		var r Reply
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := p.Chat(c, &r); err != nil || r.Usage.Prompt != 1117 {
+				b.Fatal(err, r.Usage)
+			}
+		}
+	})
+	b.Run("floor", func(b *testing.B) {
+		hc := &fasthttp.HostClient{Addr: "up.test", Dial: func(string) (net.Conn, error) { return ln.Dial() },
+			ReadBufferSize: 16 << 10, NoDefaultUserAgentHeader: true}
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://up.test/v1/chat/completions")
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.SetContentType("application/json")
+		req.Header.Set("Authorization", "Bearer "+testKey1)
+		req.SetBodyString(body)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := hc.Do(req, resp); err != nil || len(resp.Body()) != len(benchAnswer) {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -259,7 +259,7 @@ func (r *Redactor) find(t []byte, out []span) []span {
 			}
 			i += j
 			q := i - h.rare
-			if !bytes.HasPrefix(t[q:], h.head) {
+			if q+maskSide > len(t) || t[q] != h.head[0] || t[q+1] != h.head[1] || t[q+2] != h.head[2] {
 				continue
 			}
 			for _, k := range h.keys {

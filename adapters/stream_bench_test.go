@@ -5,23 +5,38 @@ import (
 	"io"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // BenchmarkOpenAIStreamFrames is the adapter's share of relaying a
 // stream: 20 chunk frames and [DONE] cut, checked and passed on, with the
 // reader's buffers returned at the end, as BenchmarkChatStream's upstream
 // sends them.
-func BenchmarkOpenAIStreamFrames(b *testing.B) {
+func BenchmarkOpenAIStreamFrames(b *testing.B) { benchStreamFrames(b, 0) }
+
+// BenchmarkWatchedStreamFrames is BenchmarkOpenAIStreamFrames with
+// first_byte_timeout and idle_timeout set: what the watchdog adds to 21
+// reads.
+func BenchmarkWatchedStreamFrames(b *testing.B) { benchStreamFrames(b, 30*time.Second) }
+
+// benchStreamFrames relays BenchmarkOpenAIStreamFrames's stream, watched
+// with both timeouts at timeout (0: unwatched).
+func benchStreamFrames(b *testing.B, timeout time.Duration) {
 	var body []byte
 	for i := range 20 {
 		body = append(body, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"tok`+strconv.Itoa(i)+` "},"finish_reason":null}]}`+"\n\n"...)
 	}
 	body = append(body, "data: [DONE]\n\n"...)
 	var r bytes.Reader
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Reset(body)
 		s := &openAIStream{sse: newSSEReader(&r)}
+		s.sse.watch(resp, timeout, timeout)
 		for n := 0; ; n++ {
 			if _, err := s.Next(); err != nil {
 				if err != io.EOF || n != 21 {
@@ -30,6 +45,7 @@ func BenchmarkOpenAIStreamFrames(b *testing.B) {
 				break
 			}
 		}
+		s.sse.stop()
 		s.sse.release()
 	}
 }

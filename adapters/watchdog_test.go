@@ -88,3 +88,43 @@ func openAIWatchdogProvider(t *testing.T, h func(*fasthttp.RequestCtx), extra st
 	yaml := "providers:\n  o:\n    type: openai\n    base_url: http://up.test/v1\n    keys: [\"${K1}\"]\n" + extra + "    models:\n      m: {upstream: m}\n"
 	return testProvider(t, yaml, "o", "up.test:80", u.ln)
 }
+
+// TestWatchdogCountsUpstreamWaits: idle_timeout bounds each wait for the
+// upstream, from the start of the read, and not the time the gateway
+// spends between reads (relaying to a slow client), however long.
+func TestWatchdogCountsUpstreamWaits(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	chunk := `data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}` + "\n\n"
+	quiet := make(chan struct{})
+	p := openAIWatchdogProvider(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/event-stream")
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			_, _ = w.WriteString(chunk + chunk)
+			_ = w.Flush()
+			<-quiet
+		})
+	}, "    idle_timeout: "+idle.String()+"\n")
+	t.Cleanup(func() { close(quiet) })
+	var r Reply
+	if err := p.Chat(&Call{Body: []byte(`{"model":"m","stream":true}`), ModelStart: 9, ModelEnd: 12, UpstreamJSON: []byte(`"m"`), Stream: true}, &r); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stream.Close()
+	if _, err := r.Stream.Next(); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway is busy elsewhere for three idle_timeouts.
+	time.Sleep(3 * idle)
+	if _, err := r.Stream.Next(); err != nil {
+		t.Fatalf("the second chunk, sent at once: %v", err)
+	}
+	start := time.Now()
+	_, err := r.Stream.Next()
+	took := time.Since(start)
+	if f, ok := err.(*Failure); !ok || f.Msg != "upstream stream went silent past idle_timeout" {
+		t.Fatalf("err %v, want the idle timeout", err)
+	}
+	if took < idle || took > idle+300*time.Millisecond {
+		t.Errorf("the silent upstream was cut after %v, want within [%v, %v + slack]", took, idle, idle)
+	}
+}

@@ -357,7 +357,9 @@ func (e *Engine) answer(ctx *fasthttp.RequestCtx, s *snapshot, t *target, x *exc
 		// Settled when the answer came.
 		res.settle(x.reply.Usage, clockAt(x.start)+int64(x.ttfb))
 		ctx.SetContentTypeBytes(strJSON)
-		ctx.SetBody(x.reply.Body)
+		// The reply's buffer becomes the response's, uncopied, and the
+		// response's old one the exchange's, for its next reply.
+		x.reply.Body = ctx.Response.SwapBody(x.reply.Body)
 		return
 	}
 	ctx.SetContentTypeBytes(strEventStream)
