@@ -95,24 +95,24 @@ type JSONReader struct {
 	// Start and End bound the last token in b: a key or string with its
 	// quotes, a bracket alone. After Skip, End is the end of the value.
 	Start, End int
+	depth      int
+	err        error
+	// object has bit d set when the container at depth d is an object:
+	// two words, so that Reset clears 16 bytes, not MaxJSONDepth.
+	object [MaxJSONDepth / 64]uint64
 	// Escaped reports that the last key or string holds an escape.
 	Escaped bool
 	last    JSONToken
 	state   readerState
-	depth   int
-	err     error
-	// object[d] is set when the container at depth d is an object.
-	object [MaxJSONDepth]bool
 }
 
 // readerState is what a JSONReader expects next.
 type readerState uint8
 
 const (
-	expectValue      readerState = iota // a value: at the start, after ':' or after ',' in an array
+	expectValue      readerState = iota // a value: at the start or after ':'
 	expectFirstValue                    // after '[': a value or ']'
 	expectFirstKey                      // after '{': a key or '}'
-	expectKey                           // after ',' in an object
 	expectMore                          // after a value: ',', a closing bracket, or the end
 	expectNothing                       // after the end or an error
 )
@@ -161,120 +161,157 @@ func (r *JSONReader) Finish() error {
 // read reads tokens until one leaves at most leave objects and arrays
 // open, the text ends, or it proves invalid, and returns that token. Its
 // state lives in locals while it loops, so skipping a value costs no
-// call per token.
+// call per token; obj is whether the innermost open container is an
+// object, kept in a local so that a comma or a closing bracket needs no
+// look at r.object.
 func (r *JSONReader) read(leave int) JSONToken {
-	if r.state == expectNothing {
-		return r.last
-	}
-	b, i, depth, state := r.b, r.i, r.depth, r.state
+	b, i, depth := r.b, r.i, r.depth
 	var tok JSONToken
 	var start, end int
 	esc := r.Escaped
-	for {
-		switch state {
-		case expectMore:
-			i = skipSpace(b, i)
-			if depth == 0 {
-				if i != len(b) {
-					return r.fail(ErrJSONSyntax)
-				}
-				tok, state, start, end = JSONEnd, expectNothing, i, i
-				goto token
-			}
-			if i >= len(b) {
-				return r.fail(ErrJSONSyntax)
-			}
-			switch c, obj := b[i], r.object[depth-1]; {
-			case c == ',':
-				i = skipSpace(b, i+1)
-				if obj {
-					goto key
-				}
-				goto value
-			case c == '}' && obj:
-				tok = JSONObjectEnd
-			case c == ']' && !obj:
-				tok = JSONArrayEnd
-			default:
-				return r.fail(ErrJSONSyntax)
-			}
+	obj := depth > 0 && r.object[(depth-1)/64]&(1<<((depth-1)%64)) != 0
+	switch r.state {
+	case expectMore:
+		goto more
+	case expectFirstKey:
+		if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
+			tok = JSONObjectEnd
 			goto closing
-		case expectFirstKey:
-			if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
-				tok = JSONObjectEnd
-				goto closing
-			}
-			goto key
-		case expectFirstValue:
-			if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
-				tok = JSONArrayEnd
-				goto closing
-			}
-			goto value
-		case expectKey:
-			goto key
 		}
-		// expectValue: past any space already, at the start or after ':'.
+		goto key
+	case expectFirstValue:
+		if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
+			tok = JSONArrayEnd
+			goto closing
+		}
 		goto value
-	closing:
-		depth--
-		start, i, end, state = i, i+1, i+1, expectMore
-		goto token
-	key:
-		if i >= len(b) || b[i] != '"' {
-			return r.fail(ErrJSONSyntax)
-		}
-		start = i
-		if i, esc = skipString(b, i); i < 0 {
-			return r.fail(ErrJSONSyntax)
-		}
-		end = i
-		if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
-			return r.fail(ErrJSONSyntax)
-		}
-		tok, state = JSONKey, expectValue
-		i = skipSpace(b, i+1)
-		goto token
-	value:
-		if i >= len(b) {
-			return r.fail(ErrJSONSyntax)
-		}
-		start = i
-		switch c := b[i]; c {
-		case '{', '[':
-			if depth == MaxJSONDepth {
-				return r.fail(ErrJSONDepth)
-			}
-			if tok, state = JSONArray, expectFirstValue; c == '{' {
-				tok, state = JSONObject, expectFirstKey
-			}
-			r.object[depth] = c == '{'
-			depth++
-			i++
-			end = i
-			goto token
-		case '"':
-			tok = JSONString
-			i, esc = skipString(b, i)
-		case 't':
-			tok, i = JSONTrue, literal(b, i, "true")
-		case 'f':
-			tok, i = JSONFalse, literal(b, i, "false")
-		case 'n':
-			tok, i = JSONNull, literal(b, i, "null")
-		default:
-			tok, i = JSONNumber, skipNumber(b, i)
-		}
-		if i < 0 {
-			return r.fail(ErrJSONSyntax)
-		}
-		end, state = i, expectMore
-	token:
-		if depth <= leave || tok == JSONEnd {
-			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, state, tok
-			return tok
-		}
+	case expectNothing:
+		return r.last
 	}
+	// expectValue: past any space already, at the start or after ':'.
+	goto value
+more:
+	i = skipSpace(b, i)
+	if depth == 0 {
+		if i != len(b) {
+			return r.fail(ErrJSONSyntax)
+		}
+		r.Start, r.End, r.Escaped, r.i, r.state, r.last = i, i, esc, i, expectNothing, JSONEnd
+		return JSONEnd
+	}
+	if i >= len(b) {
+		return r.fail(ErrJSONSyntax)
+	}
+	switch c := b[i]; {
+	case c == ',':
+		i = skipSpace(b, i+1)
+		if obj {
+			goto key
+		}
+		goto value
+	case c == '}' && obj:
+		tok = JSONObjectEnd
+	case c == ']' && !obj:
+		tok = JSONArrayEnd
+	default:
+		return r.fail(ErrJSONSyntax)
+	}
+closing:
+	depth--
+	start, i, end = i, i+1, i+1
+	obj = depth > 0 && r.object[(depth-1)/64]&(1<<((depth-1)%64)) != 0
+	if depth <= leave {
+		r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, expectMore, tok
+		return tok
+	}
+	goto more
+key:
+	if i >= len(b) || b[i] != '"' {
+		return r.fail(ErrJSONSyntax)
+	}
+	start = i
+	if i = plain(b, i+1); i < len(b) && b[i] == '"' {
+		i, esc = i+1, false
+	} else if i, esc = skipRest(b, i); i < 0 {
+		return r.fail(ErrJSONSyntax)
+	}
+	end = i
+	if i < len(b) && b[i] == ':' {
+		i++
+	} else if i = skipSpace(b, i); i < len(b) && b[i] == ':' {
+		i++
+	} else {
+		return r.fail(ErrJSONSyntax)
+	}
+	i = skipSpace(b, i)
+	if depth <= leave {
+		r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, expectValue, JSONKey
+		return JSONKey
+	}
+value:
+	if i >= len(b) {
+		return r.fail(ErrJSONSyntax)
+	}
+	start = i
+	switch c := b[i]; c {
+	case '"':
+		tok = JSONString
+		if i = plain(b, i+1); i < len(b) && b[i] == '"' {
+			i, esc = i+1, false
+		} else {
+			i, esc = skipRest(b, i)
+		}
+	case '{':
+		if depth == MaxJSONDepth {
+			return r.fail(ErrJSONDepth)
+		}
+		r.object[depth/64] |= 1 << (depth % 64)
+		depth++
+		i++
+		if depth <= leave {
+			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, expectFirstKey, JSONObject
+			return JSONObject
+		}
+		obj = true
+		if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
+			tok = JSONObjectEnd
+			goto closing
+		}
+		goto key
+	case '[':
+		if depth == MaxJSONDepth {
+			return r.fail(ErrJSONDepth)
+		}
+		r.object[depth/64] &^= 1 << (depth % 64)
+		depth++
+		i++
+		if depth <= leave {
+			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, expectFirstValue, JSONArray
+			return JSONArray
+		}
+		obj = false
+		if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
+			tok = JSONArrayEnd
+			goto closing
+		}
+		goto value
+	case 't':
+		tok, i = JSONTrue, literal(b, i, "true")
+	case 'f':
+		tok, i = JSONFalse, literal(b, i, "false")
+	case 'n':
+		tok, i = JSONNull, literal(b, i, "null")
+	default:
+		tok, i = JSONNumber, skipNumber(b, i)
+	}
+	if i < 0 {
+		return r.fail(ErrJSONSyntax)
+	}
+	if depth <= leave {
+		r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, expectMore, tok
+		return tok
+	}
+	goto more
 }
 
 func (r *JSONReader) fail(err error) JSONToken {
@@ -285,11 +322,18 @@ func (r *JSONReader) fail(err error) JSONToken {
 // Str is the last key or string read, unescaped as gjson reads it: a
 // view of the text, or decoded (allocated) when it holds an escape.
 func (r *JSONReader) Str() string {
-	s := unsafe.String(unsafe.SliceData(r.b[r.Start:]), r.End-r.Start)
-	if !r.Escaped {
-		return s[1 : len(s)-1]
+	if r.Escaped {
+		return r.unescaped()
 	}
-	return gjson.Parse(s).Str
+	return unsafe.String(unsafe.SliceData(r.b[r.Start+1:]), r.End-r.Start-2)
+}
+
+// unescaped is Str for a key or string that holds an escape, kept out
+// of line so that Str and Is inline.
+//
+//go:noinline
+func (r *JSONReader) unescaped() string {
+	return gjson.Parse(unsafe.String(unsafe.SliceData(r.b[r.Start:]), r.End-r.Start)).Str
 }
 
 // Since is the text from start to the end of the last token read.
@@ -298,10 +342,10 @@ func (r *JSONReader) Since(start int) []byte { return r.b[start:r.End] }
 // Is reports whether the last key or string read, unescaped, is s; it
 // allocates only for an escaped one.
 func (r *JSONReader) Is(s string) bool {
-	if !r.Escaped {
-		return string(r.b[r.Start+1:r.End-1]) == s
+	if r.Escaped {
+		return r.unescaped() == s
 	}
-	return r.Str() == s
+	return string(r.b[r.Start+1:r.End-1]) == s
 }
 
 // skipSpace returns the index of the first byte from b[i] on that is not
@@ -313,24 +357,14 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string starting at b[i] (a
-// quote), or -1 when it is not a valid JSON string, and whether it holds
-// an escape. Eight bytes at a time, it looks for the first that is a
-// quote, a backslash or a control character.
-func skipString(b []byte, i int) (int, bool) {
+// skipRest returns the index after a string whose opening quote read
+// passed and whose bytes up to b[i] plain passed, stopping short of a
+// closing quote: at an escape, a control character, or fewer than eight
+// bytes before the end. It returns -1 when the string is not valid JSON,
+// and whether it holds an escape.
+func skipRest(b []byte, i int) (int, bool) {
 	esc := false
-	i++
 	for i < len(b) {
-		for ; i+8 <= len(b); i += 8 {
-			w := binary.LittleEndian.Uint64(b[i:])
-			if m := special(w); m != 0 {
-				i += bits.TrailingZeros64(m) / 8
-				break
-			}
-		}
-		if i >= len(b) {
-			break
-		}
 		switch c := b[i]; {
 		case c == '"':
 			return i + 1, esc
@@ -350,6 +384,7 @@ func skipString(b []byte, i int) (int, bool) {
 			default:
 				return -1, esc
 			}
+			i = plain(b, i)
 		case c < 0x20:
 			// A raw control character.
 			return -1, esc
@@ -360,16 +395,32 @@ func skipString(b []byte, i int) (int, bool) {
 	return -1, esc
 }
 
+// plain returns the index of the first byte from b[i] on that ends a run
+// of plain string bytes (a quote, a backslash or a control character),
+// eight bytes at a time; where fewer than eight remain, it stops.
+func plain(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		if m := special(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	return i
+}
+
 // special marks, in the high bit of each byte of w, the bytes that end a
 // run of plain string bytes: a quote, a backslash or a control
 // character. Marks above the lowest true one may be false (a borrow
-// carries), so only the lowest may be trusted.
+// carries), so only the lowest may be trusted. A byte whose own high bit
+// is set is none of them, and for one below 0x80 a subtraction's high
+// bit is set only when it went below zero, so the three tests share one
+// mask.
 func special(w uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	q := w ^ (ones * '"')
 	s := w ^ (ones * '\\')
-	return ((q-ones)&^q | (s-ones)&^s | (w-ones*0x20)&^w) & highs
+	return ((q - ones) | (s - ones) | (w - ones*0x20)) &^ w & highs
 }
+
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
