@@ -169,9 +169,11 @@ func (r *JSONReader) read(leave int) JSONToken {
 	var tok JSONToken
 	var start, end int
 	esc := r.Escaped
-	obj := depth > 0 && r.object[(depth-1)/64]&(1<<((depth-1)%64)) != 0
+	// Inside a container, a value is expected only after a key.
+	obj := true
 	switch r.state {
 	case expectMore:
+		obj = r.inObject(depth)
 		goto more
 	case expectFirstKey:
 		if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
@@ -180,6 +182,7 @@ func (r *JSONReader) read(leave int) JSONToken {
 		}
 		goto key
 	case expectFirstValue:
+		obj = false
 		if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
 			tok = JSONArrayEnd
 			goto closing
@@ -219,7 +222,7 @@ more:
 closing:
 	depth--
 	start, i, end = i, i+1, i+1
-	obj = depth > 0 && r.object[(depth-1)/64]&(1<<((depth-1)%64)) != 0
+	obj = r.inObject(depth)
 	if depth <= leave {
 		r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, expectMore, tok
 		return tok
@@ -265,7 +268,7 @@ value:
 		if depth == MaxJSONDepth {
 			return r.fail(ErrJSONDepth)
 		}
-		r.object[depth/64] |= 1 << (depth % 64)
+		r.object[uint(depth)/64%2] |= 1 << (uint(depth) % 64)
 		depth++
 		i++
 		if depth <= leave {
@@ -282,7 +285,7 @@ value:
 		if depth == MaxJSONDepth {
 			return r.fail(ErrJSONDepth)
 		}
-		r.object[depth/64] &^= 1 << (depth % 64)
+		r.object[uint(depth)/64%2] &^= 1 << (uint(depth) % 64)
 		depth++
 		i++
 		if depth <= leave {
@@ -312,6 +315,13 @@ value:
 		return tok
 	}
 	goto more
+}
+
+// inObject reports whether the innermost of depth open containers is an
+// object; at depth 0 there is none.
+func (r *JSONReader) inObject(depth int) bool {
+	d := uint(depth - 1)
+	return depth > 0 && r.object[d/64%2]&(1<<(d%64)) != 0
 }
 
 func (r *JSONReader) fail(err error) JSONToken {
