@@ -47,10 +47,8 @@ func CheckJSONMembers(b []byte, visit func(key string, start, end int)) error {
 	var r JSONReader
 	r.Reset(b)
 	if r.Next() == JSONObject && visit != nil {
-		for r.Next() == JSONKey {
-			key := r.Str()
-			r.Next()
-			start := r.Start
+		for r.Member() {
+			key, start := r.Key(), r.Start
 			if !r.Skip() {
 				break
 			}
@@ -100,6 +98,10 @@ type JSONReader struct {
 	// object has bit d set when the container at depth d is an object:
 	// two words, so that Reset clears 16 bytes, not MaxJSONDepth.
 	object [MaxJSONDepth / 64]uint64
+	// key bounds the key Member read, with its quotes; keyEscaped: it
+	// holds an escape.
+	keyStart, keyEnd int
+	keyEscaped       bool
 	// Escaped reports that the last key or string holds an escape.
 	Escaped bool
 	last    JSONToken
@@ -128,7 +130,19 @@ func (r *JSONReader) Err() error { return r.err }
 func (r *JSONReader) Depth() int { return r.depth }
 
 // Next reads the next token.
-func (r *JSONReader) Next() JSONToken { return r.read(MaxJSONDepth) }
+func (r *JSONReader) Next() JSONToken { return r.read(MaxJSONDepth, false) }
+
+// Member reads the next member of the object whose opening or last
+// member was just read: its key, which Key then gives, and its value's
+// first token, which Token gives, in one step. It reports false when the
+// object ends instead, or the text proves invalid.
+func (r *JSONReader) Member() bool {
+	tok := r.read(MaxJSONDepth, true)
+	return tok != JSONObjectEnd && tok != JSONInvalid
+}
+
+// Token is the last token read.
+func (r *JSONReader) Token() JSONToken { return r.last }
 
 // Skip reads on to the end of the value whose first token Next just
 // returned, so that End is where the value ends; it reports whether the
@@ -144,7 +158,7 @@ func (r *JSONReader) Skip() bool {
 // reports whether the text is valid so far.
 func (r *JSONReader) Leave(depth int) bool {
 	if r.depth > depth {
-		r.read(depth)
+		r.read(depth, false)
 	}
 	return r.last != JSONInvalid
 }
@@ -152,7 +166,7 @@ func (r *JSONReader) Leave(depth int) bool {
 // Finish reads the rest of the text and returns nil when all of it is
 // valid, or why not.
 func (r *JSONReader) Finish() error {
-	if r.read(-1) == JSONEnd {
+	if r.read(-1, false) == JSONEnd {
 		return nil
 	}
 	return r.err
@@ -163,8 +177,9 @@ func (r *JSONReader) Finish() error {
 // state lives in locals while it loops, so skipping a value costs no
 // call per token; obj is whether the innermost open container is an
 // object, kept in a local so that a comma or a closing bracket needs no
-// look at r.object.
-func (r *JSONReader) read(leave int) JSONToken {
+// look at r.object. With member, a key it stops at is read on to its
+// value's first token, and kept as Key.
+func (r *JSONReader) read(leave int, member bool) JSONToken {
 	b, i, depth := r.b, r.i, r.depth
 	var tok JSONToken
 	var start, end int
@@ -248,8 +263,11 @@ key:
 	}
 	i = skipSpace(b, i)
 	if depth <= leave {
-		r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, expectValue, JSONKey
-		return JSONKey
+		if !member {
+			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, end, esc, i, depth, expectValue, JSONKey
+			return JSONKey
+		}
+		r.keyStart, r.keyEnd, r.keyEscaped = start, end, esc
 	}
 value:
 	if i >= len(b) {
@@ -333,30 +351,52 @@ func (r *JSONReader) fail(err error) JSONToken {
 // view of the text, or decoded (allocated) when it holds an escape.
 func (r *JSONReader) Str() string {
 	if r.Escaped {
-		return r.unescaped()
+		return r.unescapedStr()
 	}
 	return unsafe.String(unsafe.SliceData(r.b[r.Start+1:]), r.End-r.Start-2)
 }
 
-// unescaped is Str for a key or string that holds an escape, kept out
-// of line so that Str and Is inline.
-//
-//go:noinline
-func (r *JSONReader) unescaped() string {
-	return gjson.Parse(unsafe.String(unsafe.SliceData(r.b[r.Start:]), r.End-r.Start)).Str
+// Key is the key of the member Member read, unescaped as Str is.
+func (r *JSONReader) Key() string {
+	if r.keyEscaped {
+		return r.unescapedKey()
+	}
+	return unsafe.String(unsafe.SliceData(r.b[r.keyStart+1:]), r.keyEnd-r.keyStart-2)
 }
-
-// Since is the text from start to the end of the last token read.
-func (r *JSONReader) Since(start int) []byte { return r.b[start:r.End] }
 
 // Is reports whether the last key or string read, unescaped, is s; it
 // allocates only for an escaped one.
 func (r *JSONReader) Is(s string) bool {
 	if r.Escaped {
-		return r.unescaped() == s
+		return r.unescapedStr() == s
 	}
 	return string(r.b[r.Start+1:r.End-1]) == s
 }
+
+// KeyIs reports whether Key is s; it allocates only for an escaped key.
+func (r *JSONReader) KeyIs(s string) bool {
+	if r.keyEscaped {
+		return r.unescapedKey() == s
+	}
+	return string(r.b[r.keyStart+1:r.keyEnd-1]) == s
+}
+
+// unescapedStr and unescapedKey are Str and Key for one that holds an
+// escape; out of line, so that Str and Key inline.
+//
+//go:noinline
+func (r *JSONReader) unescapedStr() string { return unquote(r.b[r.Start:r.End]) }
+
+//go:noinline
+func (r *JSONReader) unescapedKey() string { return unquote(r.b[r.keyStart:r.keyEnd]) }
+
+// unquote decodes the JSON string quoted, as gjson does.
+func unquote(quoted []byte) string {
+	return gjson.Parse(unsafe.String(unsafe.SliceData(quoted), len(quoted))).Str
+}
+
+// Since is the text from start to the end of the last token read.
+func (r *JSONReader) Since(start int) []byte { return r.b[start:r.End] }
 
 // skipSpace returns the index of the first byte from b[i] on that is not
 // JSON whitespace; one comparison passes any byte above a space.

@@ -107,9 +107,8 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	var bad *apiError
 	var seen fieldSet
 	haveBody, object := false, j.Next() == adapters.JSONObject
-	for object && j.Next() == adapters.JSONKey {
-		key := j.Str()
-		tok := j.Next()
+	for object && j.Member() {
+		key, tok := j.Key(), j.Token()
 		if bad == nil {
 			bad = seen.see(key, op.decided)
 		}
@@ -216,15 +215,14 @@ func (r *chatRequest) field(j *adapters.JSONReader, key string, tok adapters.JSO
 		// Only an object's members count, as gjson iterates them.
 		r.streamOptions = true
 		var inner fieldSet
-		for tok == adapters.JSONObject && j.Next() == adapters.JSONKey {
-			k := j.Str()
+		for tok == adapters.JSONObject && j.Member() {
+			k := j.Key()
 			if bad := inner.see(k, streamOptionFields[:]); bad != nil {
 				bad.param = "stream_options." + bad.param
 				return bad
 			}
-			v := j.Next()
 			if k == "include_usage" {
-				r.clientUsage = v == adapters.JSONTrue
+				r.clientUsage = j.Token() == adapters.JSONTrue
 			}
 			j.Skip()
 		}
@@ -282,26 +280,23 @@ func (r *chatRequest) readMessages(j *adapters.JSONReader, tok adapters.JSONToke
 		var role adapters.JSONToken
 		var roleName, content string
 		var haveRole, haveContent bool
-		for j.Next() == adapters.JSONKey {
+		for j.Member() {
 			switch {
-			case !haveRole && j.Is("role"):
+			case !haveRole && j.KeyIs("role"):
 				haveRole = true
-				if role = j.Next(); role == adapters.JSONString {
+				if role = j.Token(); role == adapters.JSONString {
 					roleName = j.Str()
 				}
-			case !haveContent && j.Is("content"):
+			case !haveContent && j.KeyIs("content"):
 				haveContent = true
-				tok := j.Next()
 				cstart := j.Start
-				if tok == adapters.JSONArray {
+				if j.Token() == adapters.JSONArray {
 					n, p := imageParts(j)
 					images, plain = images+n, plain || p
 				}
 				j.Skip()
 				content = bytesString(j.Since(cstart))
 				continue
-			default:
-				j.Next()
 			}
 			j.Skip()
 		}
@@ -346,14 +341,12 @@ func imageParts(j *adapters.JSONReader) (n int, plain bool) {
 			continue
 		}
 		start, typed, image := j.Start, false, false
-		for j.Next() == adapters.JSONKey {
-			if !typed && j.Is("type") {
+		for j.Member() {
+			if !typed && j.KeyIs("type") {
 				typed = true
-				if j.Next() == adapters.JSONString && j.Is("image_url") {
+				if j.Token() == adapters.JSONString && j.Is("image_url") {
 					image, plain = true, plain || !j.Escaped
 				}
-			} else {
-				j.Next()
 			}
 			j.Skip()
 		}
