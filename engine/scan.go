@@ -69,9 +69,20 @@ type fieldSet uint16
 
 // see records key k of an object and returns an error when it repeats a
 // decided field or spells one in another case. names are the decided
-// fields, at most 16. An ASCII key can only fold onto a name of its
-// length; another may fold onto any (the Kelvin sign is three bytes).
+// fields, at most 16, no two alike but for case (TestDecidedFieldsDiffer),
+// so a key that is one of them folds onto no other. An ASCII key can only
+// fold onto a name of its length; another may fold onto any (the Kelvin
+// sign is three bytes).
 func (f *fieldSet) see(k string, names []string) *apiError {
+	for i, name := range names {
+		if k == name {
+			if *f&(1<<i) != 0 {
+				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
+			}
+			*f |= 1 << i
+			return nil
+		}
+	}
 	ascii := true
 	for i := 0; i < len(k); i++ {
 		if k[i] >= 0x80 {
@@ -79,16 +90,8 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 			break
 		}
 	}
-	for i, name := range names {
-		switch {
-		case ascii && len(k) != len(name):
-		case k == name:
-			if *f&(1<<i) != 0 {
-				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
-			}
-			*f |= 1 << i
-			return nil
-		case strings.EqualFold(k, name):
+	for _, name := range names {
+		if (!ascii || len(k) == len(name)) && strings.EqualFold(k, name) {
 			return badRequest(name, "ambiguous_field", "field "+strconv.Quote(k)+" differs from "+strconv.Quote(name)+
 				" only in case; send it once, as "+strconv.Quote(name))
 		}
