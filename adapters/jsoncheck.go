@@ -191,22 +191,26 @@ func (r *JSONReader) read(leave int, member bool) JSONToken {
 		obj = r.inObject(depth)
 		goto more
 	case expectFirstKey:
-		if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
-			tok = JSONObjectEnd
-			goto closing
-		}
-		goto key
+		goto firstKey
 	case expectFirstValue:
 		obj = false
-		if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
-			tok = JSONArrayEnd
-			goto closing
-		}
-		goto value
+		goto firstValue
 	case expectNothing:
 		return r.last
 	}
 	// expectValue: past any space already, at the start or after ':'.
+	goto value
+firstKey:
+	if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
+		tok = JSONObjectEnd
+		goto closing
+	}
+	goto key
+firstValue:
+	if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
+		tok = JSONArrayEnd
+		goto closing
+	}
 	goto value
 more:
 	i = skipSpace(b, i)
@@ -282,40 +286,27 @@ value:
 		} else {
 			i, esc = skipRest(b, i)
 		}
-	case '{':
+	case '{', '[':
 		if depth == MaxJSONDepth {
 			return r.fail(ErrJSONDepth)
 		}
-		r.object[uint(depth)/64%2] |= 1 << (uint(depth) % 64)
+		bit := uint64(1) << (uint(depth) % 64)
+		r.object[uint(depth)/64%2] &^= bit
+		opened, next := JSONArray, expectFirstValue
+		if obj = c == '{'; obj {
+			r.object[uint(depth)/64%2] |= bit
+			opened, next = JSONObject, expectFirstKey
+		}
 		depth++
 		i++
 		if depth <= leave {
-			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, expectFirstKey, JSONObject
-			return JSONObject
+			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, next, opened
+			return opened
 		}
-		obj = true
-		if i = skipSpace(b, i); i < len(b) && b[i] == '}' {
-			tok = JSONObjectEnd
-			goto closing
+		if obj {
+			goto firstKey
 		}
-		goto key
-	case '[':
-		if depth == MaxJSONDepth {
-			return r.fail(ErrJSONDepth)
-		}
-		r.object[uint(depth)/64%2] &^= 1 << (uint(depth) % 64)
-		depth++
-		i++
-		if depth <= leave {
-			r.Start, r.End, r.Escaped, r.i, r.depth, r.state, r.last = start, i, esc, i, depth, expectFirstValue, JSONArray
-			return JSONArray
-		}
-		obj = false
-		if i = skipSpace(b, i); i < len(b) && b[i] == ']' {
-			tok = JSONArrayEnd
-			goto closing
-		}
-		goto value
+		goto firstValue
 	case 't':
 		tok, i = JSONTrue, literal(b, i, "true")
 	case 'f':
