@@ -209,6 +209,25 @@ func TestJSONReader(t *testing.T) {
 		t.Fatal("end")
 	}
 
+	// Member reads a key and its value's first token in one step.
+	r.Reset(b)
+	if r.Next() != JSONObject || !r.Member() || r.Key() != "ab" || !r.KeyIs("ab") || r.KeyIs("a") || r.Token() != JSONArray || !r.Skip() {
+		t.Fatalf("member with an escaped key: %q, %v", r.Key(), r.Token())
+	}
+	if !r.Member() || r.Key() != "c" || !r.KeyIs("c") || r.Token() != JSONTrue || string(r.Since(r.Start)) != "true" || !r.Skip() {
+		t.Fatalf("member after a skip: %q, %v", r.Key(), r.Token())
+	}
+	if !r.Member() || r.Key() != "d" || r.Token() != JSONObject || r.Member() || r.Token() != JSONObjectEnd {
+		t.Fatal("empty object member")
+	}
+	if r.Member() || r.Token() != JSONObjectEnd || r.Next() != JSONEnd || r.Finish() != nil {
+		t.Fatal("member at the end")
+	}
+	r.Reset([]byte(`{"s":"v\n","t":x}`))
+	if r.Next() != JSONObject || !r.Member() || r.Key() != "s" || r.Str() != "v\n" || !r.Escaped || r.Member() || r.Token() != JSONInvalid {
+		t.Fatal("member with a string value, then an invalid one")
+	}
+
 	// An error sticks, whatever is asked after it.
 	r.Reset([]byte(`{"a":[1,}`))
 	if r.Finish() != ErrJSONSyntax || r.Next() != JSONInvalid || r.Skip() || r.Leave(0) || r.Finish() != ErrJSONSyntax {
