@@ -314,7 +314,14 @@ value:
 	case 'n':
 		tok, i = JSONNull, literal(b, i, "null")
 	default:
-		tok, i = JSONNumber, skipNumber(b, i)
+		// A whole number, as counts are, ends without a call: digits, no
+		// leading zero, and no fraction or exponent after them.
+		tok = JSONNumber
+		if j := skipDigits(b, i+1); c-'0' < 10 && (c != '0' || j == i+1) && (j == len(b) || b[j] != '.' && b[j]|0x20 != 'e') {
+			i = j
+		} else {
+			i = skipNumber(b, i)
+		}
 	}
 	if i < 0 {
 		return r.fail(ErrJSONSyntax)
