@@ -58,21 +58,30 @@ func TestCheckJSON(t *testing.T) {
 }
 
 // FuzzCheckJSON holds CheckJSON to encoding/json's verdict on every
-// input shallow enough for both, and to a depth error on deeper ones.
+// input shallow enough for both, and to a depth error on deeper valid
+// ones (depthOf is exact on valid JSON): any other failure is a syntax
+// error.
 func FuzzCheckJSON(f *testing.F) {
-	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"x\u0041"`, `[[[[]]]]`, `-1.5e10`, `{"a":"\\"}`, `[`} {
+	for _, s := range []string{`{"a":[1,2,{"b":null}]}`, `"x\u0041"`, `[[[[]]]]`, `-1.5e10`, `{"a":"\\"}`, `[`,
+		strings.Repeat(`[{"a":`, 64) + `0` + strings.Repeat(`}]`, 64), strings.Repeat(`[`, MaxJSONDepth+1) + strings.Repeat(`]`, MaxJSONDepth+1)} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		err := CheckJSON(b)
-		if depthOf(b) > MaxJSONDepth {
-			if err != nil && json.Valid(b) && !errors.Is(err, ErrJSONDepth) {
-				t.Fatalf("deep valid input: %v", err)
+		valid, deep := json.Valid(b), depthOf(b) > MaxJSONDepth
+		switch {
+		case valid && deep:
+			if !errors.Is(err, ErrJSONDepth) {
+				t.Fatalf("CheckJSON(%q) = %v on valid input deeper than %d", b, err, MaxJSONDepth)
 			}
-			return
-		}
-		if want := json.Valid(b); (err == nil) != want {
-			t.Fatalf("CheckJSON(%q) = %v, encoding/json says valid=%v", b, err, want)
+		case valid:
+			if err != nil {
+				t.Fatalf("CheckJSON(%q) = %v, encoding/json says valid", b, err)
+			}
+		case !deep && !errors.Is(err, ErrJSONSyntax):
+			t.Fatalf("CheckJSON(%q) = %v, encoding/json says invalid", b, err)
+		case deep && err == nil:
+			t.Fatalf("CheckJSON(%q) accepts invalid deep input", b)
 		}
 	})
 }
@@ -198,6 +207,25 @@ func TestJSONReader(t *testing.T) {
 	}
 	if !r.Leave(0) || r.Next() != JSONEnd || r.Next() != JSONEnd || r.Finish() != nil {
 		t.Fatal("end")
+	}
+
+	// Member reads a key and its value's first token in one step.
+	r.Reset(b)
+	if r.Next() != JSONObject || !r.Member() || r.Key() != "ab" || !r.KeyIs("ab") || r.KeyIs("a") || r.Token() != JSONArray || !r.Skip() {
+		t.Fatalf("member with an escaped key: %q, %v", r.Key(), r.Token())
+	}
+	if !r.Member() || r.Key() != "c" || !r.KeyIs("c") || r.Token() != JSONTrue || string(r.Since(r.Start)) != "true" || !r.Skip() {
+		t.Fatalf("member after a skip: %q, %v", r.Key(), r.Token())
+	}
+	if !r.Member() || r.Key() != "d" || r.Token() != JSONObject || r.Member() || r.Token() != JSONObjectEnd {
+		t.Fatal("empty object member")
+	}
+	if r.Member() || r.Token() != JSONObjectEnd || r.Next() != JSONEnd || r.Finish() != nil {
+		t.Fatal("member at the end")
+	}
+	r.Reset([]byte(`{"s":"v\n","t":x}`))
+	if r.Next() != JSONObject || !r.Member() || r.Key() != "s" || r.Str() != "v\n" || !r.Escaped || r.Member() || r.Token() != JSONInvalid {
+		t.Fatal("member with a string value, then an invalid one")
 	}
 
 	// An error sticks, whatever is asked after it.

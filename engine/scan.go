@@ -69,9 +69,20 @@ type fieldSet uint16
 
 // see records key k of an object and returns an error when it repeats a
 // decided field or spells one in another case. names are the decided
-// fields, at most 16. An ASCII key can only fold onto a name of its
-// length; another may fold onto any (the Kelvin sign is three bytes).
+// fields, at most 16, no two alike but for case (TestDecidedFieldsDiffer),
+// so a key that is one of them folds onto no other. An ASCII key can only
+// fold onto a name of its length; another may fold onto any (the Kelvin
+// sign is three bytes).
 func (f *fieldSet) see(k string, names []string) *apiError {
+	for i, name := range names {
+		if k == name {
+			if *f&(1<<i) != 0 {
+				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
+			}
+			*f |= 1 << i
+			return nil
+		}
+	}
 	ascii := true
 	for i := 0; i < len(k); i++ {
 		if k[i] >= 0x80 {
@@ -79,16 +90,8 @@ func (f *fieldSet) see(k string, names []string) *apiError {
 			break
 		}
 	}
-	for i, name := range names {
-		switch {
-		case ascii && len(k) != len(name):
-		case k == name:
-			if *f&(1<<i) != 0 {
-				return badRequest(name, "duplicate_field", "field "+strconv.Quote(name)+" appears more than once")
-			}
-			*f |= 1 << i
-			return nil
-		case strings.EqualFold(k, name):
+	for _, name := range names {
+		if (!ascii || len(k) == len(name)) && strings.EqualFold(k, name) {
 			return badRequest(name, "ambiguous_field", "field "+strconv.Quote(k)+" differs from "+strconv.Quote(name)+
 				" only in case; send it once, as "+strconv.Quote(name))
 		}
@@ -107,9 +110,8 @@ func scan(body []byte, r *chatRequest, op *operation) *apiError {
 	var bad *apiError
 	var seen fieldSet
 	haveBody, object := false, j.Next() == adapters.JSONObject
-	for object && j.Next() == adapters.JSONKey {
-		key := j.Str()
-		tok := j.Next()
+	for object && j.Member() {
+		key, tok := j.Key(), j.Token()
 		if bad == nil {
 			bad = seen.see(key, op.decided)
 		}
@@ -216,15 +218,14 @@ func (r *chatRequest) field(j *adapters.JSONReader, key string, tok adapters.JSO
 		// Only an object's members count, as gjson iterates them.
 		r.streamOptions = true
 		var inner fieldSet
-		for tok == adapters.JSONObject && j.Next() == adapters.JSONKey {
-			k := j.Str()
+		for tok == adapters.JSONObject && j.Member() {
+			k := j.Key()
 			if bad := inner.see(k, streamOptionFields[:]); bad != nil {
 				bad.param = "stream_options." + bad.param
 				return bad
 			}
-			v := j.Next()
 			if k == "include_usage" {
-				r.clientUsage = v == adapters.JSONTrue
+				r.clientUsage = j.Token() == adapters.JSONTrue
 			}
 			j.Skip()
 		}
@@ -282,26 +283,23 @@ func (r *chatRequest) readMessages(j *adapters.JSONReader, tok adapters.JSONToke
 		var role adapters.JSONToken
 		var roleName, content string
 		var haveRole, haveContent bool
-		for j.Next() == adapters.JSONKey {
+		for j.Member() {
 			switch {
-			case !haveRole && j.Is("role"):
+			case !haveRole && j.KeyIs("role"):
 				haveRole = true
-				if role = j.Next(); role == adapters.JSONString {
+				if role = j.Token(); role == adapters.JSONString {
 					roleName = j.Str()
 				}
-			case !haveContent && j.Is("content"):
+			case !haveContent && j.KeyIs("content"):
 				haveContent = true
-				tok := j.Next()
 				cstart := j.Start
-				if tok == adapters.JSONArray {
+				if j.Token() == adapters.JSONArray {
 					n, p := imageParts(j)
 					images, plain = images+n, plain || p
 				}
 				j.Skip()
 				content = bytesString(j.Since(cstart))
 				continue
-			default:
-				j.Next()
 			}
 			j.Skip()
 		}
@@ -346,14 +344,12 @@ func imageParts(j *adapters.JSONReader) (n int, plain bool) {
 			continue
 		}
 		start, typed, image := j.Start, false, false
-		for j.Next() == adapters.JSONKey {
-			if !typed && j.Is("type") {
+		for j.Member() {
+			if !typed && j.KeyIs("type") {
 				typed = true
-				if j.Next() == adapters.JSONString && j.Is("image_url") {
+				if j.Token() == adapters.JSONString && j.Is("image_url") {
 					image, plain = true, plain || !j.Escaped
 				}
-			} else {
-				j.Next()
 			}
 			j.Skip()
 		}

@@ -40,6 +40,28 @@ func TestScanOnePass(t *testing.T) {
 	}
 }
 
+// TestDecidedFieldsDiffer pins what fieldSet.see relies on to try a
+// key's exact spelling before any folding: no two decided fields of an
+// operation are alike but for case, and a fieldSet holds them all.
+func TestDecidedFieldsDiffer(t *testing.T) {
+	lists := [][]string{streamOptionFields[:]}
+	for _, op := range append(operations, opResponsesNative) {
+		lists = append(lists, op.decided)
+	}
+	for _, names := range lists {
+		if len(names) > 16 {
+			t.Errorf("%q: more names than a fieldSet holds", names)
+		}
+		for i, a := range names {
+			for _, b := range names[i+1:] {
+				if strings.EqualFold(a, b) {
+					t.Errorf("%q: %q and %q differ only in case", names, a, b)
+				}
+			}
+		}
+	}
+}
+
 // scanEdges are bodies at the edges of the one-pass reader: escaped and
 // repeated keys, keys that fold onto a decided one, messages that are no
 // objects or have no string role, nesting bombs inside messages, bodies
