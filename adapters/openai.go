@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -485,6 +486,29 @@ var doneFrame = []byte("data: [DONE]\n\n")
 
 // Next returns the next frame, as the upstream sent it.
 func (s *openAIStream) Next() ([]byte, error) { return s.pass(s.next()) }
+
+// ErrNotReady is what NextReady returns when the next frame is not in
+// hand yet.
+var ErrNotReady = errors.New("no frame in hand")
+
+// NextReady is Next for a frame the upstream already sent: where Next
+// would wait for the upstream, it returns ErrNotReady instead, having
+// taken in only frames Next drops too. It reads nothing, so a frame Next
+// or NextReady returned before stays valid. A relay asks it for the
+// frames that came with the one it holds, to send them to its client
+// together.
+func (s *openAIStream) NextReady() ([]byte, error) {
+	if s.done || !s.sse.pending() {
+		return nil, ErrNotReady
+	}
+	s.sse.inHand = true
+	frame, err := s.next()
+	s.sse.inHand = false
+	if err == ErrNotReady {
+		return nil, err
+	}
+	return s.pass(frame, err)
+}
 
 func (s *openAIStream) next() ([]byte, error) {
 	if s.done {

@@ -552,3 +552,70 @@ func BenchmarkAnswerOf(b *testing.B) {
 		}
 	}
 }
+
+// readsReader hands out one part per Read and counts the reads.
+type readsReader struct {
+	parts []string
+	reads int
+}
+
+func (r *readsReader) Read(p []byte) (int, error) {
+	r.reads++
+	if len(r.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.parts[0])
+	r.parts[0] = r.parts[0][n:]
+	if r.parts[0] == "" {
+		r.parts = r.parts[1:]
+	}
+	return n, nil
+}
+
+// NextReady hands out the frames that came in the read Next made, drops
+// what Next drops (a usage chunk the gateway asked for), and says
+// ErrNotReady rather than read again; frames it returned stay valid.
+func TestOpenAIStreamNextReadyNeverReads(t *testing.T) {
+	chunk := func(s string) string {
+		return `data: {"choices":[{"index":0,"delta":{"content":"` + s + `"}}]}` + "\n\n"
+	}
+	usage := `data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}` + "\n\n"
+	body := &readsReader{parts: []string{chunk("a") + chunk("b") + usage + chunk("c")[:9], chunk("c")[9:], "data: [DONE]\n\n"}}
+	s := &openAIStream{sse: newSSEReader(body), strip: true}
+	defer s.sse.release()
+	next := func(ready bool, want string) {
+		t.Helper()
+		reads := body.reads
+		f := s.Next
+		if ready {
+			f = s.NextReady
+		}
+		got, err := f()
+		if want == "" {
+			if err != ErrNotReady || body.reads != reads {
+				t.Fatalf("got %q, %v after %d reads, want ErrNotReady and no read", got, err, body.reads-reads)
+			}
+			return
+		}
+		if err != nil || string(got) != want {
+			t.Fatalf("got %q, %v, want %q", got, err, want)
+		}
+		if ready && body.reads != reads {
+			t.Fatalf("NextReady read the body")
+		}
+	}
+	next(false, chunk("a"))
+	a := s.sse.buf[:len(chunk("a"))]
+	next(true, chunk("b"))
+	next(true, "")
+	if string(a) != chunk("a") {
+		t.Fatalf("frame before NextReady changed: %q", a)
+	}
+	next(false, chunk("c"))
+	next(true, "")
+	next(false, "data: [DONE]\n\n")
+	next(true, "")
+	if u := s.Usage(); !u.Known || u.Prompt != 5 {
+		t.Errorf("usage %+v, want the stripped chunk's", u)
+	}
+}

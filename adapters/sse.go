@@ -61,6 +61,9 @@ type sseReader struct {
 	err error
 	// max bounds one frame.
 	max int
+	// inHand limits next to the frames already read: where it would
+	// read the body, it returns ErrNotReady.
+	inHand bool
 	watchdog
 }
 
@@ -94,6 +97,9 @@ func (s *sseReader) next() ([]byte, error) {
 		}
 		if s.err != nil {
 			return s.tail()
+		}
+		if s.inHand {
+			return nil, ErrNotReady
 		}
 		s.fill()
 	}
@@ -152,6 +158,10 @@ func (s *sseReader) tail() ([]byte, error) {
 	}
 	return rest, nil
 }
+
+// pending reports whether next may return without reading the body:
+// bytes not handed out yet, or the body's end.
+func (s *sseReader) pending() bool { return s.start < len(s.buf) || s.err != nil }
 
 // maxEmptyReads is how many reads in a row may return nothing before the
 // body counts as broken, as bufio counts them.

@@ -148,7 +148,7 @@ func (w *watchdog) stop() {
 // for a stall, a timeout or a frame over max_response_body, and
 // ErrStreamCut for a connection that broke.
 func (s *sseReader) read() ([]byte, error) {
-	armed := s.arm()
+	armed := !s.inHand && s.arm()
 	frame, err := s.next()
 	if armed {
 		s.disarm()
@@ -160,7 +160,7 @@ func (s *sseReader) read() ([]byte, error) {
 		s.begin()
 	}
 	switch {
-	case err == nil, err == io.EOF:
+	case err == nil, err == io.EOF, err == ErrNotReady:
 		return frame, err
 	case err == errFrameTooLarge:
 		return nil, &Failure{Class: Retryable, Msg: err.Error()}

@@ -51,6 +51,60 @@ type relay struct {
 	// wrote is set once fasthttp writes the stream, so after the handler
 	// that made the relay returned: from then on fasthttp alone holds it.
 	wrote bool
+	// held is what the stream returned that next hands out before asking
+	// it again: a frame or an error gather took but did not send.
+	held    []byte
+	heldErr error
+	holding bool
+	// gathered is where gather joins frames, until they are written.
+	gathered *[]byte
+}
+
+// readyStream is a Stream that can hand over the frames its upstream
+// already sent without waiting for more (adapters' NextReady).
+type readyStream interface {
+	NextReady() ([]byte, error)
+}
+
+// maxGathered bounds the frames gather joins into one write.
+const maxGathered = 16 << 10
+
+// gatheredPool keeps the buffers gather joins frames in; a relay holds one
+// only from gather to its write.
+var gatheredPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// gather returns b followed by the frames that came with it, so that
+// frames an upstream sent together go to the client in one chunk, one
+// write, instead of a write each. It never waits for the upstream. A
+// frame that would make the chunk too long, or an error, is held for
+// next.
+func (r *relay) gather(b []byte, s readyStream) []byte {
+	out := b
+	for joined := false; ; joined = true {
+		f, err := s.NextReady()
+		if err == adapters.ErrNotReady {
+			return out
+		}
+		if err != nil || len(out)+len(f) > maxGathered {
+			r.held, r.heldErr, r.holding = f, err, true
+			return out
+		}
+		if !joined {
+			r.gathered = gatheredPool.Get().(*[]byte)
+			out = append((*r.gathered)[:0], b...)
+		}
+		out = append(out, f...)
+		*r.gathered = out
+	}
+}
+
+// written gives back the buffer gather joined the frames just written in.
+func (r *relay) written() {
+	if r.gathered != nil {
+		*r.gathered = (*r.gathered)[:0]
+		gatheredPool.Put(r.gathered)
+		r.gathered = nil
+	}
 }
 
 // next returns the next bytes for the client, and false at the end. A
@@ -65,7 +119,14 @@ func (r *relay) next() ([]byte, bool) {
 		r.first = nil
 		return b, true
 	}
-	frame, err := r.stream.Next()
+	var frame []byte
+	var err error
+	if r.holding {
+		frame, err = r.held, r.heldErr
+		r.held, r.heldErr, r.holding = nil, nil, false
+	} else {
+		frame, err = r.stream.Next()
+	}
 	switch {
 	case err == io.EOF:
 		r.end()
@@ -114,13 +175,18 @@ func (r *relay) WriteTo(w io.Writer) (n int64, err error) {
 		}
 	}()
 	r.wrote = true
+	ready, _ := r.stream.(readyStream)
 	for {
 		b, ok := r.next()
 		if !ok {
 			return n, nil
 		}
+		if ready != nil && !r.ended {
+			b = r.gather(b, ready)
+		}
 		r.writes.before()
 		m, err := w.Write(b)
+		r.written()
 		n += int64(m)
 		if err != nil {
 			// The client went away or stopped reading; closing the
