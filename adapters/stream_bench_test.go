@@ -21,6 +21,40 @@ func BenchmarkOpenAIStreamFrames(b *testing.B) { benchStreamFrames(b, 0) }
 // reads.
 func BenchmarkWatchedStreamFrames(b *testing.B) { benchStreamFrames(b, 30*time.Second) }
 
+// BenchmarkOpenAIStreamFramesApart is BenchmarkOpenAIStreamFrames with
+// each frame in a read of its own, as frames 50 ms apart come, and after
+// each frame the NextReady a relay asks for the frames that came with it
+// (none until [DONE], which comes with the last chunk).
+func BenchmarkOpenAIStreamFramesApart(b *testing.B) {
+	var frames []string
+	for i := range 20 {
+		frames = append(frames, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"tok`+strconv.Itoa(i)+` "},"finish_reason":null}]}`+"\n\n")
+	}
+	frames[19] += "data: [DONE]\n\n"
+	var r readsReader
+	parts := make([]string, len(frames))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.parts = parts[:copy(parts, frames)]
+		s := &openAIStream{sse: newSSEReader(&r)}
+		n := 0
+		for {
+			if _, err := s.Next(); err != nil {
+				if err != io.EOF || n != 21 {
+					b.Fatalf("after %d frames: %v, want io.EOF after 21", n, err)
+				}
+				break
+			}
+			for n++; ; n++ {
+				if _, err := s.NextReady(); err != nil {
+					break
+				}
+			}
+		}
+		s.sse.release()
+	}
+}
+
 // benchStreamFrames relays BenchmarkOpenAIStreamFrames's stream, watched
 // with both timeouts at timeout (0: unwatched).
 func benchStreamFrames(b *testing.B, timeout time.Duration) {
