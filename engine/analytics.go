@@ -110,10 +110,13 @@ func (t *tally) add(o *tally) {
 	t.latencySum += o.latencySum
 }
 
-// load reads what the bucket holds.
+// load reads what the bucket holds. A bucket of answers (a route's, a
+// key's, a provider's, the gateway's) counts them by status class; one of
+// attempts (a target's) in requests and successes, its classes zero.
 func (b *bucket) load() tally {
 	t := b.usage.load()
 	t.codes = b.codes.load()
+	t.addAnswers()
 	return t
 }
 

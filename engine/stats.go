@@ -152,29 +152,48 @@ func (b *bucket) tokens(u adapters.Usage) {
 }
 
 // answered counts an answer to a client into the bucket, if any: its
-// status class, latency, and whether it took a fallback.
+// status class, latency, and whether it took a fallback. Its requests
+// and successes are told by its status classes when read (see
+// statusCounts.add).
 func (b *bucket) answered(status int, lat time.Duration, fellBack bool) {
 	if b == nil {
 		return
 	}
-	b.requests.Add(1)
-	if status < 300 {
-		b.successes.Add(1)
-	}
+	b.codes.add(status, &b.usage)
 	if fellBack {
 		b.fallbacks.Add(1)
 	}
-	b.codes.add(status)
 	b.latency.observe(lat)
 }
 
-// statusCounts counts answers by status class: index = status / 100.
+// statusCounts counts answers by status class: index = status / 100,
+// and 0 for a status outside 100 to 599, which no report lists.
 type statusCounts [6]atomic.Int64
 
-func (s *statusCounts) add(status int) {
-	if i := status / 100; i >= 1 && i < len(s) {
-		s[i].Add(1)
+// add counts an answer of status. Every answer is in exactly one class
+// and those of 1xx and 2xx are successes, so the answers counted and
+// their successes are not counted apart (one atomic add where there were
+// three): addAnswers adds them to a tally read. Only a success in class
+// 0 (below 100) is counted into u's successes itself, u nil for answers
+// whose successes no one reads.
+func (s *statusCounts) add(status int, u *usage) {
+	i := status / 100
+	if i < 1 || i >= len(s) {
+		i = 0
+		if status < 100 && u != nil {
+			u.successes.Add(1)
+		}
 	}
+	s[i].Add(1)
+}
+
+// addAnswers adds to t the answers its status classes count, and their
+// successes.
+func (t *tally) addAnswers() {
+	for _, n := range t.codes {
+		t.requests += n
+	}
+	t.successes += t.codes[1] + t.codes[2]
 }
 
 // answers counts what one route or provider (passthrough) answered,
@@ -187,7 +206,7 @@ type answers struct {
 
 // answered counts one answer.
 func (a *answers) answered(status int, lat time.Duration, fellBack bool) {
-	a.codes.add(status)
+	a.codes.add(status, nil)
 	a.latency.observe(lat)
 	a.series.Load().at().answered(status, lat, fellBack)
 }
@@ -218,11 +237,7 @@ type keyStats struct {
 
 // answered counts one answer to the key.
 func (k *keyStats) answered(status int, lat time.Duration, fellBack bool) {
-	k.codes.add(status)
-	k.use.requests.Add(1)
-	if status < 300 {
-		k.use.successes.Add(1)
-	}
+	k.codes.add(status, &k.use.usage)
 	k.use.series.Load().at().answered(status, lat, fellBack)
 }
 
@@ -230,6 +245,7 @@ func (k *keyStats) answered(status int, lat time.Duration, fellBack bool) {
 func (k *keyStats) load() tally {
 	t := k.use.load()
 	t.codes = k.codes.load()
+	t.addAnswers()
 	return t
 }
 
