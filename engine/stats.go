@@ -62,9 +62,12 @@ func quantileOf(counts *[len(latencyBounds) + 1]int64, total int64, q float64) t
 const numClasses = int(adapters.Unsupported) + 1
 
 // usage is what a target, a gateway key or a bucket of a series counts.
-// Every field is an atomic, so recording costs no lock.
+// Every field is an atomic, so recording costs no lock. Its requests are
+// not counted apart: each is a success or an error (an interrupted one
+// moves from one to the other), or in a status class (see
+// statusCounts.add), summed when read.
 type usage struct {
-	requests, successes, fallbacks atomic.Int64
+	successes, fallbacks atomic.Int64
 	// errors counts failed upstream attempts by class.
 	errors             [numClasses]atomic.Int64
 	prompt, completion atomic.Int64
@@ -75,10 +78,12 @@ type usage struct {
 
 // load reads the usage.
 func (u *usage) load() tally {
-	t := tally{requests: u.requests.Load(), successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
+	t := tally{successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
 		prompt: u.prompt.Load(), completion: u.completion.Load()}
+	t.requests = t.successes
 	for i := range t.errors {
 		t.errors[i] = u.errors[i].Load()
+		t.requests += t.errors[i]
 	}
 	var sum time.Duration
 	t.latency, _, sum = u.latency.snapshot()
@@ -98,14 +103,12 @@ type counters struct {
 // won counts a successful attempt, its time to first byte, and whether
 // attempts before it failed.
 func (c *counters) won(ttfb time.Duration, fellBack bool) {
-	c.requests.Add(1)
 	c.successes.Add(1)
 	c.latency.observe(ttfb)
 	if fellBack {
 		c.fallbacks.Add(1)
 	}
 	if b := c.series.Load().at(); b != nil {
-		b.requests.Add(1)
 		b.successes.Add(1)
 		b.latency.observe(ttfb)
 		if fellBack {
@@ -116,10 +119,8 @@ func (c *counters) won(ttfb time.Duration, fellBack bool) {
 
 // failed counts a failed attempt.
 func (c *counters) failed(class adapters.Class) {
-	c.requests.Add(1)
 	c.errors[class].Add(1)
 	if b := c.series.Load().at(); b != nil {
-		b.requests.Add(1)
 		b.errors[class].Add(1)
 	}
 }
@@ -167,22 +168,27 @@ func (b *bucket) answered(status int, lat time.Duration, fellBack bool) {
 }
 
 // statusCounts counts answers by status class: index = status / 100,
-// and 0 for a status outside 100 to 599, which no report lists.
+// and 0 for a status of 600 or more, which no report lists.
 type statusCounts [6]atomic.Int64
 
 // add counts an answer of status. Every answer is in exactly one class
 // and those of 1xx and 2xx are successes, so the answers counted and
 // their successes are not counted apart (one atomic add where there were
-// three): addAnswers adds them to a tally read. Only a success in class
-// 0 (below 100) is counted into u's successes itself, u nil for answers
-// whose successes no one reads.
+// three): addAnswers adds them to a tally read. A status below 100, a
+// success in no class, is counted in u's successes instead (which
+// usage.load counts as a request too), u nil for answers whose successes
+// and requests no one reads.
 func (s *statusCounts) add(status int, u *usage) {
 	i := status / 100
-	if i < 1 || i >= len(s) {
-		i = 0
-		if status < 100 && u != nil {
+	switch {
+	case i >= 1 && i < len(s):
+	case status < 100:
+		if u != nil {
 			u.successes.Add(1)
 		}
+		return
+	default:
+		i = 0
 	}
 	s[i].Add(1)
 }
