@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/cpu"
+
 	"gateway/adapters"
 )
 
@@ -95,6 +97,10 @@ func (u *usage) load() tally {
 // and over time in its series.
 type counters struct {
 	usage
+	// The request that counts reads series: off the line the counts
+	// it writes are on, it is not fetched again after every request
+	// another core counted.
+	_ cpu.CacheLinePad
 	// series is nil for a target the config does not declare. A build
 	// may set it while requests of the snapshot before read it.
 	series atomic.Pointer[series]
@@ -207,6 +213,7 @@ func (t *tally) addAnswers() {
 type answers struct {
 	codes   statusCounts
 	latency histogram
+	_       cpu.CacheLinePad // see counters
 	series  atomic.Pointer[series]
 }
 
@@ -237,6 +244,7 @@ type providerStats struct{ answers }
 // keyStats is a gateway key's limiter and usage.
 type keyStats struct {
 	lim   Limiter
+	_     cpu.CacheLinePad // see counters
 	codes statusCounts
 	use   counters
 }
