@@ -150,25 +150,19 @@ func (a *accessWriter) close() {
 	<-a.done
 }
 
+// accessNames lead the string fields of a line, in their order.
+var accessNames = [...]string{`","level":"INFO","msg":"request","request_id":"`, `","method":"`, `","path":"`,
+	`","model":"`, `","key":"`, `","route":"`, `","routed_via":"`}
+
 // appendAccess encodes l as one JSON line. Each constant run of it,
 // quotes around the strings included, is appended at once.
 func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendTime(b, now)
-	b = append(b, `","level":"INFO","msg":"request","request_id":"`...)
-	b = appendJSONChars(b, l.id)
-	b = append(b, `","method":"`...)
-	b = appendJSONChars(b, l.method)
-	b = append(b, `","path":"`...)
-	b = appendJSONChars(b, l.path)
-	b = append(b, `","model":"`...)
-	b = appendJSONChars(b, l.model)
-	b = append(b, `","key":"`...)
-	b = appendJSONChars(b, l.key)
-	b = append(b, `","route":"`...)
-	b = appendJSONChars(b, l.route)
-	b = append(b, `","routed_via":"`...)
-	b = appendJSONChars(b, l.via)
+	for i, v := range [...]string{l.id, l.method, l.path, l.model, l.key, l.route, l.via} {
+		b = append(b, accessNames[i]...)
+		b = appendJSONChars(b, v)
+	}
 	b = append(b, `","attempts":"`...)
 	b = appendAttempts(b, l.fails, l.winner, l.interrupted)
 	b = append(b, `","status":`...)
