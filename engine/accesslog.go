@@ -150,22 +150,23 @@ func (a *accessWriter) close() {
 	<-a.done
 }
 
+// accessNames lead the string fields of a line, in their order.
+var accessNames = [...]string{`","level":"INFO","msg":"request","request_id":"`, `","method":"`, `","path":"`,
+	`","model":"`, `","key":"`, `","route":"`, `","routed_via":"`}
+
 // appendAccess encodes l as one JSON line. Each constant run of it,
 // quotes around the strings included, is appended at once.
 func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `{"time":"`...)
 	b = appendTime(b, now)
-	for _, f := range [...]struct{ k, v string }{
-		{`","level":"INFO","msg":"request","request_id":"`, l.id}, {`","method":"`, l.method}, {`","path":"`, l.path},
-		{`","model":"`, l.model}, {`","key":"`, l.key}, {`","route":"`, l.route}, {`","routed_via":"`, l.via},
-	} {
-		b = append(b, f.k...)
-		b = appendJSONChars(b, f.v)
+	for i, v := range [...]string{l.id, l.method, l.path, l.model, l.key, l.route, l.via} {
+		b = append(b, accessNames[i]...)
+		b = appendJSONChars(b, v)
 	}
 	b = append(b, `","attempts":"`...)
 	b = appendAttempts(b, l.fails, l.winner, l.interrupted)
 	b = append(b, `","status":`...)
-	b = strconv.AppendInt(b, int64(l.status), 10)
+	b = appendCount(b, int64(l.status))
 	if l.stream {
 		b = append(b, `,"stream":true`...)
 	} else {
@@ -179,9 +180,9 @@ func appendAccess(b []byte, l *accessLine, now time.Time) []byte {
 	b = append(b, `,"ttfb_ms":`...)
 	b = appendMillis(b, l.ttfb)
 	b = append(b, `,"prompt_tokens":`...)
-	b = strconv.AppendInt(b, int64(l.usage.Prompt), 10)
+	b = appendCount(b, int64(l.usage.Prompt))
 	b = append(b, `,"completion_tokens":`...)
-	b = strconv.AppendInt(b, int64(l.usage.Completion), 10)
+	b = appendCount(b, int64(l.usage.Completion))
 	if l.usage.Estimated {
 		// The provider reported none (Gemini embeddings): the gateway
 		// counted bytes / 4.
@@ -287,7 +288,7 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	if us < 0 || us >= 1e15 {
 		return strconv.AppendFloat(b, float64(us)/1000, 'f', -1, 64)
 	}
-	b = strconv.AppendInt(b, us/1000, 10)
+	b = appendCount(b, us/1000)
 	if frac := int(us % 1000); frac != 0 {
 		f := [...]byte{'.', '0', '0', '0'}
 		putDigits(f[1:], frac)
@@ -298,6 +299,22 @@ func appendMillis(b []byte, d time.Duration) []byte {
 		b = append(b, f[:n]...)
 	}
 	return b
+}
+
+// appendCount appends n in decimal, as strconv.AppendInt(b, n, 10)
+// does, in one call and without its 65-byte buffer for the small numbers
+// a line holds.
+func appendCount(b []byte, n int64) []byte {
+	if n < 0 || n >= 1e8 {
+		return strconv.AppendInt(b, n, 10)
+	}
+	d := 1
+	for x := n; x >= 10; x /= 10 {
+		d++
+	}
+	var f [8]byte
+	putDigits(f[:d], int(n))
+	return append(b, f[:d]...)
 }
 
 // digitPairs is "00" to "99", for writing two digits at a time.
@@ -331,12 +348,15 @@ func appendJSONString(b []byte, s string) []byte {
 // Runs of bytes that need neither are copied whole, found eight bytes at
 // a time.
 func appendJSONChars(b []byte, s string) []byte {
+	if plainString(s) {
+		// What a line holds nearly always: names and ids.
+		return append(b, s...)
+	}
 	const hex = "0123456789abcdef"
 	plain := 0
 	for i := 0; i < len(s); {
 		if i+8 <= len(s) {
-			if w := s[i : i+8]; plainWord(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-				uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56) {
+			if plainWord(word(s[i:])) {
 				i += 8
 				continue
 			}
@@ -387,6 +407,43 @@ func plainWord(x uint64) bool {
 	return (x|(x-ones*0x20)|(q-ones)&^q|(bs-ones)&^bs)&highs == 0
 }
 
+// plainString reports whether no byte of s needs a look of its own in a
+// JSON string, eight at a time: the last eight bytes (a short string's
+// first and last four, or its first, middle and last byte) are looked at
+// as one word, overlapping those before, so no byte is looked at alone.
+func plainString(s string) bool {
+	n := len(s)
+	switch {
+	case n >= 8:
+		for i := 0; i < n-8; i += 8 {
+			if !plainWord(word(s[i:])) {
+				return false
+			}
+		}
+		return plainWord(word(s[n-8:]))
+	case n >= 4:
+		return plainWord(uint64(half(s)) | uint64(half(s[n-4:]))<<32)
+	case n > 0:
+		// The other five bytes are a plain 'a'.
+		const pad = 0x6161616161 << 24
+		return plainWord(uint64(s[0]) | uint64(s[n/2])<<8 | uint64(s[n-1])<<16 | pad)
+	}
+	return true
+}
+
+// word is the first eight bytes of s, little-endian.
+func word(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// half is the first four bytes of s, little-endian.
+func half(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
 // appendAttempts sums up the attempts of a request: each failed one with
 // its status and class, then the winner, ":cut" when its stream was
 // interrupted. Target names are config names, which need no JSON
@@ -398,10 +455,10 @@ func appendAttempts(b []byte, fails []failedAttempt, winner *candidate, cut bool
 		}
 		b = append(b, a.c.t.name...)
 		b = append(b, '#')
-		b = strconv.AppendInt(b, int64(a.c.slot+1), 10)
+		b = appendCount(b, int64(a.c.slot+1))
 		b = append(b, ':')
 		if a.f.Status > 0 {
-			b = strconv.AppendInt(b, int64(a.f.Status), 10)
+			b = appendCount(b, int64(a.f.Status))
 			b = append(b, ' ')
 		}
 		b = append(b, a.f.Class.String()...)
@@ -412,7 +469,7 @@ func appendAttempts(b []byte, fails []failedAttempt, winner *candidate, cut bool
 		}
 		b = append(b, winner.t.name...)
 		b = append(b, '#')
-		b = strconv.AppendInt(b, int64(winner.slot+1), 10)
+		b = appendCount(b, int64(winner.slot+1))
 		if cut {
 			b = append(b, ":cut"...)
 		} else {

@@ -85,6 +85,21 @@ func TestAppendMillisIsAppendFloat(t *testing.T) {
 	}
 }
 
+// TestAppendCountIsAppendInt: counts read as strconv wrote them, at
+// every number of digits and either side of where it takes over.
+func TestAppendCountIsAppendInt(t *testing.T) {
+	ns := []int64{0, 9, 10, 99, 100, 1e7 - 1, 1e7, 1e8 - 1, 1e8, -1, -1 << 63, 1<<63 - 1}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 100000 {
+		ns = append(ns, r.Int64N(1e9), r.Int64()>>r.IntN(63))
+	}
+	for _, n := range ns {
+		if got, want := appendCount([]byte("x"), n), strconv.AppendInt([]byte("x"), n, 10); !bytes.Equal(got, want) {
+			t.Fatalf("%d: got %s, want %s", n, got, want)
+		}
+	}
+}
+
 func BenchmarkAppendAccess(b *testing.B) {
 	l := &accessLine{id: "req_0123456789ab0000000000000001", method: "POST", path: "/v1/chat/completions", model: "auto",
 		key: "bench", route: "tools", via: "up/m", status: 200, latency: 1500 * time.Microsecond, ttfb: 700 * time.Microsecond}
@@ -178,12 +193,16 @@ func TestAppendJSONStringWordAtATime(t *testing.T) {
 			t.Fatalf("%q: got %s, want %s", s.String(), got, want)
 		}
 	}
+	// Every length up to three words, as short strings are looked at in
+	// overlapping pieces: whatever byte at whatever place.
 	for c := range 256 {
-		for pos := range 8 {
-			s := []byte("abcdefghijklmnop")
-			s[pos] = byte(c)
-			if got, want := appendJSONString(nil, string(s)), jsonStringBytewise(nil, string(s)); !bytes.Equal(got, want) {
-				t.Fatalf("%q: got %s, want %s", s, got, want)
+		for n := 1; n <= 24; n++ {
+			for pos := range n {
+				s := []byte("abcdefghijklmnopqrstuvwx")[:n]
+				s[pos] = byte(c)
+				if got, want := appendJSONString(nil, string(s)), jsonStringBytewise(nil, string(s)); !bytes.Equal(got, want) {
+					t.Fatalf("%q: got %s, want %s", s, got, want)
+				}
 			}
 		}
 	}

@@ -55,7 +55,7 @@ const minuteSlots = 64
 const minuteNs = int64(time.Minute)
 
 // bucket is one minute of one series, added to by the request path.
-// It is 33 words: 264 bytes.
+// It is 32 words: 256 bytes.
 type bucket struct {
 	// minute is the unix minute the bucket holds; a bucket whose minute
 	// is not the one asked for holds nothing of it.
@@ -67,7 +67,7 @@ type bucket struct {
 // reset empties the bucket for minute m. Only the ticker calls it, on a
 // bucket no request adds to.
 func (b *bucket) reset(m int64) {
-	for _, v := range []*atomic.Int64{&b.requests, &b.successes, &b.fallbacks, &b.prompt, &b.completion, &b.latency.sum} {
+	for _, v := range []*atomic.Int64{&b.successes, &b.fallbacks, &b.prompt, &b.completion, &b.latency.sum} {
 		v.Store(0)
 	}
 	for i := range b.errors {
@@ -110,10 +110,13 @@ func (t *tally) add(o *tally) {
 	t.latencySum += o.latencySum
 }
 
-// load reads what the bucket holds.
+// load reads what the bucket holds. A bucket of answers (a route's, a
+// key's, a provider's, the gateway's) counts them by status class; one of
+// attempts (a target's) as successes and errors, its classes zero.
 func (b *bucket) load() tally {
 	t := b.usage.load()
 	t.codes = b.codes.load()
+	t.addAnswers()
 	return t
 }
 

@@ -92,6 +92,49 @@ func TestSeriesAcrossWindowBoundaries(t *testing.T) {
 	}
 }
 
+// The answers a bucket or a key counts, and their successes (below
+// 300), whatever the status, an odd one included, in the minute and once
+// folded into the tiers; the attempts of a target beside them. A stream
+// cut after it started stays a request and is no success.
+func TestAnswersCountedByStatus(t *testing.T) {
+	statuses := []int{200, 201, 101, 404, 503, 42, 0, -1, 600, 999, 299, 300}
+	const wantReq, wantOK = 12, 7 // 200 201 101 42 0 -1 299
+	clk := newFakeClock()
+	a := newAnalytics(clk.now)
+	s, target := a.newSeries(), a.newSeries()
+	var k keyStats
+	k.use.series.Store(a.newSeries())
+	for _, st := range statuses {
+		s.at().answered(st, time.Millisecond, false)
+		k.answered(st, time.Millisecond, false)
+	}
+	var c counters
+	c.series.Store(target)
+	c.won(time.Millisecond, false)
+	c.won(time.Millisecond, false)
+	c.failed(adapters.Retryable)
+	c.interrupted(adapters.Retryable)
+	k.use.interrupted(adapters.Retryable)
+	check := func(when, what string, got tally, req, ok int64) {
+		t.Helper()
+		if got.requests != req || got.successes != ok {
+			t.Errorf("%s, %s: %d requests, %d successes; want %d, %d", when, what, got.requests, got.successes, req, ok)
+		}
+	}
+	check("since the start", "key", k.load(), wantReq, wantOK-1)
+	check("since the start", "target", c.load(), 3, 1)
+	clk.set(3 * time.Minute)
+	for range 2 {
+		a.mu.Lock()
+		check("1h", "series", s.sum(&spans[0]), wantReq, wantOK)
+		check("24h", "series", s.sum(&spans[1]), wantReq, wantOK)
+		check("24h", "key series", k.timeline().sum(&spans[1]), wantReq, wantOK-1)
+		check("24h", "target series", target.sum(&spans[1]), 3, 1)
+		a.mu.Unlock()
+		a.tick() // folds the minute
+	}
+}
+
 func TestSeriesPointsAreEveryStepOldestFirst(t *testing.T) {
 	clk := newFakeClock()
 	a := newAnalytics(clk.now)

@@ -52,6 +52,47 @@ func BenchmarkFinish(b *testing.B) {
 	}
 }
 
+// BenchmarkBookkeeping is everything counted for one answered request
+// after its upstream answered: the target's success, the settlement of
+// its tokens and finish, the serial run on one core, the parallel one on
+// every core at once, as a loaded gateway runs it, where cores contend
+// for the counters every request shares.
+func BenchmarkBookkeeping(b *testing.B) {
+	e, s, key, t := bookkeepingEngine(b)
+	one := func(ctx *fasthttp.RequestCtx, x *exchange) {
+		c := candidate{t: t, ks: t.keys[0]}
+		x.start = time.Now()
+		e.won(s, c, x.ttfb, 0, 0, 0, nanotime())
+		res := settlement{c: c, key: key, route: x.route.series.Load(), all: e.states.analytics.all}
+		res.settle(x.reply.Usage, nanotime())
+		e.finish(ctx, s, key, x)
+	}
+	request := func() (*fasthttp.RequestCtx, *exchange) {
+		ctx := new(fasthttp.RequestCtx)
+		ctx.Request.SetRequestURI("/v1/chat/completions")
+		ctx.Response.Header.SetCanonical(hdrRequestID, []byte("req_0123456789ab0000000000000001"))
+		x := &exchange{route: s.routes[0].stats, routeName: "tools", winner: candidate{t: t}, ttfb: time.Millisecond}
+		x.req.model, x.reply.Usage = "auto", adapters.Usage{Known: true, Prompt: 9, Completion: 7}
+		return ctx, x
+	}
+	b.Run("serial", func(b *testing.B) {
+		ctx, x := request()
+		b.ReportAllocs()
+		for b.Loop() {
+			one(ctx, x)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx, x := request()
+			for pb.Next() {
+				one(ctx, x)
+			}
+		})
+	})
+}
+
 // benchLine is a typical access log line's request.
 var benchLine = accessLine{id: "req_0123456789ab0000000000000001", method: "POST", path: "/v1/chat/completions", model: "auto",
 	key: "bench", route: "tools", via: "up/m", status: 200, latency: 1500 * time.Microsecond, ttfb: 700 * time.Microsecond,

@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/cpu"
+
 	"gateway/adapters"
 )
 
@@ -62,9 +64,12 @@ func quantileOf(counts *[len(latencyBounds) + 1]int64, total int64, q float64) t
 const numClasses = int(adapters.Unsupported) + 1
 
 // usage is what a target, a gateway key or a bucket of a series counts.
-// Every field is an atomic, so recording costs no lock.
+// Every field is an atomic, so recording costs no lock. Its requests are
+// not counted apart: each is a success or an error (an interrupted one
+// moves from one to the other), or in a status class (see
+// statusCounts.add), summed when read.
 type usage struct {
-	requests, successes, fallbacks atomic.Int64
+	successes, fallbacks atomic.Int64
 	// errors counts failed upstream attempts by class.
 	errors             [numClasses]atomic.Int64
 	prompt, completion atomic.Int64
@@ -75,10 +80,12 @@ type usage struct {
 
 // load reads the usage.
 func (u *usage) load() tally {
-	t := tally{requests: u.requests.Load(), successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
+	t := tally{successes: u.successes.Load(), fallbacks: u.fallbacks.Load(),
 		prompt: u.prompt.Load(), completion: u.completion.Load()}
+	t.requests = t.successes
 	for i := range t.errors {
 		t.errors[i] = u.errors[i].Load()
+		t.requests += t.errors[i]
 	}
 	var sum time.Duration
 	t.latency, _, sum = u.latency.snapshot()
@@ -90,6 +97,10 @@ func (u *usage) load() tally {
 // and over time in its series.
 type counters struct {
 	usage
+	// The request that counts reads series: off the line the counts
+	// it writes are on, it is not fetched again after every request
+	// another core counted.
+	_ cpu.CacheLinePad
 	// series is nil for a target the config does not declare. A build
 	// may set it while requests of the snapshot before read it.
 	series atomic.Pointer[series]
@@ -98,14 +109,12 @@ type counters struct {
 // won counts a successful attempt, its time to first byte, and whether
 // attempts before it failed.
 func (c *counters) won(ttfb time.Duration, fellBack bool) {
-	c.requests.Add(1)
 	c.successes.Add(1)
 	c.latency.observe(ttfb)
 	if fellBack {
 		c.fallbacks.Add(1)
 	}
 	if b := c.series.Load().at(); b != nil {
-		b.requests.Add(1)
 		b.successes.Add(1)
 		b.latency.observe(ttfb)
 		if fellBack {
@@ -116,10 +125,8 @@ func (c *counters) won(ttfb time.Duration, fellBack bool) {
 
 // failed counts a failed attempt.
 func (c *counters) failed(class adapters.Class) {
-	c.requests.Add(1)
 	c.errors[class].Add(1)
 	if b := c.series.Load().at(); b != nil {
-		b.requests.Add(1)
 		b.errors[class].Add(1)
 	}
 }
@@ -152,29 +159,53 @@ func (b *bucket) tokens(u adapters.Usage) {
 }
 
 // answered counts an answer to a client into the bucket, if any: its
-// status class, latency, and whether it took a fallback.
+// status class, latency, and whether it took a fallback. Its requests
+// and successes are told by its status classes when read (see
+// statusCounts.add).
 func (b *bucket) answered(status int, lat time.Duration, fellBack bool) {
 	if b == nil {
 		return
 	}
-	b.requests.Add(1)
-	if status < 300 {
-		b.successes.Add(1)
-	}
+	b.codes.add(status, &b.usage)
 	if fellBack {
 		b.fallbacks.Add(1)
 	}
-	b.codes.add(status)
 	b.latency.observe(lat)
 }
 
-// statusCounts counts answers by status class: index = status / 100.
+// statusCounts counts answers by status class: index = status / 100,
+// and 0 for a status of 600 or more, which no report lists.
 type statusCounts [6]atomic.Int64
 
-func (s *statusCounts) add(status int) {
-	if i := status / 100; i >= 1 && i < len(s) {
-		s[i].Add(1)
+// add counts an answer of status. Every answer is in exactly one class
+// and those of 1xx and 2xx are successes, so the answers counted and
+// their successes are not counted apart (one atomic add where there were
+// three): addAnswers adds them to a tally read. A status below 100, a
+// success in no class, is counted in u's successes instead (which
+// usage.load counts as a request too), u nil for answers whose successes
+// and requests no one reads.
+func (s *statusCounts) add(status int, u *usage) {
+	i := status / 100
+	switch {
+	case i >= 1 && i < len(s):
+	case status < 100:
+		if u != nil {
+			u.successes.Add(1)
+		}
+		return
+	default:
+		i = 0
 	}
+	s[i].Add(1)
+}
+
+// addAnswers adds to t the answers its status classes count, and their
+// successes.
+func (t *tally) addAnswers() {
+	for _, n := range t.codes {
+		t.requests += n
+	}
+	t.successes += t.codes[1] + t.codes[2]
 }
 
 // answers counts what one route or provider (passthrough) answered,
@@ -182,12 +213,13 @@ func (s *statusCounts) add(status int) {
 type answers struct {
 	codes   statusCounts
 	latency histogram
+	_       cpu.CacheLinePad // see counters
 	series  atomic.Pointer[series]
 }
 
 // answered counts one answer.
 func (a *answers) answered(status int, lat time.Duration, fellBack bool) {
-	a.codes.add(status)
+	a.codes.add(status, nil)
 	a.latency.observe(lat)
 	a.series.Load().at().answered(status, lat, fellBack)
 }
@@ -212,17 +244,14 @@ type providerStats struct{ answers }
 // keyStats is a gateway key's limiter and usage.
 type keyStats struct {
 	lim   Limiter
+	_     cpu.CacheLinePad // see counters
 	codes statusCounts
 	use   counters
 }
 
 // answered counts one answer to the key.
 func (k *keyStats) answered(status int, lat time.Duration, fellBack bool) {
-	k.codes.add(status)
-	k.use.requests.Add(1)
-	if status < 300 {
-		k.use.successes.Add(1)
-	}
+	k.codes.add(status, &k.use.usage)
 	k.use.series.Load().at().answered(status, lat, fellBack)
 }
 
@@ -230,6 +259,7 @@ func (k *keyStats) answered(status int, lat time.Duration, fellBack bool) {
 func (k *keyStats) load() tally {
 	t := k.use.load()
 	t.codes = k.codes.load()
+	t.addAnswers()
 	return t
 }
 
