@@ -254,7 +254,6 @@ func (e *Engine) probed(k *probeKey, f *adapters.Failure, now int64) {
 	}
 	st.counts[result].Add(1)
 	st.at.Store(now)
-	prev := st.result.Swap(result)
 	switch result {
 	case probeHealthy:
 		for _, ks := range k.cools {
@@ -283,7 +282,11 @@ func (e *Engine) probed(k *probeKey, f *adapters.Failure, now int64) {
 	case k.every > 0:
 		next = now + jitter(k.every)
 	}
+	// The result is told last: /api/stats shows a key the probe found
+	// broken with when it is probed again, never with the last probe's
+	// time.
 	st.next.Store(next)
+	prev := st.result.Swap(result)
 	log := e.log.Debug
 	switch {
 	case result == probeNone && st.counts[probeNone].Load() == 1:
