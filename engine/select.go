@@ -133,12 +133,12 @@ type walker struct {
 	// skipped without a call.
 	op    *operation
 	order []*target
-	// clock is read as the walk moves on after handing out a candidate,
-	// so a candidate tried after a slow attempt is checked and reserved
-	// at its own time; until the first attempt, now is the request's.
+	// clock is read each time the walk is asked for a candidate, so a
+	// candidate is checked and reserved at the time it is tried: the
+	// first after the request's scan, limits and route (a Redis round
+	// trip, a large body), one after a slow attempt at its own time.
 	clock   func() int64
 	now     int64 // the time of the candidate in hand
-	handed  bool  // a candidate was handed out: now is an attempt old
 	prompt  int64 // estimated prompt tokens
 	maxOut  int64 // the request's max_tokens, 0 if unset
 	reserve bool
@@ -257,10 +257,7 @@ func (w *walker) note(r skipReason, until int64) {
 // next returns the next usable candidate, reserving its tokens and taking
 // the breaker's probe when w.reserve is set.
 func (w *walker) next() (candidate, bool) {
-	if w.handed {
-		w.now = w.clock()
-	}
-	w.handed = true
+	w.now = w.clock()
 	for w.ti < len(w.order) {
 		t := w.order[w.ti]
 		n := len(t.keys)
