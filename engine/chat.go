@@ -289,13 +289,10 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 		x.trace.header(ctx, x)
 	}
 	status := ctx.Response.StatusCode()
-	// A request a target answered ends, for the counters, when the
-	// answer came: the clock was read then. A stream's own end is told
-	// when it ends.
-	lat := x.ttfb
-	if x.winner.t == nil {
-		lat = time.Since(x.start)
-	}
+	// The request ends here, its answer made (translated for the
+	// Responses and Messages APIs); a stream's own end is told when it
+	// ends.
+	lat := time.Since(x.start)
 	at := x.start.Add(lat)
 	e.requests.Add(1)
 	fellBack := x.winner.t != nil && len(x.fails) > 0
