@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -100,11 +101,15 @@ func (e *Engine) run(ctx *fasthttp.RequestCtx, s *snapshot, g *group, x *exchang
 // handed in at each step rather than kept, so it stays on the runner's
 // stack.
 type race struct {
-	e       *Engine
-	s       *snapshot
-	g       *group
-	x       *exchange
-	body    []byte
+	e *Engine
+	s *snapshot
+	g *group
+	x *exchange
+	// call is x's call with its own copies of every byte that points into
+	// the client's request (the body, a native request's body, the beta
+	// header): an attempt still running when another won outlives the
+	// handler, after which fasthttp reuses the request's buffers.
+	call    adapters.Call
 	results chan *attempt
 	timer   *time.Timer
 
@@ -112,8 +117,14 @@ type race struct {
 }
 
 func (h *race) start(e *Engine, s *snapshot, g *group, x *exchange) {
-	*h = race{e: e, s: s, g: g, x: x, body: append([]byte(nil), x.call.Body...),
+	*h = race{e: e, s: s, g: g, x: x, call: x.call,
 		results: make(chan *attempt, s.cfg.Failover.MaxAttempts), timer: time.NewTimer(g.hedge)}
+	h.call.Body, h.call.Beta = bytes.Clone(x.call.Body), bytes.Clone(x.call.Beta)
+	if n := x.call.Native; n != nil {
+		native := *n
+		native.Body, native.Beta = bytes.Clone(n.Body), bytes.Clone(n.Beta)
+		h.call.Native = &native
+	}
 }
 
 // launch starts the next candidate, if there is one and attempts are
@@ -128,8 +139,7 @@ func (h *race) launch(w *walker) bool {
 	}
 	h.launched++
 	h.inflight++
-	call := h.x.call
-	call.Body = h.body
+	call := h.call
 	op, results := h.x.op, h.results
 	go func() {
 		a := &attempt{c: c}
