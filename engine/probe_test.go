@@ -392,9 +392,11 @@ func TestProbesFollowReloads(t *testing.T) {
 		t.Errorf("%d probers after 20 reloads, want 1", n)
 	}
 	eng.Close()
-	if l, p := prGoroutines("probeLoop")-loops, prGoroutines("probe")-probes; l != 0 || p > 0 {
-		t.Errorf("after Close: %d probers and %d probes still running", l, p)
-	}
+	// Close returns once the prober said it is done, a moment before its
+	// goroutine is gone.
+	rtEventually(t, "no prober and no probe left after Close", func() bool {
+		return prGoroutines("probeLoop")-loops == 0 && prGoroutines("probe")-probes <= 0
+	})
 }
 
 // The built-in mock answers its probe in process, healthy, so the root
