@@ -117,14 +117,19 @@ type race struct {
 }
 
 func (h *race) start(e *Engine, s *snapshot, g *group, x *exchange) {
-	*h = race{e: e, s: s, g: g, x: x, call: x.call,
+	*h = race{e: e, s: s, g: g, x: x, call: owned(x.call),
 		results: make(chan *attempt, s.cfg.Failover.MaxAttempts), timer: time.NewTimer(g.hedge)}
-	h.call.Body, h.call.Beta = bytes.Clone(x.call.Body), bytes.Clone(x.call.Beta)
 	if n := x.call.Native; n != nil {
-		native := *n
-		native.Body, native.Beta = bytes.Clone(n.Body), bytes.Clone(n.Beta)
+		native := owned(*n)
 		h.call.Native = &native
 	}
+}
+
+// owned is c with its own copies of the bytes that point into the
+// client's request: the body and the beta header.
+func owned(c adapters.Call) adapters.Call {
+	c.Body, c.Beta = bytes.Clone(c.Body), bytes.Clone(c.Beta)
+	return c
 }
 
 // launch starts the next candidate, if there is one and attempts are
