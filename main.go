@@ -421,6 +421,7 @@ func serve(ctx context.Context, path string, opt config.Options, force *slog.Lev
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go collectGarbage(rctx)
 	reloadDone := make(chan error, 1)
 	go func() { reloadDone <- reloader.Run(rctx) }()
 	hup := make(chan os.Signal, 1)
