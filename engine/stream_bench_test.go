@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -98,6 +99,7 @@ func benchApart(b *testing.B, c *fasthttp.HostClient, ack chan struct{}) {
 		frames, acked := 0, 0
 		r := resp.BodyStream()
 		for {
+			body = slices.Grow(body, 512)
 			n, err := r.Read(body[len(body):cap(body)])
 			from := max(len(body)-1, 0)
 			body = body[:len(body)+n]
