@@ -461,25 +461,28 @@ func truncate(s string, n int) string {
 
 // openAIStream relays an OpenAI SSE stream frame by frame.
 type openAIStream struct {
-	resp *fasthttp.Response
+	// The fields each frame uses come first, with the reader's, so that
+	// a frame touches few cache lines of its stream.
+	//
 	// sse reads the body; it points at reader, allocated with the
 	// stream, unless the stream was made around a reader of its own.
-	sse     *sseReader
-	reader  sseReader
-	scratch []byte
+	sse *sseReader
 	// started is set once a data frame went out; keep-alive comments
 	// before it are dropped so they do not commit the stream.
 	started bool
 	// done is set after the [DONE] frame.
 	done bool
+	// strip drops the usage chunk the gateway asked for on its own.
+	strip bool
 	// last is the previous data payload, to see at EOF whether the
 	// upstream finished without sending [DONE]; it lives in the reader's
 	// pooled buffers.
-	last []byte
-	// strip drops the usage chunk the gateway asked for on its own.
-	strip bool
-	usage Usage
+	last    []byte
+	scratch []byte
 	streamRedactor
+	reader sseReader
+	resp   *fasthttp.Response
+	usage  Usage
 }
 
 var doneFrame = []byte("data: [DONE]\n\n")

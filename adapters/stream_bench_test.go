@@ -25,7 +25,18 @@ func BenchmarkWatchedStreamFrames(b *testing.B) { benchStreamFrames(b, 30*time.S
 // each frame in a read of its own, as frames 50 ms apart come, and after
 // each frame the NextReady a relay asks for the frames that came with it
 // (none until [DONE], which comes with the last chunk).
-func BenchmarkOpenAIStreamFramesApart(b *testing.B) {
+func BenchmarkOpenAIStreamFramesApart(b *testing.B) { benchFramesApart(b, nil) }
+
+// BenchmarkRedactedStreamFramesApart is BenchmarkOpenAIStreamFramesApart
+// with the redactor of a provider key on each frame, as every stream of a
+// gateway with keys has it.
+func BenchmarkRedactedStreamFramesApart(b *testing.B) {
+	benchFramesApart(b, NewRedactor([]string{"sk-bench-upstream-key-0123456789"}))
+}
+
+// benchFramesApart relays BenchmarkOpenAIStreamFramesApart's stream,
+// redacted by red.
+func benchFramesApart(b *testing.B, red *Redactor) {
 	var frames []string
 	for i := range 20 {
 		frames = append(frames, `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"tok`+strconv.Itoa(i)+` "},"finish_reason":null}]}`+"\n\n")
@@ -37,6 +48,7 @@ func BenchmarkOpenAIStreamFramesApart(b *testing.B) {
 	for b.Loop() {
 		r.parts = parts[:copy(parts, frames)]
 		s := &openAIStream{sse: newSSEReader(&r)}
+		s.redactWith(red)
 		n := 0
 		for {
 			if _, err := s.Next(); err != nil {

@@ -27,21 +27,23 @@ import (
 // has waited idle_timeout, or sets itself again for what is left (a whole
 // idle_timeout between reads).
 type watchdog struct {
-	timer     *time.Timer
-	firstByte time.Duration
+	// timer, begun and stalled are what each read looks at, first.
+	timer   *time.Timer
+	begun   bool
+	stalled atomic.Bool
+	// reading is when the read under way began, as time since origin
+	// plus one, 0 between reads; origin is when the watch began.
+	reading   atomic.Int64
+	origin    time.Time
 	idle      time.Duration
-	begun     bool
-	// origin is when the watch began; reading, when the read under way
-	// began, as time since origin plus one, 0 between reads. idling is
-	// begun for the timer's goroutine, once idle_timeout applies.
-	origin  time.Time
-	reading atomic.Int64
-	idling  atomic.Bool
+	firstByte time.Duration
+	// idling is begun for the timer's goroutine, once idle_timeout
+	// applies.
+	idling atomic.Bool
 	// mu orders the timer's own re-arming and cut against stop, so that a
 	// stopped watchdog neither fires again nor cuts a released response.
 	mu      sync.Mutex
 	stopped bool
-	stalled atomic.Bool
 }
 
 // watch arms the deadlines over resp's body; zero durations leave only

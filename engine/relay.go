@@ -21,13 +21,28 @@ var relayPool = sync.Pool{New: func() any { return new(relay) }}
 // WriteTo, and each Write becomes one flushed chunk, so events go out as
 // they arrive with no goroutine or copy in between.
 type relay struct {
-	first   []byte
-	stream  adapters.Stream
-	log     *slog.Logger
-	via     []byte
-	pending []byte
+	// The fields each frame uses come first, so that relaying a frame
+	// touches two cache lines of the relay, not five: with many open
+	// streams, a frame 50 ms after the last finds little of its stream
+	// in the cache.
+	stream adapters.Stream
+	first  []byte
+	// held is what the stream returned that next hands out before asking
+	// it again: a frame or an error gather took but did not send.
+	held    []byte
+	heldErr error
+	holding bool
 	ended   bool
-	res     settlement
+	// wrote is set once fasthttp writes the stream, so after the handler
+	// that made the relay returned: from then on fasthttp alone holds it.
+	wrote bool
+	// gathered is where gather joins frames, until they are written.
+	gathered *[]byte
+	writes   clientWrites
+	pending  []byte
+	log      *slog.Logger
+	via      []byte
+	res      settlement
 	// errFrame is the operation's last frame for a stream that fails
 	// after it started; nil: the stream's codec wrote its own.
 	errFrame func(error) []byte
@@ -35,8 +50,7 @@ type relay struct {
 	onEnd func(adapters.Stream)
 	// s is the snapshot the stream was answered under, whose cooldown and
 	// breaker settings judge a stream the upstream cuts.
-	s      *snapshot
-	writes clientWrites
+	s *snapshot
 	// line is the request's access log line, owning its bytes in own,
 	// written to accessLog when the stream ends; accessLog is nil when the
 	// access log is off.
@@ -48,16 +62,6 @@ type relay struct {
 	// when the stream ends.
 	entry  recentEntry
 	recent *recentRing
-	// wrote is set once fasthttp writes the stream, so after the handler
-	// that made the relay returned: from then on fasthttp alone holds it.
-	wrote bool
-	// held is what the stream returned that next hands out before asking
-	// it again: a frame or an error gather took but did not send.
-	held    []byte
-	heldErr error
-	holding bool
-	// gathered is where gather joins frames, until they are written.
-	gathered *[]byte
 }
 
 // readyStream is a Stream that can hand over the frames its upstream
