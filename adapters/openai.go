@@ -24,12 +24,15 @@ type openAI struct {
 	firstByte   time.Duration
 	idle        time.Duration
 	streamUsage bool
-	// headers are the configured headers, names in the form fasthttp
-	// sends them.
-	headers [][2][]byte
-	// auth holds the ready "Bearer <key>" value for each key.
-	auth [][]byte
-	keys [][]byte
+	// heads holds, for each key, the header every request with it
+	// starts from, built at load: the method, the content type, the
+	// key's Authorization (when the protocol sends Bearer keys) and the
+	// configured headers. Copying one costs less than setting each value,
+	// which fasthttp copies and scans for line breaks every time. bare,
+	// the same without a key, serves a key index out of range.
+	heads []fasthttp.RequestHeader
+	bare  fasthttp.RequestHeader
+	keys  [][]byte
 	// embeddings, completions and responses are the endpoints of the
 	// calls besides chat (url).
 	embeddings, completions, responses endpoint
@@ -49,18 +52,42 @@ func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 		idle:        p.IdleTimeout.D(),
 		streamUsage: p.StreamUsage == nil || *p.StreamUsage,
 	}
-	o.headers = headersOf(p)
-	for _, k := range p.Keys {
-		o.auth = append(o.auth, []byte("Bearer "+k.Reveal()))
-		o.keys = append(o.keys, []byte(k.Reveal()))
-	}
+	o.prepare(p, true)
 	return o
+}
+
+// prepare keeps p's keys and builds the headers requests start from;
+// bearer says whether each key goes in Authorization.
+func (o *openAI) prepare(p *config.Provider, bearer bool) {
+	o.heads = make([]fasthttp.RequestHeader, len(p.Keys))
+	for i, k := range p.Keys {
+		o.keys = append(o.keys, []byte(k.Reveal()))
+		var auth []byte
+		if bearer {
+			auth = []byte("Bearer " + k.Reveal())
+		}
+		headOf(&o.heads[i], p, auth)
+	}
+	headOf(&o.bare, p, nil)
+}
+
+// headOf sets h to the header of a POST of JSON with auth, when set, as
+// Authorization, and then p's configured headers, which may replace any
+// of them.
+func headOf(h *fasthttp.RequestHeader, p *config.Provider, auth []byte) {
+	h.SetMethodBytes(strPost)
+	h.SetContentTypeBytes(strJSON)
+	if auth != nil {
+		h.SetBytesV(fasthttp.HeaderAuthorization, auth)
+	}
+	for k, v := range p.Headers {
+		h.Set(k, v)
+	}
 }
 
 var (
 	strPost     = []byte(fasthttp.MethodPost)
 	strJSON     = []byte("application/json")
-	strAuth     = []byte("Authorization")
 	strDone     = []byte("[DONE]")
 	strAskUsage = []byte(`"stream_options":{"include_usage":true},`)
 	strErrorKey = []byte(`"error"`)
@@ -83,29 +110,16 @@ func (o *openAI) key(i int) []byte {
 // provider's key list.
 func (o *openAI) Chat(c *Call, r *Reply) error { return o.post(&o.url, c, r, c.Stream, "choices") }
 
-// headersOf returns p's configured headers, each name in the form
-// fasthttp would give it (Set normalizes a name on every call).
-func headersOf(p *config.Provider) [][2][]byte {
-	var hs [][2][]byte
-	for k, v := range p.Headers {
-		hs = append(hs, [2][]byte{fasthttp.AppendNormalizedHeaderKey(nil, k), []byte(v)})
-	}
-	return hs
-}
-
 // request starts a POST of JSON to e with the provider's extra headers
 // and, when the provider has Bearer keys, the one at key.
 func (o *openAI) request(e *endpoint, key int) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
+	head := &o.bare
+	if key >= 0 && key < len(o.heads) {
+		head = &o.heads[key]
+	}
+	head.CopyTo(&req.Header)
 	e.set(req)
-	req.Header.SetMethodBytes(strPost)
-	req.Header.SetContentTypeBytes(strJSON)
-	if key >= 0 && key < len(o.auth) {
-		req.Header.SetCanonical(strAuth, o.auth[key])
-	}
-	for i := range o.headers {
-		req.Header.SetCanonical(o.headers[i][0], o.headers[i][1])
-	}
 	return req
 }
 
