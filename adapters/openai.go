@@ -199,105 +199,51 @@ func (o *openAI) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fastht
 
 // answerOf reads an upstream's answer in the pass that bounds it: whether
 // its last top-level list (as a client's decoder keeps the last of a
-// repeated field) is an array, and its last usage, if any. Only numbers
-// are kept of the body.
+// repeated field) is an array, and its last usage, if any, whose counts
+// are read as the pass goes through it. Only numbers are kept of the body.
 func answerOf(body []byte, list string) (found bool, u Usage, hasUsage bool, err error) {
-	err = CheckJSONMembers(body, func(k string, start, end int) {
-		switch k {
-		case list:
-			found = body[start] == '['
-		case "usage":
-			u, hasUsage = usageIn(body[start:end]), true
+	var r JSONReader
+	r.Reset(body)
+	if r.Next() == JSONObject {
+		for r.Member() {
+			switch k := r.Key(); {
+			case k == list:
+				found = r.Token() == JSONArray
+			case k == "usage":
+				u, hasUsage = usageRead(&r), true
+				continue
+			}
+			if !r.Skip() {
+				break
+			}
 		}
-	})
-	return found, u, hasUsage, err
+	}
+	return found, u, hasUsage, r.Finish()
 }
 
-// usageIn is usageOf for a usage value CheckJSONMembers has passed: one
-// walk over its members that stops once it has both counts, as usageOf's
-// does, without building a gjson.Result per member. A key with an escape
-// (never sent, but valid) is left to usageOf, which unescapes it.
-func usageIn(raw []byte) Usage {
-	if raw[0] != '{' {
+// usageRead reads the usage value whose first token r just read, as
+// usageOf does (the first of a repeated count), leaving r past it.
+func usageRead(r *JSONReader) Usage {
+	if r.Token() != JSONObject {
+		r.Skip()
 		return Usage{}
 	}
 	u := Usage{Known: true}
 	var haveP, haveC bool
-	for i := 1; !haveP || !haveC; {
-		i = pastSpace(raw, i)
-		if i >= len(raw) || raw[i] != '"' {
-			// The end of the object.
+	for r.Member() {
+		start := r.Start
+		k := r.Key()
+		if !r.Skip() {
 			break
 		}
-		// The key ends at the next quote, unless it holds an escape.
-		k := i + 1
-		n := bytes.IndexByte(raw[k:], '"')
-		if n < 0 {
-			break
-		}
-		key := raw[k : k+n]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return usageOf(gjson.ParseBytes(raw))
-		}
-		i = k + n + 1
-		i = pastSpace(raw, pastSpace(raw, i)+1)
-		v := i
-		i = pastValue(raw, i)
 		switch {
-		case string(key) == "prompt_tokens" && !haveP:
-			u.Prompt, haveP = intOf(raw[v:i]), true
-		case string(key) == "completion_tokens" && !haveC:
-			u.Completion, haveC = intOf(raw[v:i]), true
+		case k == "prompt_tokens" && !haveP:
+			u.Prompt, haveP = intOf(r.Since(start)), true
+		case k == "completion_tokens" && !haveC:
+			u.Completion, haveC = intOf(r.Since(start)), true
 		}
-		if i = pastSpace(raw, i); i >= len(raw) || raw[i] != ',' {
-			break
-		}
-		i++
 	}
 	return u
-}
-
-// pastSpace returns the index of the first byte from raw[i] on that is no
-// JSON whitespace.
-func pastSpace(raw []byte, i int) int {
-	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\r' || raw[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// pastValue returns the index just past the valid JSON value at raw[i].
-func pastValue(raw []byte, i int) int {
-	depth := 0
-	for ; i < len(raw); i++ {
-		switch raw[i] {
-		case '"':
-			for i++; i < len(raw) && raw[i] != '"'; i++ {
-				if raw[i] == '\\' {
-					i++
-				}
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth--; depth == 0 {
-				return i + 1
-			}
-			if depth < 0 {
-				// The end of the container holding a number or
-				// a literal.
-				return i
-			}
-		case ',', ' ', '\n', '\r', '\t':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
 }
 
 // intOf reads a JSON value as gjson's Int does: a plain integer of up to
