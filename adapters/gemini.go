@@ -42,10 +42,7 @@ func newGemini(p *config.Provider, client *fasthttp.HostClient) Provider {
 		firstByte: p.FirstByteTimeout.D(),
 		idle:      p.IdleTimeout.D(),
 	}
-	t.headers = headersOf(p)
-	for _, k := range p.Keys {
-		t.keys = append(t.keys, []byte(k.Reveal()))
-	}
+	t.prepare(p, false)
 	g := &gemini{transport: t, base: p.BaseURL, urls: map[string]geminiURLs{}, now: time.Now}
 	for name, m := range p.Models {
 		up := m.Upstream

@@ -24,12 +24,15 @@ type openAI struct {
 	firstByte   time.Duration
 	idle        time.Duration
 	streamUsage bool
-	// headers are the configured headers, names in the form fasthttp
-	// sends them.
-	headers [][2][]byte
-	// auth holds the ready "Bearer <key>" value for each key.
-	auth [][]byte
-	keys [][]byte
+	// heads holds, for each key, the header every request with it
+	// starts from, built at load: the method, the content type, the
+	// key's Authorization (when the protocol sends Bearer keys) and the
+	// configured headers. Copying one costs less than setting each value,
+	// which fasthttp copies and scans for line breaks every time. bare,
+	// the same without a key, serves a key index out of range.
+	heads []fasthttp.RequestHeader
+	bare  fasthttp.RequestHeader
+	keys  [][]byte
 	// embeddings, completions and responses are the endpoints of the
 	// calls besides chat (url).
 	embeddings, completions, responses endpoint
@@ -49,18 +52,42 @@ func newOpenAI(p *config.Provider, client *fasthttp.HostClient) Provider {
 		idle:        p.IdleTimeout.D(),
 		streamUsage: p.StreamUsage == nil || *p.StreamUsage,
 	}
-	o.headers = headersOf(p)
-	for _, k := range p.Keys {
-		o.auth = append(o.auth, []byte("Bearer "+k.Reveal()))
-		o.keys = append(o.keys, []byte(k.Reveal()))
-	}
+	o.prepare(p, true)
 	return o
+}
+
+// prepare keeps p's keys and builds the headers requests start from;
+// bearer says whether each key goes in Authorization.
+func (o *openAI) prepare(p *config.Provider, bearer bool) {
+	o.heads = make([]fasthttp.RequestHeader, len(p.Keys))
+	for i, k := range p.Keys {
+		o.keys = append(o.keys, []byte(k.Reveal()))
+		var auth []byte
+		if bearer {
+			auth = []byte("Bearer " + k.Reveal())
+		}
+		headOf(&o.heads[i], p, auth)
+	}
+	headOf(&o.bare, p, nil)
+}
+
+// headOf sets h to the header of a POST of JSON with auth, when set, as
+// Authorization, and then p's configured headers, which may replace any
+// of them.
+func headOf(h *fasthttp.RequestHeader, p *config.Provider, auth []byte) {
+	h.SetMethodBytes(strPost)
+	h.SetContentTypeBytes(strJSON)
+	if auth != nil {
+		h.SetBytesV(fasthttp.HeaderAuthorization, auth)
+	}
+	for k, v := range p.Headers {
+		h.Set(k, v)
+	}
 }
 
 var (
 	strPost     = []byte(fasthttp.MethodPost)
 	strJSON     = []byte("application/json")
-	strAuth     = []byte("Authorization")
 	strDone     = []byte("[DONE]")
 	strAskUsage = []byte(`"stream_options":{"include_usage":true},`)
 	strErrorKey = []byte(`"error"`)
@@ -83,29 +110,16 @@ func (o *openAI) key(i int) []byte {
 // provider's key list.
 func (o *openAI) Chat(c *Call, r *Reply) error { return o.post(&o.url, c, r, c.Stream, "choices") }
 
-// headersOf returns p's configured headers, each name in the form
-// fasthttp would give it (Set normalizes a name on every call).
-func headersOf(p *config.Provider) [][2][]byte {
-	var hs [][2][]byte
-	for k, v := range p.Headers {
-		hs = append(hs, [2][]byte{fasthttp.AppendNormalizedHeaderKey(nil, k), []byte(v)})
-	}
-	return hs
-}
-
 // request starts a POST of JSON to e with the provider's extra headers
 // and, when the provider has Bearer keys, the one at key.
 func (o *openAI) request(e *endpoint, key int) *fasthttp.Request {
 	req := fasthttp.AcquireRequest()
+	head := &o.bare
+	if key >= 0 && key < len(o.heads) {
+		head = &o.heads[key]
+	}
+	head.CopyTo(&req.Header)
 	e.set(req)
-	req.Header.SetMethodBytes(strPost)
-	req.Header.SetContentTypeBytes(strJSON)
-	if key >= 0 && key < len(o.auth) {
-		req.Header.SetCanonical(strAuth, o.auth[key])
-	}
-	for i := range o.headers {
-		req.Header.SetCanonical(o.headers[i][0], o.headers[i][1])
-	}
 	return req
 }
 
@@ -185,105 +199,51 @@ func (o *openAI) exchange(req *fasthttp.Request, stream bool, r *Reply) (*fastht
 
 // answerOf reads an upstream's answer in the pass that bounds it: whether
 // its last top-level list (as a client's decoder keeps the last of a
-// repeated field) is an array, and its last usage, if any. Only numbers
-// are kept of the body.
+// repeated field) is an array, and its last usage, if any, whose counts
+// are read as the pass goes through it. Only numbers are kept of the body.
 func answerOf(body []byte, list string) (found bool, u Usage, hasUsage bool, err error) {
-	err = CheckJSONMembers(body, func(k string, start, end int) {
-		switch k {
-		case list:
-			found = body[start] == '['
-		case "usage":
-			u, hasUsage = usageIn(body[start:end]), true
+	var r JSONReader
+	r.Reset(body)
+	if r.Next() == JSONObject {
+		for r.Member() {
+			switch k := r.Key(); {
+			case k == list:
+				found = r.Token() == JSONArray
+			case k == "usage":
+				u, hasUsage = usageRead(&r), true
+				continue
+			}
+			if !r.Skip() {
+				break
+			}
 		}
-	})
-	return found, u, hasUsage, err
+	}
+	return found, u, hasUsage, r.Finish()
 }
 
-// usageIn is usageOf for a usage value CheckJSONMembers has passed: one
-// walk over its members that stops once it has both counts, as usageOf's
-// does, without building a gjson.Result per member. A key with an escape
-// (never sent, but valid) is left to usageOf, which unescapes it.
-func usageIn(raw []byte) Usage {
-	if raw[0] != '{' {
+// usageRead reads the usage value whose first token r just read, as
+// usageOf does (the first of a repeated count), leaving r past it.
+func usageRead(r *JSONReader) Usage {
+	if r.Token() != JSONObject {
+		r.Skip()
 		return Usage{}
 	}
 	u := Usage{Known: true}
 	var haveP, haveC bool
-	for i := 1; !haveP || !haveC; {
-		i = pastSpace(raw, i)
-		if i >= len(raw) || raw[i] != '"' {
-			// The end of the object.
+	for r.Member() {
+		start := r.Start
+		k := r.Key()
+		if !r.Skip() {
 			break
 		}
-		// The key ends at the next quote, unless it holds an escape.
-		k := i + 1
-		n := bytes.IndexByte(raw[k:], '"')
-		if n < 0 {
-			break
-		}
-		key := raw[k : k+n]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return usageOf(gjson.ParseBytes(raw))
-		}
-		i = k + n + 1
-		i = pastSpace(raw, pastSpace(raw, i)+1)
-		v := i
-		i = pastValue(raw, i)
 		switch {
-		case string(key) == "prompt_tokens" && !haveP:
-			u.Prompt, haveP = intOf(raw[v:i]), true
-		case string(key) == "completion_tokens" && !haveC:
-			u.Completion, haveC = intOf(raw[v:i]), true
+		case k == "prompt_tokens" && !haveP:
+			u.Prompt, haveP = intOf(r.Since(start)), true
+		case k == "completion_tokens" && !haveC:
+			u.Completion, haveC = intOf(r.Since(start)), true
 		}
-		if i = pastSpace(raw, i); i >= len(raw) || raw[i] != ',' {
-			break
-		}
-		i++
 	}
 	return u
-}
-
-// pastSpace returns the index of the first byte from raw[i] on that is no
-// JSON whitespace.
-func pastSpace(raw []byte, i int) int {
-	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\n' || raw[i] == '\r' || raw[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// pastValue returns the index just past the valid JSON value at raw[i].
-func pastValue(raw []byte, i int) int {
-	depth := 0
-	for ; i < len(raw); i++ {
-		switch raw[i] {
-		case '"':
-			for i++; i < len(raw) && raw[i] != '"'; i++ {
-				if raw[i] == '\\' {
-					i++
-				}
-			}
-			if depth == 0 {
-				return i + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			if depth--; depth == 0 {
-				return i + 1
-			}
-			if depth < 0 {
-				// The end of the container holding a number or
-				// a literal.
-				return i
-			}
-		case ',', ' ', '\n', '\r', '\t':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return i
 }
 
 // intOf reads a JSON value as gjson's Int does: a plain integer of up to

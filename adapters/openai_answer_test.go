@@ -26,16 +26,18 @@ var usageSeeds = []string{
 	`{}`, `[]`, `null`, `12`, `"usage"`,
 }
 
-// TestUsageInIsUsageOf: the member walk reads what gjson read.
-func TestUsageInIsUsageOf(t *testing.T) {
+// TestAnswerUsageIsUsageOf: the usage answerOf reads in its pass is what
+// gjson reads.
+func TestAnswerUsageIsUsageOf(t *testing.T) {
 	for _, s := range usageSeeds {
-		if got, want := usageIn([]byte(s)), usageOf(gjson.Parse(s)); got != want {
-			t.Errorf("usageIn(%s) = %+v, want %+v", s, got, want)
+		got, ok := answerUsage(s)
+		if want := usageOf(gjson.Parse(s)); !ok || got != want {
+			t.Errorf("usage %s: answerOf read %+v (ok %v), want %+v", s, got, ok, want)
 		}
 	}
 }
 
-func FuzzUsageIn(f *testing.F) {
+func FuzzAnswerUsage(f *testing.F) {
 	for _, s := range usageSeeds {
 		f.Add(s)
 	}
@@ -43,12 +45,23 @@ func FuzzUsageIn(f *testing.F) {
 		if CheckJSON([]byte(s)) != nil {
 			return
 		}
-		// A value CheckJSONMembers hands on starts at its first byte.
-		s = strings.TrimLeft(s, " \t\r\n")
-		if got, want := usageIn([]byte(s)), usageOf(gjson.Parse(s)); got != want {
-			t.Errorf("usageIn(%q) = %+v, want %+v", s, got, want)
+		got, ok := answerUsage(s)
+		if !ok {
+			// One level too deep once wrapped.
+			return
+		}
+		if want := usageOf(gjson.Parse(s)); got != want {
+			t.Errorf("usage %q: answerOf read %+v, want %+v", s, got, want)
 		}
 	})
+}
+
+// answerUsage is the usage answerOf reads from an answer whose usage is s,
+// followed by another member; ok is false when answerOf found the answer
+// invalid or the usage missing.
+func answerUsage(s string) (Usage, bool) {
+	found, u, hasUsage, err := answerOf([]byte(`{"usage":`+s+`,"choices":[]}`), "choices")
+	return u, found && hasUsage && err == nil
 }
 
 func TestExhaustedFor(t *testing.T) {
@@ -96,14 +109,15 @@ func BenchmarkExhaustedFor(b *testing.B) {
 	}
 }
 
-// BenchmarkUsage reads the usage of an answer, as answerOf hands it on, by
-// the member walk and by gjson.
+// BenchmarkUsage reads the usage of an answer, as answerOf does in its
+// pass, and by gjson.
 func BenchmarkUsage(b *testing.B) {
 	for _, s := range usageSeeds[:2] {
 		raw := []byte(s)
 		b.Run("walk", func(b *testing.B) {
+			var r JSONReader
 			for b.Loop() {
-				if usageIn(raw).Prompt == 0 {
+				if r.Reset(raw); r.Next() != JSONObject || usageRead(&r).Prompt == 0 {
 					b.Fatal("misread")
 				}
 			}
