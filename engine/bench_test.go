@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,6 +116,12 @@ func BenchmarkChat(b *testing.B) {
 // of the two is what the gateway adds, without the scheduling noise of a
 // load test over real sockets.
 func BenchmarkChatFloor(b *testing.B) {
+	benchClient(b, benchFloor(b), benchChatBody, false)
+}
+
+// benchFloor serves bench/'s floor proxy in memory in front of a fake
+// upstream and returns a client connected to it.
+func benchFloor(b *testing.B) *fasthttp.HostClient {
 	up := benchUpstream(b)
 	hc := &fasthttp.HostClient{Addr: "upstream", Dial: func(string) (net.Conn, error) { return up.Dial() },
 		ReadBufferSize: 16 << 10, NoDefaultUserAgentHeader: true}
@@ -127,7 +134,53 @@ func BenchmarkChatFloor(b *testing.B) {
 	}}
 	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { _ = srv.Shutdown() })
-	benchClient(b, &fasthttp.HostClient{Addr: "floor", Dial: func(string) (net.Conn, error) { return ln.Dial() }}, benchChatBody, false)
+	return &fasthttp.HostClient{Addr: "floor", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+}
+
+// benchClients is the number of clients of the parallel benchmarks, as
+// the load test's highest concurrency.
+const benchClients = 64
+
+// BenchmarkChatParallel is BenchmarkChat with 64 clients at once, each
+// sending its requests back to back: what every request writes that all
+// share (counters, limiter windows, a target's state) costs more here,
+// with every core busy, than one client after another shows.
+func BenchmarkChatParallel(b *testing.B) {
+	benchClientParallel(b, benchGateway(b, benchConfig, benchUpstream(b)), benchChatBody)
+}
+
+// BenchmarkChatFloorParallel is BenchmarkChatFloor with 64 clients at
+// once, BenchmarkChatParallel's floor.
+func BenchmarkChatFloorParallel(b *testing.B) {
+	benchClientParallel(b, benchFloor(b), benchChatBody)
+}
+
+// benchClientParallel sends body to c's chat endpoint from benchClients
+// goroutines at once (fewer when GOMAXPROCS does not divide it).
+func benchClientParallel(b *testing.B, c *fasthttp.HostClient, body string) {
+	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://gateway/v1/chat/completions")
+		req.Header.SetMethod("POST")
+		req.Header.Set("Authorization", "Bearer key-GW")
+		req.SetBodyString(body)
+		for pb.Next() {
+			if err := c.Do(req, resp); err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode() != 200 {
+				b.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkChatStream relays 20 SSE chunks.
