@@ -41,6 +41,10 @@ type probeState struct {
 	at atomic.Int64
 	// next is when the key is due for a probe (unix ns, 0: not scheduled).
 	next atomic.Int64
+	// putOff is the next a probe set when it found the key's caps spent:
+	// when they free. It is not brought forward as a next past the
+	// interval is: probing sooner would only be refused again.
+	putOff atomic.Int64
 	// recheck is set when a request met the key refused: it is probed
 	// after auth_recheck, probes on or off, while its auth cooldown runs.
 	recheck atomic.Bool
@@ -159,8 +163,9 @@ func (e *Engine) startDue() int64 {
 // due returns when k is due for a probe, 0 when it is not to be probed.
 // It schedules a key seen for the first time one interval on (a restart
 // does not probe every key at once), brings forward one whose interval
-// shrank on reload, and lets go of one whose probes are off (a verdict
-// that held it out included), unless a refusal is being rechecked.
+// shrank on reload (not one put off until its caps free), and lets go of
+// one whose probes are off (a verdict that held it out included), unless
+// a refusal is being rechecked.
 func (k *probeKey) due(now int64) int64 {
 	st := k.state
 	next := st.next.Load()
@@ -177,7 +182,7 @@ func (k *probeKey) due(now int64) int64 {
 		}
 		return 0
 	}
-	if next == 0 || next > now+int64(k.every+k.every/10) {
+	if next == 0 || next > now+int64(k.every+k.every/10) && next != st.putOff.Load() {
 		if at := now + jitter(k.every); st.next.CompareAndSwap(next, at) {
 			return at
 		}
@@ -216,6 +221,7 @@ func (e *Engine) probe(k *probeKey) {
 			if at <= now {
 				at = now + int64(k.retry)
 			}
+			k.state.putOff.Store(at)
 			k.state.next.Store(at)
 			return
 		}
