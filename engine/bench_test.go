@@ -83,12 +83,8 @@ func benchChat(b *testing.B, cfgYAML, body string, stream bool) {
 
 // benchClient sends body to c's chat endpoint, one request after another.
 func benchClient(b *testing.B, c *fasthttp.HostClient, body string, stream bool) {
-	req := fasthttp.AcquireRequest()
+	req := benchRequest(body)
 	resp := fasthttp.AcquireResponse()
-	req.SetRequestURI("http://gateway/v1/chat/completions")
-	req.Header.SetMethod("POST")
-	req.Header.Set("Authorization", "Bearer key-GW")
-	req.SetBodyString(body)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -104,6 +100,17 @@ func benchClient(b *testing.B, c *fasthttp.HostClient, body string, stream bool)
 	}
 }
 
+// benchRequest is a POST of body to the chat endpoint with the bench's
+// gateway key.
+func benchRequest(body string) *fasthttp.Request {
+	req := fasthttp.AcquireRequest()
+	req.SetRequestURI("http://gateway/v1/chat/completions")
+	req.Header.SetMethod("POST")
+	req.Header.Set("Authorization", "Bearer key-GW")
+	req.SetBodyString(body)
+	return req
+}
+
 // BenchmarkChat is one non-stream request through auth, the body scan, a
 // route rule that matches, and the openai adapter.
 func BenchmarkChat(b *testing.B) {
@@ -116,13 +123,12 @@ func BenchmarkChat(b *testing.B) {
 // of the two is what the gateway adds, without the scheduling noise of a
 // load test over real sockets.
 func BenchmarkChatFloor(b *testing.B) {
-	benchClient(b, benchFloor(b), benchChatBody, false)
+	benchClient(b, benchFloor(b, benchUpstream(b)), benchChatBody, false)
 }
 
-// benchFloor serves bench/'s floor proxy in memory in front of a fake
-// upstream and returns a client connected to it.
-func benchFloor(b *testing.B) *fasthttp.HostClient {
-	up := benchUpstream(b)
+// benchFloor serves bench/'s floor proxy in memory in front of the fake
+// upstream up and returns a client connected to it.
+func benchFloor(b *testing.B, up *fasthttputil.InmemoryListener) *fasthttp.HostClient {
 	hc := &fasthttp.HostClient{Addr: "upstream", Dial: func(string) (net.Conn, error) { return up.Dial() },
 		ReadBufferSize: 16 << 10, NoDefaultUserAgentHeader: true}
 	ln := fasthttputil.NewInmemoryListener()
@@ -152,7 +158,7 @@ func BenchmarkChatParallel(b *testing.B) {
 // BenchmarkChatFloorParallel is BenchmarkChatFloor with 64 clients at
 // once, BenchmarkChatParallel's floor.
 func BenchmarkChatFloorParallel(b *testing.B) {
-	benchClientParallel(b, benchFloor(b), benchChatBody)
+	benchClientParallel(b, benchFloor(b, benchUpstream(b)), benchChatBody)
 }
 
 // benchClientParallel sends body to c's chat endpoint from benchClients
@@ -162,14 +168,10 @@ func benchClientParallel(b *testing.B, c *fasthttp.HostClient, body string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		req := fasthttp.AcquireRequest()
+		req := benchRequest(body)
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
-		req.SetRequestURI("http://gateway/v1/chat/completions")
-		req.Header.SetMethod("POST")
-		req.Header.Set("Authorization", "Bearer key-GW")
-		req.SetBodyString(body)
 		for pb.Next() {
 			if err := c.Do(req, resp); err != nil {
 				b.Error(err)

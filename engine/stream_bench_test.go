@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"slices"
 	"strconv"
 	"testing"
@@ -27,18 +26,7 @@ func BenchmarkChatStreamApart(b *testing.B) {
 // floor proxy: what relaying the same frames costs at the least.
 func BenchmarkChatStreamApartFloor(b *testing.B) {
 	up, ack := apartUpstream(b)
-	hc := &fasthttp.HostClient{Addr: "upstream", Dial: func(string) (net.Conn, error) { return up.Dial() },
-		ReadBufferSize: 16 << 10, NoDefaultUserAgentHeader: true}
-	ln := fasthttputil.NewInmemoryListener()
-	srv := &fasthttp.Server{NoDefaultServerHeader: true, Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.Response.StreamBody = true
-		if err := hc.Do(&ctx.Request, &ctx.Response); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusBadGateway)
-		}
-	}}
-	go func() { _ = srv.Serve(ln) }()
-	b.Cleanup(func() { _ = srv.Shutdown() })
-	benchApart(b, &fasthttp.HostClient{Addr: "floor", Dial: func(string) (net.Conn, error) { return ln.Dial() }}, ack)
+	benchApart(b, benchFloor(b, up), ack)
 }
 
 // apartChunks is how many chunk frames apartUpstream sends, [DONE] with
@@ -79,12 +67,8 @@ func apartUpstream(b *testing.B) (*fasthttputil.InmemoryListener, chan struct{})
 // telling the upstream on ack each time a chunk has come.
 func benchApart(b *testing.B, c *fasthttp.HostClient, ack chan struct{}) {
 	c.StreamResponseBody = true
-	req := fasthttp.AcquireRequest()
+	req := benchRequest(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`)
 	resp := fasthttp.AcquireResponse()
-	req.SetRequestURI("http://gateway/v1/chat/completions")
-	req.Header.SetMethod("POST")
-	req.Header.Set("Authorization", "Bearer key-GW")
-	req.SetBodyString(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`)
 	body := make([]byte, 0, 8<<10)
 	b.ReportAllocs()
 	b.ResetTimer()
