@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"runtime/metrics"
 	"time"
@@ -25,8 +24,13 @@ const (
 )
 
 // heapReading is what the collector reads of the runtime: bytes allocated
-// since the process began, and collections completed.
-type heapReading struct{ allocs, cycles uint64 }
+// since the process began, collections completed, the live heap at the
+// last one, and whether GOGC turns the collector off (GOGC=off or
+// negative, or debug.SetGCPercent(-1)).
+type heapReading struct {
+	allocs, cycles, live uint64
+	off                  bool
+}
 
 // collector forces a collection when the runtime let garbage build up.
 type collector struct {
@@ -36,18 +40,22 @@ type collector struct {
 	last heapReading
 }
 
-// tick collects if at least collectAfter bytes were allocated since the
-// last collection and the runtime has not collected since the last tick;
+// tick collects if at least collectAfter bytes, and an eighth of the live
+// heap, were allocated since the last collection, the runtime has not
+// collected since the last tick and GOGC does not turn collection off;
 // it reports whether it did.
 func (c *collector) tick() bool {
 	now := c.read()
+	if now.off {
+		return false
+	}
 	if now.cycles != c.last.cycles {
 		// The runtime collected in the interval: its garbage counts
 		// from here.
 		c.last = now
 		return false
 	}
-	if now.allocs-c.last.allocs < collectAfter {
+	if now.allocs-c.last.allocs < max(collectAfter, now.live/8) {
 		return false
 	}
 	c.collect()
@@ -57,19 +65,17 @@ func (c *collector) tick() bool {
 
 // runtimeHeap reads the collector's inputs from runtime/metrics.
 func runtimeHeap() func() heapReading {
-	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/gogc:percent"}}
 	return func() heapReading {
 		metrics.Read(samples)
-		return heapReading{allocs: samples[0].Value.Uint64(), cycles: samples[1].Value.Uint64()}
+		return heapReading{allocs: samples[0].Value.Uint64(), cycles: samples[1].Value.Uint64(),
+			live: samples[2].Value.Uint64(), off: int64(samples[3].Value.Uint64()) < 0}
 	}
 }
 
 // collectGarbage ticks a collector every collectEvery until ctx is done.
-// GOGC=off, which turns the collector off, turns this off too.
 func collectGarbage(ctx context.Context) {
-	if os.Getenv("GOGC") == "off" {
-		return
-	}
 	c := &collector{read: runtimeHeap(), collect: runtime.GC}
 	c.last = c.read()
 	t := time.NewTicker(collectEvery)

@@ -3,6 +3,7 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -29,7 +30,15 @@ func TestCollectorForcesOnlyPastGarbage(t *testing.T) {
 		{"the runtime collected on its own", collectAfter * 4, true, false},
 		{"garbage since the runtime's collection", collectAfter, false, true},
 		{"a big allocation the runtime collected", collectAfter * 100, true, false},
+		{"less than an eighth of a big live heap", collectAfter * 3, false, false},
+		{"an eighth of it", collectAfter, false, true},
+		{"GOGC=off", collectAfter * 8, false, false},
 	} {
+		now.live = 0
+		if strings.HasPrefix(s.name, "less than an eighth") || s.name == "an eighth of it" {
+			now.live = collectAfter * 32
+		}
+		now.off = s.name == "GOGC=off"
 		now.allocs += s.allocs
 		if s.cycled {
 			now.cycles++
@@ -42,9 +51,10 @@ func TestCollectorForcesOnlyPastGarbage(t *testing.T) {
 }
 
 // TestCollectorCollects runs a collector on the real runtime, with the
-// runtime's own collections off so that only the collector's can happen.
+// runtime's own collections as good as off (a huge GOGC) so that only the
+// collector's happen, and then with collection off.
 func TestCollectorCollects(t *testing.T) {
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	defer debug.SetGCPercent(debug.SetGCPercent(1 << 30))
 	read := runtimeHeap()
 	c := &collector{read: read, collect: runtime.GC}
 	c.last = read()
@@ -66,6 +76,16 @@ func TestCollectorCollects(t *testing.T) {
 	}
 	if c.tick() {
 		t.Error("collected again with nothing allocated since")
+	}
+	debug.SetGCPercent(-1)
+	garbage = garbage[:0]
+	for range 64 {
+		garbage = append(garbage, make([]byte, 64<<10))
+	}
+	sink = garbage
+	sink = nil
+	if c.tick() {
+		t.Error("collected with GOGC off")
 	}
 }
 

@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"bufio"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +46,15 @@ func FuzzAnswerUsage(f *testing.F) {
 		if CheckJSON([]byte(s)) != nil {
 			return
 		}
-		got, ok := answerUsage(s)
-		if !ok {
-			// One level too deep once wrapped.
-			return
+		found, got, hasUsage, err := answerOf([]byte(`{"usage":`+s+`,"choices":[]}`), "choices")
+		if errors.Is(err, ErrJSONDepth) {
+			return // one level too deep once wrapped
+		}
+		if err != nil || !found {
+			t.Fatalf("usage %q: answerOf found %v, err %v", s, found, err)
+		}
+		if !hasUsage {
+			got = Usage{}
 		}
 		if want := usageOf(gjson.Parse(s)); got != want {
 			t.Errorf("usage %q: answerOf read %+v, want %+v", s, got, want)

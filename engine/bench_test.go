@@ -162,7 +162,7 @@ func BenchmarkChatFloorParallel(b *testing.B) {
 }
 
 // benchClientParallel sends body to c's chat endpoint from benchClients
-// goroutines at once (fewer when GOMAXPROCS does not divide it).
+// goroutines at once (rounded to a multiple of GOMAXPROCS).
 func benchClientParallel(b *testing.B, c *fasthttp.HostClient, body string) {
 	b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
 	b.ReportAllocs()

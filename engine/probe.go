@@ -94,6 +94,9 @@ func appendProbes(dst []*probeKey, p *provider, groups map[string]*group, ids []
 		if len(p.cfg.Keys) == 0 {
 			k.key = -1
 		}
+		// The caps may change with the config: a key put off until
+		// they free is due again by the interval.
+		k.state.putOff.Store(0)
 		dst = append(dst, k)
 	}
 	return dst

@@ -66,6 +66,9 @@ func apartUpstream(b *testing.B) (*fasthttputil.InmemoryListener, chan struct{})
 // benchApart streams from c's chat endpoint, one stream after another,
 // telling the upstream on ack each time a chunk has come.
 func benchApart(b *testing.B, c *fasthttp.HostClient, ack chan struct{}) {
+	// Registered after the servers' shutdowns, so run before them: a
+	// stream a failure left open is let go rather than hung.
+	b.Cleanup(func() { close(ack) })
 	c.StreamResponseBody = true
 	req := benchRequest(`{"model":"auto","stream":true,"messages":[{"role":"user","content":"Say hello."}]}`)
 	resp := fasthttp.AcquireResponse()
