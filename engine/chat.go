@@ -304,10 +304,11 @@ func (e *Engine) finish(ctx *fasthttp.RequestCtx, s *snapshot, key *gatewayKey, 
 	}
 	e.states.analytics.all.at().answered(status, lat, fellBack)
 	// The line borrows the request's bytes: the entry remembered copies
-	// what it keeps, and a stream's access log line copies them.
+	// what it keeps, and a stream's access log line copies them. Its
+	// usage is bounded as settlement bounds it.
 	l := accessLine{
 		id: bytesString(ctx.Response.Header.PeekCanonical(hdrRequestID)), route: x.routeName, status: status,
-		model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage, fails: x.fails,
+		model: x.req.model, stream: x.req.stream, latency: lat, ttfb: x.ttfb, usage: x.reply.Usage.Bounded(), fails: x.fails,
 	}
 	if key != nil {
 		l.key = key.cfg.Name

@@ -850,3 +850,34 @@ func TestAccessLogOff(t *testing.T) {
 		t.Errorf("lines: %v", lines)
 	}
 }
+
+// TestAccessLogBoundsTokenCounts: an upstream's absurd usage (negative,
+// or past what any request uses) shows bounded in the access log and in
+// /api/requests, as it is settled, never wrapped to a negative count.
+func TestAccessLogBoundsTokenCounts(t *testing.T) {
+	n := newFakeNet(t)
+	n.upstream("p1.test", func(ctx *fasthttp.RequestCtx, _ int) {
+		if strings.Contains(string(ctx.PostBody()), `"stream":true`) {
+			ctx.SetContentType("text/event-stream")
+			ctx.SetBodyString(fakeChunk(0) + fakeFinish + `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up","choices":[],"usage":{"prompt_tokens":-5,"completion_tokens":1e23,"total_tokens":1}}` + "\n\n" + fakeDone)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"id":"c","object":"chat.completion","created":1,"model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":-5,"completion_tokens":1e23,"total_tokens":1}}`)
+	})
+	g, access := obGateway(t, fakeYAML([]fakeProv{{name: "p1"}}, "models:\n  auto: {targets: [p1/m]}\n"), n)
+	for _, ask := range []string{fakeAsk, fakeAskStream} {
+		r := g.chat(ask)
+		if r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		l := obLine(obLines(t, g, access), r.get("X-Request-Id"))
+		if l == nil || l["prompt_tokens"] != 0.0 || l["completion_tokens"] != float64(1<<32) {
+			t.Errorf("%s: access log line %v: want prompt_tokens 0, completion_tokens 2^32", ask, l)
+		}
+	}
+	recent := string(g.get("/api/requests").body)
+	if strings.Count(recent, `"promptTokens":0,"completionTokens":4294967296`) != 2 {
+		t.Errorf("/api/requests: %s", recent)
+	}
+}

@@ -246,6 +246,9 @@ func (r *relay) end() {
 		if r.onEnd != nil {
 			r.onEnd(r.stream)
 		}
+		// The access log and /api/requests show the usage as
+		// settlement bounds it.
+		u = u.Bounded()
 		if r.recent != nil {
 			r.entry.at, r.entry.latency = r.start.Add(lat).UnixNano(), lat
 			if u.Known {
