@@ -3,7 +3,6 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"testing"
 )
 
@@ -21,24 +20,22 @@ func TestCollectorForcesOnlyPastGarbage(t *testing.T) {
 		name    string
 		allocs  uint64 // allocated since the last step
 		cycled  bool   // the runtime collected since the last step
+		live    uint64 // the live heap
+		off     bool   // GOGC turns collection off
 		collect bool
 	}{
-		{"nothing allocated", 0, false, false},
-		{"less than collectAfter", collectAfter - 1, false, false},
-		{"collectAfter in all, over two ticks", 1, false, true},
-		{"right after the forced collection", collectAfter / 2, false, false},
-		{"the runtime collected on its own", collectAfter * 4, true, false},
-		{"garbage since the runtime's collection", collectAfter, false, true},
-		{"a big allocation the runtime collected", collectAfter * 100, true, false},
-		{"less than an eighth of a big live heap", collectAfter * 3, false, false},
-		{"an eighth of it", collectAfter, false, true},
-		{"GOGC=off", collectAfter * 8, false, false},
+		{"nothing allocated", 0, false, 0, false, false},
+		{"less than collectAfter", collectAfter - 1, false, 0, false, false},
+		{"collectAfter in all, over two ticks", 1, false, 0, false, true},
+		{"right after the forced collection", collectAfter / 2, false, 0, false, false},
+		{"the runtime collected on its own", collectAfter * 4, true, 0, false, false},
+		{"garbage since the runtime's collection", collectAfter, false, 0, false, true},
+		{"a big allocation the runtime collected", collectAfter * 100, true, 0, false, false},
+		{"less than an eighth of a big live heap", collectAfter * 3, false, collectAfter * 32, false, false},
+		{"an eighth of it", collectAfter, false, collectAfter * 32, false, true},
+		{"GOGC=off", collectAfter * 8, false, 0, true, false},
 	} {
-		now.live = 0
-		if strings.HasPrefix(s.name, "less than an eighth") || s.name == "an eighth of it" {
-			now.live = collectAfter * 32
-		}
-		now.off = s.name == "GOGC=off"
+		now.live, now.off = s.live, s.off
 		now.allocs += s.allocs
 		if s.cycled {
 			now.cycles++

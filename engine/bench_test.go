@@ -88,15 +88,21 @@ func benchClient(b *testing.B, c *fasthttp.HostClient, body string, stream bool)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if err := c.Do(req, resp); err != nil {
-			b.Fatal(err)
-		}
-		if resp.StatusCode() != 200 {
-			b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
-		}
+		benchDo(b, c, req, resp)
 		if stream && !bytes.HasSuffix(resp.Body(), []byte("data: [DONE]\n\n")) {
 			b.Fatalf("stream did not end with [DONE]: %q", resp.Body())
 		}
+	}
+}
+
+// benchDo sends req with c and fails the benchmark unless it is answered
+// 200.
+func benchDo(b *testing.B, c *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) {
+	if err := c.Do(req, resp); err != nil {
+		b.Fatal(err)
+	}
+	if resp.StatusCode() != 200 {
+		b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
 	}
 }
 

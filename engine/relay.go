@@ -240,15 +240,14 @@ func (r *relay) end() {
 	if !r.ended {
 		r.ended = true
 		r.stream.Close()
-		u := r.stream.Usage()
+		// Bounded as settlement bounds it, for the access log and
+		// /api/requests too.
+		u := r.stream.Usage().Bounded()
 		lat := time.Since(r.start)
 		r.res.settle(u, clockAt(r.start)+int64(lat))
 		if r.onEnd != nil {
 			r.onEnd(r.stream)
 		}
-		// The access log and /api/requests show the usage as
-		// settlement bounds it.
-		u = u.Bounded()
 		if r.recent != nil {
 			r.entry.at, r.entry.latency = r.start.Add(lat).UnixNano(), lat
 			if u.Known {

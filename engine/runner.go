@@ -119,16 +119,17 @@ type race struct {
 func (h *race) start(e *Engine, s *snapshot, g *group, x *exchange) {
 	*h = race{e: e, s: s, g: g, x: x, call: owned(x.call),
 		results: make(chan *attempt, s.cfg.Failover.MaxAttempts), timer: time.NewTimer(g.hedge)}
-	if n := x.call.Native; n != nil {
-		native := owned(*n)
-		h.call.Native = &native
-	}
 }
 
 // owned is c with its own copies of the bytes that point into the
-// client's request: the body and the beta header.
+// client's request: the body and the beta header, its native request's
+// too.
 func owned(c adapters.Call) adapters.Call {
 	c.Body, c.Beta = bytes.Clone(c.Body), bytes.Clone(c.Beta)
+	if c.Native != nil {
+		n := owned(*c.Native)
+		c.Native = &n
+	}
 	return c
 }
 

@@ -76,12 +76,7 @@ func benchApart(b *testing.B, c *fasthttp.HostClient, ack chan struct{}) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if err := c.Do(req, resp); err != nil {
-			b.Fatal(err)
-		}
-		if resp.StatusCode() != 200 {
-			b.Fatalf("status %d", resp.StatusCode())
-		}
+		benchDo(b, c, req, resp)
 		body = body[:0]
 		frames, acked := 0, 0
 		r := resp.BodyStream()
