@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"container/list"
 	"sync"
 )
@@ -29,8 +30,10 @@ type storedResponse struct {
 	at                int64
 }
 
+// bytes is what r holds in memory, as the size bound counts it: the
+// capacity of its slices, which put makes its own.
 func (r *storedResponse) bytes() int64 {
-	return int64(len(r.id) + len(r.key) + len(r.response) + len(r.history))
+	return int64(len(r.id) + len(r.key) + cap(r.response) + cap(r.history))
 }
 
 func newResponseStore() *responseStore {
@@ -39,8 +42,11 @@ func newResponseStore() *responseStore {
 
 // put stores r at now, evicting what is past ttl and, oldest first, what
 // the size bound no longer holds. An answer larger than the whole bound
-// is not stored; put reports whether r was.
+// is not stored; put reports whether r was. The store keeps copies of
+// r's bytes, so that an answer cut from a larger buffer does not hold
+// that buffer, uncounted, for its time to live.
 func (st *responseStore) put(r *storedResponse, now, ttl, maxBytes int64) bool {
+	r.response, r.history = bytes.Clone(r.response), bytes.Clone(r.history)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.expire(now, ttl)

@@ -49,3 +49,30 @@ func TestResponseStore(t *testing.T) {
 		t.Errorf("re-put changed size %d -> %d", before, st.size)
 	}
 }
+
+// TestResponseStoreCountsWhatItHolds: an answer that is a small slice of
+// a large buffer is stored as a copy of its own, and the size bound
+// counts the memory the store holds, not the answer's length.
+func TestResponseStoreCountsWhatItHolds(t *testing.T) {
+	st := newResponseStore()
+	big := make([]byte, 1<<20)
+	copy(big, `{"id":"resp_1"}`)
+	history := append(make([]byte, 0, 1<<20), `[{"role":"user","content":"hi"}]`...)
+	if !st.put(&storedResponse{id: "resp_1", key: "k", response: big[:15], history: history}, 0, 100, 1000) {
+		t.Fatal("a 47-byte answer was refused by a 1000-byte bound")
+	}
+	r, ok := st.get("resp_1", "k", 1, 100)
+	if !ok {
+		t.Fatal("stored answer not found")
+	}
+	if cap(r.response) >= 1<<20 || cap(r.history) >= 1<<20 {
+		t.Errorf("the store holds the caller's buffers: capacities %d and %d", cap(r.response), cap(r.history))
+	}
+	big[2], history[2] = 'X', 'X'
+	if string(r.response) != `{"id":"resp_1"}` || string(r.history) != `[{"role":"user","content":"hi"}]` {
+		t.Errorf("the stored answer changed with the caller's buffers: %s %s", r.response, r.history)
+	}
+	if want := int64(len("resp_1") + len("k") + cap(r.response) + cap(r.history)); st.size != want {
+		t.Errorf("size %d, want the %d bytes held", st.size, want)
+	}
+}
