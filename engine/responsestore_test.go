@@ -59,7 +59,7 @@ func TestResponseStoreCountsWhatItHolds(t *testing.T) {
 	copy(big, `{"id":"resp_1"}`)
 	history := append(make([]byte, 0, 1<<20), `[{"role":"user","content":"hi"}]`...)
 	if !st.put(&storedResponse{id: "resp_1", key: "k", response: big[:15], history: history}, 0, 100, 1000) {
-		t.Fatal("a 47-byte answer was refused by a 1000-byte bound")
+		t.Fatal("an answer of some 50 bytes was refused by a 1000-byte bound")
 	}
 	r, ok := st.get("resp_1", "k", 1, 100)
 	if !ok {
